@@ -1,0 +1,102 @@
+"""Criticality of an episode from the ego's point of view.
+
+Per frame and actor: gap (m) between the ego's and the actor's footprints along the line joining their centres
+(each footprint's half-extent along that line is subtracted from the centre distance) and time-to-collision
+(gap / closing speed, inf when not closing).  Per frame: ego longitudinal acceleration and jerk, collisions.
+Per episode: minimum TTC, minimum gap, whether the ego collided (and with whom), and post-encroachment time for
+actors whose paths cross the ego's (time between one leaving the conflict point and the other reaching it).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from simgen.backends.base import Frame
+
+
+def gaps_and_ttc(pose: np.ndarray, vel: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gap (m) and TTC (s) from actor 0 (ego) to every actor; entry 0 is NaN."""
+    c = pose[:, :2]
+    rel = c - c[0]
+    dist = np.linalg.norm(rel, axis=1)
+    u = rel / np.maximum(dist, 1e-9)[:, None]
+
+    def half_extent(i_yaw, l, w):
+        ex = np.stack([np.cos(i_yaw), np.sin(i_yaw)], axis=-1)
+        ey = np.stack([-np.sin(i_yaw), np.cos(i_yaw)], axis=-1)
+        return np.abs(np.einsum("ni,ni->n", u, ex)) * l / 2 + np.abs(np.einsum("ni,ni->n", u, ey)) * w / 2
+
+    ego_ext = half_extent(np.full(len(pose), pose[0, 3]), dims[0, 0], dims[0, 1])
+    oth_ext = half_extent(pose[:, 3], dims[:, 0], dims[:, 1])
+    gap = np.maximum(dist - ego_ext - oth_ext, 0.0)
+    closing = -np.einsum("ni,ni->n", vel[:, :2] - vel[0, :2], u)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ttc = np.where(closing > 1e-3, gap / closing, np.inf)
+    gap[0], ttc[0] = np.nan, np.nan
+    return gap, ttc
+
+
+class EpisodeCriticality:
+    def __init__(self, static_info: dict):
+        self.ids = [a["id"] for a in static_info["actors"]]
+        self.names = [a["name"] for a in static_info["actors"]]
+        self.gap, self.ttc, self.acc, self.time = [], [], [], []
+        self.collisions: list[tuple[int, int, int]] = []
+        self.ego_xy: list[np.ndarray] = []
+        self.xy: list[np.ndarray] = []
+
+    def add(self, frame: Frame) -> None:
+        st = frame.actors
+        g, t = gaps_and_ttc(st.pose, st.velocity, st.dims)
+        self.gap.append(g)
+        self.ttc.append(t)
+        self.acc.append(float(st.accel[0]))
+        self.time.append(frame.time_s)
+        self.xy.append(st.pose[:, :2].copy())
+        for a, b in frame.collisions:
+            self.collisions.append((frame.index, a, b))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        acc = np.array(self.acc)
+        t = np.array(self.time)
+        jerk = np.zeros_like(acc)
+        if len(acc) > 1:
+            jerk[1:] = np.diff(acc) / np.diff(t)
+        return {"gap_m": np.array(self.gap, np.float32), "ttc_s": np.array(self.ttc, np.float32),
+                "ego_accel_mps2": acc.astype(np.float32), "ego_jerk_mps3": jerk.astype(np.float32)}
+
+    def pet(self) -> dict[str, float]:
+        """Post-encroachment time per actor whose trajectory crosses the ego's within 1 m (seconds)."""
+        xy = np.array(self.xy)  # (N,A,2)
+        t = np.array(self.time)
+        out = {}
+        if len(xy) < 2:
+            return out
+        ego = xy[:, 0]
+        for j in range(1, xy.shape[1]):
+            d = np.linalg.norm(ego[:, None, :] - xy[None, :, j, :], axis=2)  # (N_ego, N_actor)
+            if d.min() > 1.0 or np.ptp(xy[:, j], axis=0).max() < 0.5:
+                continue
+            ie, ia = np.unravel_index(np.argmin(d), d.shape)
+            out[self.names[j]] = float(abs(t[ie] - t[ia]))
+        return out
+
+    def summary(self) -> dict:
+        a = self.arrays()
+        ttc = a["ttc_s"][:, 1:] if a["ttc_s"].shape[1] > 1 else np.full((1, 1), np.inf)
+        gap = a["gap_m"][:, 1:] if a["gap_m"].shape[1] > 1 else np.full((1, 1), np.inf)
+        min_ttc = float(np.min(ttc)) if ttc.size else float("inf")
+        ego_hits = sorted({self.names[self.ids.index(b if a_ == 1 else a_)] for _, a_, b in self.collisions if 1 in (a_, b)})
+        return {
+            "min_ttc_s": min_ttc if np.isfinite(min_ttc) else None,
+            "min_gap_m": float(np.min(gap)) if gap.size else None,
+            "collision": bool(ego_hits),
+            "collided_with": ego_hits,
+            "any_collision": bool(self.collisions),
+            "max_ego_decel_mps2": float(max(0.0, -np.min(a["ego_accel_mps2"]))),
+            "pet_s": self.pet(),
+        }
+
+    def write(self, f) -> None:
+        g = f.create_group("criticality")
+        for k, v in self.arrays().items():
+            g.create_dataset(k, data=v, compression="gzip", compression_opts=4)

@@ -1,0 +1,6 @@
+"""simgen: labelled synthetic camera and LiDAR data for autonomous-driving edge cases.
+
+``import simgen`` is light: it pulls in neither open3d, carla nor ray.  See README.md for the pipeline.
+"""
+__version__ = "0.1.0"
+FORMAT_VERSION = 1  # version of the HDF5 episode layout (docs/hdf5 layout in README.md)

@@ -1,0 +1,165 @@
+"""Command line: ``simgen run | validate | view | bench | maps``.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 runtime failure, 130 interrupted.
+Set SIMGEN_DEBUG=1 to get tracebacks for runtime failures.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from simgen.errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _p_run(sub):
+    p = sub.add_parser("run", help="run a scenario and write a labelled dataset")
+    p.add_argument("scenario", help="scenario YAML file (or the name of one in the scenario library)")
+    p.add_argument("--rig", help="rig YAML file (default: assets/rigs/default.yaml)")
+    p.add_argument("--out", default="out", help="output directory (default: ./out)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--frames", type=int, help="frames per episode (default: the scenario's duration_s x tick_hz)")
+    p.add_argument("--backend", default="builtin", help="builtin (default) or carla")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario value by dotted path, e.g. weather.fog_density=40 (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output directory")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--carla-host", default="127.0.0.1")
+    p.add_argument("--carla-port", type=int, default=2000)
+
+
+def resolve_scenario(arg: str) -> str:
+    """A path, or the name of a library scenario (scenarios/NAME.yaml)."""
+    from pathlib import Path
+
+    from simgen.paths import SCENARIOS
+
+    if Path(arg).exists() or arg.endswith((".yaml", ".yml")) or "/" in arg:
+        return arg
+    cand = SCENARIOS / f"{arg}.yaml"
+    return str(cand) if cand.exists() else arg
+
+
+def cmd_run(a) -> int:
+    from simgen.runner import run
+
+    opts = {}
+    if a.backend == "carla":
+        opts = {"host": a.carla_host, "port": a.carla_port}
+    s = run(resolve_scenario(a.scenario), rig=a.rig, out=a.out, seed=a.seed, episodes=a.episodes, frames=a.frames,
+            backend=a.backend, overrides=a.overrides, overwrite=a.overwrite, progress=not a.no_progress,
+            backend_options=opts)
+    n = len(s["episodes"])
+    frames = sum(e["frames"] for e in s["episodes"])
+    print(f"wrote {n} episode(s), {frames} frames to {a.out}/episodes  (collisions: {s['collisions']}, "
+          f"min TTC: {s['min_ttc_s'] if s['min_ttc_s'] is not None else 'none'})")
+    return 0
+
+
+def cmd_validate(a) -> int:
+    import numpy as np
+
+    from simgen.spec.rig import load_rig
+    from simgen.spec.scenario import concretise, load_scenario_source
+    from simgen.spec.schema import load_yaml
+
+    for path in a.files:
+        data = load_yaml(path)
+        if "sensors" in data:
+            rig = load_rig(path)
+            print(f"{path}: ok (rig '{rig.name}', {len(rig.sensors)} sensors)")
+            continue
+        src = load_scenario_source(path, a.overrides)
+        from simgen.runner import plan_episodes
+
+        plans = plan_episodes(src, seed=a.seed, episodes=max(1, a.sample))
+        print(f"{path}: ok (scenario '{src.name}', map {plans[0].spec.map}, {plans[0].spec.n_frames} frames)")
+        if a.sample:
+            for p in plans:
+                vals = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.params.items())
+                print(f"  episode {p.index}: {vals or '(no parameters)'}")
+        del np
+    return 0
+
+
+def cmd_view(a) -> int:
+    from simgen.view import render_episode
+
+    outs = render_episode(a.episode, out=a.out, camera=a.camera, lidar=a.lidar, max_frames=a.max_frames)
+    for o in outs:
+        print(f"wrote {o}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from simgen.bench import main as bench_main
+
+    return bench_main(frames=a.frames, as_json=a.json, memory_frames=a.memory_frames)
+
+
+def cmd_maps(a) -> int:
+    from simgen.world.roads import MAPS, get_map
+
+    if a.action == "list":
+        for name in MAPS:
+            print(f"{name:14s} {get_map(name).description}")
+        return 0
+    raise InputError(f"unknown maps action {a.action!r}; allowed: list")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import simgen
+
+    ap = _Parser(prog="simgen", description="Labelled synthetic camera/LiDAR data for autonomous-driving edge cases.")
+    ap.add_argument("--version", action="version", version=f"simgen {simgen.__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    _p_run(sub)
+    p = sub.add_parser("validate", help="check scenario or rig files without running")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N episodes' sampled parameters")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet")
+    p.add_argument("episode")
+    p.add_argument("--out", help="output MP4 path (default: next to the episode)")
+    p.add_argument("--camera")
+    p.add_argument("--lidar")
+    p.add_argument("--max-frames", type=int)
+    p = sub.add_parser("bench", help="benchmark the pipeline; prints JSON as the last line with --json")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--memory-frames", type=int, default=0, help="also run this many frames and report memory growth")
+    p = sub.add_parser("maps", help="builtin road maps")
+    p.add_argument("action", choices=["list"])
+    return ap
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "view": cmd_view, "bench": cmd_bench, "maps": cmd_maps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    try:
+        return COMMANDS[a.cmd](a) or 0
+    except InputError as e:
+        print(f"simgen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("simgen: interrupted; finished episodes are kept, the unfinished one was removed", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - last-resort handler for the CLI
+        if os.environ.get("SIMGEN_DEBUG"):
+            raise
+        print(f"simgen: runtime error: {type(e).__name__}: {e} (set SIMGEN_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

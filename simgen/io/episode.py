@@ -1,0 +1,237 @@
+"""One HDF5 file per episode: streamed frame by frame, chunked and compressed, atomic.
+
+The file is written as ``NAME.h5.partial`` and renamed to ``NAME.h5`` only after the last frame is written, the
+root attribute ``complete`` is set and the file is flushed and fsync'd: an interrupted run never leaves a file
+that looks complete.  Images are chunked one frame per chunk, so a loader reading frame k decompresses only
+frame k.  Variable-length LiDAR returns are concatenated with an ``offsets`` index (frame k is
+``offsets[k]:offsets[k+1]``).  The layout is documented in README.md ("Episode file layout").
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import simgen
+from annotators.ground_truth import FrameLabels
+from simgen.backends.base import Frame
+from simgen.spec.schema import to_dict
+
+LIGHT_CODES = {"red": 0, "yellow": 1, "green": 2}
+_IMG = dict(compression="gzip", compression_opts=1, shuffle=True)
+_TAB = dict(compression="gzip", compression_opts=4, shuffle=True)
+
+
+class EpisodeWriter:
+    def __init__(self, path: str | Path, *, n_frames: int, rig, meta: dict, static_info: dict):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".partial")
+        self.n = n_frames
+        self.rig = rig
+        self.f = h5py.File(self.tmp, "w", libver="latest")
+        self.k = 0
+        f = self.f
+        f.attrs["format"] = "simgen-episode"
+        f.attrs["format_version"] = simgen.FORMAT_VERSION
+        f.attrs["simgen_version"] = simgen.__version__
+        f.attrs["complete"] = False
+        f.attrs["n_frames"] = n_frames
+        for k, v in meta.items():
+            f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.integer, np.floating)) else json.dumps(v)
+        f.attrs["static_json"] = json.dumps(static_info)
+        actors = static_info["actors"]
+        A = len(actors)
+        self.A = A
+        g = f.create_group("actors")
+        g["id"] = np.array([a["id"] for a in actors], np.int32)
+        g["name"] = np.array([a["name"] for a in actors], dtype=h5py.string_dtype())
+        g["kind"] = np.array([a["kind"] for a in actors], dtype=h5py.string_dtype())
+        g["semantic"] = np.array([a["semantic"] for a in actors], np.uint8)
+        g["dims"] = np.array([a["dims"] for a in actors], np.float32).reshape(A, 3)
+        g["colour"] = np.array([a["colour"] for a in actors], np.float32).reshape(A, 3)
+        self._ds("actors/pose", (n_frames, A, 4), np.float64)
+        self._ds("actors/velocity", (n_frames, A, 3), np.float64)
+        self._ds("actors/accel", (n_frames, A), np.float64)
+        self._ds("frames/index", (n_frames,), np.int32)
+        self._ds("frames/time_s", (n_frames,), np.float64)
+        self._ds("frames/T_world_from_ego", (n_frames, 4, 4), np.float64)
+        lights = static_info.get("traffic_lights", [])
+        f["lights/id"] = np.array(lights, dtype=h5py.string_dtype())
+        self._ds("lights/state", (n_frames, len(lights)), np.uint8)
+        self.lights = lights
+        self._grow("collisions", (3,), np.int32)  # frame, id_a, id_b
+        self._grow("events/frame", (), np.int32)
+        self._grow("events/time_s", (), np.float64)
+        self._grow("events/actor", (), h5py.string_dtype())
+        self._grow("events/name", (), h5py.string_dtype())
+        for name in ("center_world", "velocity_world", "center_ego", "velocity_ego"):
+            self._ds(f"labels/objects/{name}", (n_frames, A, 3), np.float32)
+        for name in ("yaw_world", "yaw_ego"):
+            self._ds(f"labels/objects/{name}", (n_frames, A), np.float32)
+        self._ds("labels/objects/seen", (n_frames, A), bool)
+        for s in rig.sensors:
+            sg = f.create_group(f"sensors/{s.name}")
+            sg.attrs["type"] = s.type
+            sg.attrs["attributes_json"] = json.dumps(to_dict(s.attributes))
+            sg["T_ego_from_sensor"] = s.mount.matrix()
+            self._ds(f"sensors/{s.name}/T_world_from_sensor", (n_frames, 4, 4), np.float64)
+            lg = f"labels/{s.name}"
+            self._ds(f"{lg}/center_sensor", (n_frames, A, 3), np.float32)
+            self._ds(f"{lg}/quat_sensor", (n_frames, A, 4), np.float32)
+            if s.type == "camera":
+                W, H = s.camera.image_size_x, s.camera.image_size_y
+                self._ds(f"sensors/{s.name}/rgb", (n_frames, H, W, 3), np.uint8, chunks=(1, H, W, 3), **_IMG)
+                self._ds(f"sensors/{s.name}/depth", (n_frames, H, W), np.float32, chunks=(1, H, W), **_IMG)
+                self._ds(f"sensors/{s.name}/semantic", (n_frames, H, W), np.uint8, chunks=(1, H, W), **_IMG)
+                self._ds(f"sensors/{s.name}/instance", (n_frames, H, W), np.uint16, chunks=(1, H, W), **_IMG)
+                self._ds(f"sensors/{s.name}/K", (n_frames, 3, 3), np.float64)
+                for name, shape, dt in [("bbox_mask", (4,), np.float32), ("bbox_proj", (4,), np.float32),
+                                        ("visible_pixels", (), np.int32), ("amodal_pixels", (), np.int32),
+                                        ("visible_fraction", (), np.float32), ("truncation", (), np.float32),
+                                        ("occlusion", (), np.uint8), ("in_fov", (), bool)]:
+                    self._ds(f"{lg}/{name}", (n_frames, A) + shape, dt)
+            else:
+                self._ds(f"sensors/{s.name}/T_world_from_sensor_start", (n_frames, 4, 4), np.float64)
+                self._ds(f"sensors/{s.name}/offsets", (n_frames + 1,), np.int64)
+                f[f"sensors/{s.name}/offsets"][0] = 0
+                for name, shape, dt in [("xyz", (3,), np.float32), ("intensity", (), np.float32), ("semantic", (), np.uint8),
+                                        ("instance", (), np.uint32), ("time_s", (), np.float64), ("channel", (), np.uint16)]:
+                    self._grow(f"sensors/{s.name}/{name}", shape, dt, chunk=65536)
+                self._ds(f"{lg}/n_points", (n_frames, A), np.int32)
+
+    def _ds(self, name, shape, dtype, chunks=None, **kw):
+        if chunks is None and len(shape) >= 2 and shape[0] > 0:
+            chunks = (min(shape[0], 256),) + tuple(shape[1:]) if np.prod(shape[1:]) > 0 else None
+            kw = {**_TAB, **kw} if chunks else kw
+        return self.f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **kw)
+
+    def _grow(self, name, shape, dtype, chunk=1024):
+        return self.f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
+                                     chunks=(chunk,) + shape, **_TAB)
+
+    @staticmethod
+    def _append(ds, arr) -> None:
+        n = ds.shape[0]
+        ds.resize(n + len(arr), axis=0)
+        ds[n:] = arr
+
+    def write(self, frame: Frame, labels: FrameLabels) -> None:
+        f, k = self.f, self.k
+        assert k < self.n, "more frames than declared"
+        f["frames/index"][k] = frame.index
+        f["frames/time_s"][k] = frame.time_s
+        f["frames/T_world_from_ego"][k] = frame.T_world_from_ego
+        f["actors/pose"][k] = frame.actors.pose
+        f["actors/velocity"][k] = frame.actors.velocity
+        f["actors/accel"][k] = frame.actors.accel
+        if self.lights:
+            f["lights/state"][k] = [LIGHT_CODES[frame.lights[i]] for i in self.lights]
+        if frame.collisions:
+            self._append(f["collisions"], np.array([(k, a, b) for a, b in frame.collisions], np.int32))
+        if frame.events:
+            self._append(f["events/frame"], np.full(len(frame.events), k, np.int32))
+            self._append(f["events/time_s"], np.array([e[0] for e in frame.events]))
+            self._append(f["events/actor"], np.array([e[1] for e in frame.events], dtype=object))
+            self._append(f["events/name"], np.array([e[2] for e in frame.events], dtype=object))
+        lo = "labels/objects/"
+        for name in ("center_world", "velocity_world", "center_ego", "velocity_ego", "yaw_world", "yaw_ego", "seen"):
+            f[lo + name][k] = getattr(labels, name)
+        for name, cam in frame.cameras.items():
+            g = f"sensors/{name}/"
+            f[g + "T_world_from_sensor"][k] = cam.T_world_from_sensor
+            f[g + "K"][k] = cam.K
+            f[g + "rgb"][k] = cam.rgb
+            f[g + "depth"][k] = cam.depth
+            f[g + "semantic"][k] = cam.semantic
+            f[g + "instance"][k] = cam.instance.astype(np.uint16)
+            cl = labels.cameras[name]
+            for attr in ("bbox_mask", "bbox_proj", "visible_pixels", "amodal_pixels", "visible_fraction", "truncation",
+                         "occlusion", "in_fov", "center_sensor", "quat_sensor"):
+                f[f"labels/{name}/{attr}"][k] = getattr(cl, attr)
+        for name, ld in frame.lidars.items():
+            g = f"sensors/{name}/"
+            f[g + "T_world_from_sensor"][k] = ld.T_world_from_sensor
+            f[g + "T_world_from_sensor_start"][k] = ld.T_world_from_sensor_start
+            for attr in ("xyz", "intensity", "semantic", "instance", "time_s", "channel"):
+                self._append(f[g + attr], getattr(ld, attr))
+            f[g + "offsets"][k + 1] = f[g + "offsets"][k] + len(ld.xyz)
+            ll = labels.lidars[name]
+            for attr in ("n_points", "center_sensor", "quat_sensor"):
+                f[f"labels/{name}/{attr}"][k] = getattr(ll, attr)
+        self.k += 1
+
+    def close(self, extra_attrs: dict | None = None) -> Path:
+        """Finish: mark complete, flush, fsync and rename into place.  Returns the final path."""
+        if self.k != self.n:
+            raise RuntimeError(f"episode has {self.k} of {self.n} frames")
+        for key, v in (extra_attrs or {}).items():
+            self.f.attrs[key] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+        self.f.attrs["complete"] = True
+        self.f.flush()
+        self.f.close()
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file (used on errors and Ctrl-C)."""
+        try:
+            self.f.close()
+        except Exception:  # noqa: BLE001 - best effort on an already broken file
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+class Episode:
+    """Reads an episode file: ``ep.camera(name, k)``, ``ep.lidar(name, k)``, ``ep.boxes(k)``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.f = h5py.File(self.path, "r")
+        if self.f.attrs.get("format") != "simgen-episode":
+            raise ValueError(f"{path}: not a simgen episode file")
+        if not bool(self.f.attrs.get("complete", False)):
+            raise ValueError(f"{path}: episode is incomplete (interrupted run)")
+        self.n_frames = int(self.f.attrs["n_frames"])
+        self.static = json.loads(self.f.attrs["static_json"])
+
+    def sensors(self, kind: str | None = None) -> list[str]:
+        return [n for n, g in self.f["sensors"].items() if kind is None or g.attrs["type"] == kind]
+
+    def camera(self, name: str, k: int) -> dict:
+        g = self.f[f"sensors/{name}"]
+        return {key: g[key][k] for key in ("rgb", "depth", "semantic", "instance", "K", "T_world_from_sensor")}
+
+    def lidar(self, name: str, k: int) -> dict:
+        g = self.f[f"sensors/{name}"]
+        a, b = g["offsets"][k], g["offsets"][k + 1]
+        out = {key: g[key][a:b] for key in ("xyz", "intensity", "semantic", "instance", "time_s", "channel")}
+        out["T_world_from_sensor"] = g["T_world_from_sensor"][k]
+        out["T_world_from_sensor_start"] = g["T_world_from_sensor_start"][k]
+        return out
+
+    def boxes(self, k: int) -> dict:
+        g = self.f["labels/objects"]
+        out = {key: g[key][k] for key in g}
+        out["size"] = self.f["actors/dims"][:]
+        out["id"] = self.f["actors/id"][:]
+        out["semantic"] = self.f["actors/semantic"][:]
+        out["kind"] = self.f["actors/kind"].asstr()[:]
+        return out
+
+    def labels(self, sensor: str, k: int) -> dict:
+        g = self.f[f"labels/{sensor}"]
+        return {key: g[key][k] for key in g}
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

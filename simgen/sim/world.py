@@ -1,0 +1,527 @@
+"""The embedded simulator: actors on a road map, stepped at a fixed tick.
+
+Vehicles use a kinematic bicycle model steered by pure pursuit along a path (their lane, or a route through a
+junction) with a lateral offset (lane changes); their longitudinal control is IDM car-following with stops at
+red lights, or a scripted behaviour (hard braking ...).  Pedestrians move kinematically.  Events fire on
+triggers (time, distance, time-to-collision, another event) with an optional delay and switch an actor's
+behaviour.  Actor–actor collisions are detected with oriented footprints (separating axes) every tick.
+
+Units: metres, seconds, radians; world frame x east, y north, z up.  All randomness comes from the
+``numpy.random.Generator`` handed in.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simgen.classes import ACTOR_KINDS, ActorKind
+from simgen.errors import InputError
+from simgen.geometry import wrap_angle
+from simgen.spec.scenario import ActorSpec, Behaviour, EgoSpec, Event, Placement, ScenarioSpec
+from simgen.world.roads import Polyline, RoadMap, get_map
+from simgen.classes import ROADS
+
+# IDM parameters (Treiber et al. 2000), typical urban values.
+IDM_A_MAX = 1.5  # m/s^2
+IDM_B = 2.0  # comfortable deceleration, m/s^2
+IDM_T = 1.4  # time headway, s
+IDM_S0 = 2.0  # jam distance, m
+MAX_STEER = 0.6  # rad
+CAR_COLOURS = np.array(
+    [[0.8, 0.8, 0.82], [0.05, 0.05, 0.06], [0.5, 0.52, 0.55], [0.6, 0.05, 0.05], [0.05, 0.15, 0.5],
+     [0.9, 0.9, 0.9], [0.25, 0.3, 0.28], [0.7, 0.55, 0.1], [0.1, 0.35, 0.15], [0.35, 0.2, 0.1]], np.float32)
+CLOTHING_COLOURS = np.array(
+    [[0.1, 0.12, 0.3], [0.5, 0.1, 0.1], [0.2, 0.2, 0.2], [0.6, 0.6, 0.55], [0.1, 0.35, 0.2], [0.7, 0.45, 0.1]], np.float32)
+
+
+@dataclass
+class Actor:
+    """One simulated actor (the ego is actor id 1)."""
+
+    id: int
+    name: str
+    kind: ActorKind
+    dims: np.ndarray  # (3,) length, width, height
+    colour: np.ndarray  # (3,) paint / clothing colour, linear RGB
+    x: float
+    y: float
+    yaw: float
+    speed: float
+    behaviour: Behaviour
+    events: tuple[Event, ...] = ()
+    path: Polyline | None = None
+    lane: str | None = None
+    s: float = 0.0
+    lateral: float = 0.0  # current lateral target offset from the path (m, left +)
+    accel: float = 0.0
+    steer: float = 0.0
+    z: float = 0.0
+    is_ego: bool = False
+    walk_left_m: float | None = None
+    walk_heading: float = 0.0
+    lc: dict | None = None  # lane change in progress
+    crashed: bool = False
+    stop_points: list = field(default_factory=list)  # [(s on path, light id)]
+
+    @property
+    def is_vehicle(self) -> bool:
+        return self.kind.vehicle
+
+    @property
+    def wheelbase(self) -> float:
+        return max(0.8, 0.6 * float(self.dims[0]))
+
+
+@dataclass(frozen=True)
+class ActorStates:
+    """Per-tick snapshot of every actor, as arrays (index i is actor ``ids[i]``)."""
+
+    ids: np.ndarray  # (A,) int32 instance ids, ego = 1
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    semantic: np.ndarray  # (A,) uint8
+    pose: np.ndarray  # (A,4) x, y, z (bottom centre), yaw
+    velocity: np.ndarray  # (A,3) m/s, world frame
+    accel: np.ndarray  # (A,) longitudinal, m/s^2
+    dims: np.ndarray  # (A,3) length, width, height
+
+    def interpolate(self, other: "ActorStates", w: float) -> "ActorStates":
+        """Poses between self (w=0) and other (w=1); yaw along the shorter arc."""
+        p = self.pose + w * (other.pose - self.pose)
+        p[:, 3] = self.pose[:, 3] + w * wrap_angle(other.pose[:, 3] - self.pose[:, 3])
+        v = self.velocity + w * (other.velocity - self.velocity)
+        return dataclasses.replace(other, pose=p, velocity=v)
+
+
+class World:
+    """Builds the actors of a concrete scenario on its map and steps them."""
+
+    def __init__(self, spec: ScenarioSpec, *, rng: np.random.Generator, source: str = "<scenario>"):
+        self.spec = spec
+        self.source = source
+        self.map: RoadMap = get_map(spec.map)
+        self.dt = 1.0 / spec.tick_hz
+        self.time_s = 0.0
+        self.frame = 0
+        self.actors: list[Actor] = []
+        self.fired: dict[str, float] = {}  # event key -> time its conditions first held
+        self.applied: set[str] = set()
+        self.event_log: list[tuple[float, str, str]] = []  # (time, actor, event)
+        self.collisions_total: set[tuple[int, int]] = set()
+        self._rng = rng
+        self._place_all()
+        self._update_z()
+
+    # ------------------------------------------------------------------ placement
+    def _err(self, key: str, msg: str) -> InputError:
+        return InputError(msg, file=self.source, key=key)
+
+    def _lane(self, lane_id: str, key: str):
+        if lane_id not in self.map.lanes:
+            near = ", ".join(sorted(k for k, l in self.map.lanes.items() if l.kind != "connector"))
+            raise self._err(key, f"unknown lane {lane_id!r} on map {self.map.name!r}; lanes: {near}")
+        return self.map.lanes[lane_id]
+
+    def _resolve(self, place: Placement, key: str, placed: dict[str, Actor]):
+        """→ (x, y, yaw, lane id or None, path or None, s on path)."""
+        yaw_off = np.deg2rad(place.yaw_deg)
+        if place.lane is not None:
+            lane = self._lane(place.lane, f"{key}.lane")
+            if place.s_m > lane.centre.length:
+                raise self._err(f"{key}.s_m", f"got {place.s_m}; allowed: 0 to {lane.centre.length:.0f} (length of lane {lane.id})")
+            x, y, yaw = lane.centre.pose_at(place.s_m, place.lateral_m)
+            return float(x), float(y), float(yaw) + yaw_off, lane.id, place.s_m, place.lateral_m
+        if place.relative_to is not None:
+            ref = placed.get(place.relative_to)
+            if ref is None:
+                raise self._err(f"{key}.relative_to", f"actor {place.relative_to!r} must be placed before it is referenced")
+            if ref.lane is None:
+                raise self._err(f"{key}.relative_to", f"actor {place.relative_to!r} is not on a lane; place relative to a lane actor")
+            lane = self.map.lanes[ref.lane]
+            step = "left" if place.lane_offset > 0 else "right"
+            for _ in range(abs(place.lane_offset)):
+                nxt = getattr(lane, step)
+                if nxt is None:
+                    raise self._err(f"{key}.lane_offset", f"got {place.lane_offset}; lane {lane.id} has no lane to its {step}")
+                lane = self.map.lanes[nxt]
+            s_ref, _ = lane.centre.project(np.array([ref.x, ref.y]))
+            s = float(s_ref) + place.ahead_m
+            if not -50.0 <= s <= lane.centre.length + 50.0:
+                raise self._err(f"{key}.ahead_m", f"got {place.ahead_m}; that is off the end of lane {lane.id} (length {lane.centre.length:.0f} m)")
+            x, y, yaw = lane.centre.pose_at(s, place.lateral_m)
+            return float(x), float(y), float(yaw) + yaw_off, lane.id, s, place.lateral_m
+        xy = np.array([[place.x, place.y]], float)
+        lane_id = self.map.lane_at(xy)[0]
+        s, lat = 0.0, 0.0
+        if lane_id is not None:
+            s_, lat_ = self.map.lanes[lane_id].centre.project(xy[0])
+            s, lat = float(s_), float(lat_)
+        return float(place.x), float(place.y), yaw_off, lane_id, s, lat
+
+    def _new_actor(self, name, kind_name, dims_spec, colour, place_res, speed, behaviour, events, key, is_ego=False):
+        kind = ACTOR_KINDS[kind_name]
+        if dims_spec is not None:
+            dims = np.array([dims_spec.length_m, dims_spec.width_m, dims_spec.height_m], float)
+        else:
+            lo = np.array([kind.length_m[0], kind.width_m[0], kind.height_m[0]])
+            hi = np.array([kind.length_m[1], kind.width_m[1], kind.height_m[1]])
+            dims = lo + self._rng.random(3) * (hi - lo)
+        if colour is not None:
+            col = np.array(colour, np.float32)
+        else:
+            pal = CAR_COLOURS if kind.vehicle else CLOTHING_COLOURS
+            col = pal[self._rng.integers(len(pal))]
+        x, y, yaw, lane_id, s, lat = place_res
+        a = Actor(
+            id=len(self.actors) + 1, name=name, kind=kind, dims=dims, colour=col, x=x, y=y, yaw=float(wrap_angle(yaw)),
+            speed=float(speed), behaviour=behaviour, events=tuple(events), lane=lane_id, is_ego=is_ego,
+        )
+        if lane_id is not None and kind.vehicle:
+            self._set_path(a, lane_id)
+            a.lateral = lat
+        self._start_behaviour(a, behaviour)
+        self.actors.append(a)
+        return a
+
+    def _set_path(self, a: Actor, lane_id: str) -> None:
+        lane = self.map.lanes[lane_id]
+        a.lane = lane_id
+        a.path = self.map.route(lane_id, [], min_length_m=lane.centre.length + 400.0)
+        s, _ = a.path.project(np.array([a.x, a.y]))
+        a.s = float(s)
+        a.stop_points = [(lane.stop_s, lane.signal)] if lane.stop_s is not None and lane.signal else []
+
+    def _place_all(self) -> None:
+        spec = self.spec
+        placed: dict[str, Actor] = {}
+        ego: EgoSpec = spec.ego
+        res = self._resolve(ego.place, "ego.place", placed)
+        placed["ego"] = self._new_actor("ego", ego.kind, ego.dims, None, res, ego.speed_mps, ego.behaviour, ego.events, "ego", is_ego=True)
+        for i, a in enumerate(spec.actors):
+            key = f"actors[{i}]"
+            res = self._resolve(a.place, f"{key}.place", placed)
+            placed[a.id] = self._new_actor(a.id, a.kind, a.dims, a.colour, res, a.speed_mps, a.behaviour, a.events, key)
+        self._check_placements()
+        self._spawn_traffic()
+
+    def _footprints(self, actors=None) -> np.ndarray:
+        actors = self.actors if actors is None else actors
+        out = np.zeros((len(actors), 4, 2))
+        for i, a in enumerate(actors):
+            c, s = np.cos(a.yaw), np.sin(a.yaw)
+            l2, w2 = a.dims[0] / 2, a.dims[1] / 2
+            local = np.array([[l2, w2], [l2, -w2], [-l2, -w2], [-l2, w2]])
+            out[i] = local @ np.array([[c, s], [-s, c]]) + [a.x, a.y]
+        return out
+
+    def _check_placements(self) -> None:
+        fps = self._footprints()
+        keys = ["ego"] + [f"actors[{i}] ({a.id})" for i, a in enumerate(self.spec.actors)]
+        sem = self.map.surface_at(np.array([[a.x, a.y] for a in self.actors]))
+        for i, a in enumerate(self.actors):
+            if a.kind.vehicle and a.behaviour.type != "parked" and sem[i] != ROADS:
+                raise self._err(f"{keys[i]}.place", f"a {a.kind.name} placed at ({a.x:.1f}, {a.y:.1f}) is off the road; allowed: on a driving lane or shoulder")
+            if a.kind.vehicle and a.behaviour.type == "parked" and sem[i] != ROADS:
+                raise self._err(f"{keys[i]}.place", f"a parked {a.kind.name} at ({a.x:.1f}, {a.y:.1f}) is off the road; park it on a lane or the shoulder")
+        hit = overlapping_pairs(fps, margin=0.05)
+        if len(hit):
+            i, j = hit[0]
+            raise self._err(f"{keys[j]}.place", f"overlaps {self.actors[i].name} at ({self.actors[j].x:.1f}, {self.actors[j].y:.1f}); move one of them")
+
+    def _spawn_traffic(self) -> None:
+        tr = self.spec.traffic
+        if tr.vehicles == 0 and tr.pedestrians == 0:
+            return
+        rng = self._rng
+        ego = self.actors[0]
+        lanes = [l for l in self.map.lanes.values() if l.kind == "driving"]
+        tries = 0
+        added = 0
+        while added < tr.vehicles and tries < tr.vehicles * 50:
+            tries += 1
+            lane = lanes[rng.integers(len(lanes))]
+            s_e, _ = lane.centre.project(np.array([ego.x, ego.y]))
+            s = float(s_e) + rng.uniform(-tr.radius_m, tr.radius_m)
+            if not 5.0 < s < lane.centre.length - 5.0:
+                continue
+            kind = tr.kinds[rng.integers(len(tr.kinds))]
+            speed = float(rng.uniform(*tr.speed_mps))
+            x, y, yaw = lane.centre.pose_at(s, 0.0)
+            cand = dict(x=float(x), y=float(y), yaw=float(yaw))
+            k = ACTOR_KINDS[kind]
+            dims = np.array([rng.uniform(*k.length_m), rng.uniform(*k.width_m), rng.uniform(*k.height_m)])
+            probe = Actor(0, "", k, dims + [8.0, 0.0, 0.0], np.zeros(3), cand["x"], cand["y"], cand["yaw"], 0.0, Behaviour())
+            fp = self._footprints(self.actors + [probe])
+            if np.any(overlapping_pairs(fp, margin=0.3)[:, 1] == len(self.actors)) if len(self.actors) else False:
+                continue
+            a = Actor(len(self.actors) + 1, f"traffic_{added}", k, dims, CAR_COLOURS[rng.integers(len(CAR_COLOURS))],
+                      cand["x"], cand["y"], cand["yaw"], speed, Behaviour(type="lane_follow", speed_mps=speed))
+            self._set_path(a, lane.id)
+            self._start_behaviour(a, a.behaviour)
+            self.actors.append(a)
+            added += 1
+        sidewalks = list(self.map.sidewalks)
+        added = 0
+        tries = 0
+        while sidewalks and added < tr.pedestrians and tries < tr.pedestrians * 50:
+            tries += 1
+            sw = sidewalks[rng.integers(len(sidewalks))]
+            s_e, _ = sw.centre.project(np.array([ego.x, ego.y]))
+            s = float(s_e) + rng.uniform(-tr.radius_m, tr.radius_m)
+            if not 1.0 < s < sw.centre.length - 1.0:
+                continue
+            lat = rng.uniform(-0.3, 0.3) * sw.width_m
+            x, y, yaw = sw.centre.pose_at(s, lat)
+            if rng.random() < 0.5:
+                yaw = yaw + np.pi
+            kind = "child" if rng.random() < 0.15 else "pedestrian"
+            k = ACTOR_KINDS[kind]
+            dims = np.array([rng.uniform(*k.length_m), rng.uniform(*k.width_m), rng.uniform(*k.height_m)])
+            probe = Actor(0, "", k, dims + 0.5, np.zeros(3), float(x), float(y), float(yaw), 0.0, Behaviour())
+            fp = self._footprints(self.actors + [probe])
+            if np.any(overlapping_pairs(fp)[:, 1] == len(self.actors)):
+                continue
+            speed = float(rng.uniform(0.9, 1.6))
+            a = Actor(len(self.actors) + 1, f"walker_{added}", k, dims, CLOTHING_COLOURS[rng.integers(len(CLOTHING_COLOURS))],
+                      float(x), float(y), float(wrap_angle(yaw)), speed, Behaviour(type="walk", speed_mps=speed))
+            self._start_behaviour(a, a.behaviour)
+            self.actors.append(a)
+            added += 1
+
+    # ------------------------------------------------------------------ behaviours
+    def _start_behaviour(self, a: Actor, b: Behaviour) -> None:
+        a.behaviour = b
+        if b.type in ("parked", "stand"):
+            a.speed = 0.0
+        if b.type == "walk":
+            a.walk_heading = float(wrap_angle(a.yaw + np.deg2rad(b.heading_deg)))
+            a.yaw = a.walk_heading
+            a.walk_left_m = b.distance_m
+            if b.speed_mps is not None:
+                a.speed = b.speed_mps
+        if b.type == "lane_change":
+            lane = self.map.lanes.get(a.lane) if a.lane else None
+            target = getattr(lane, b.direction) if lane else None
+            if target is None:
+                raise InputError(f"{a.name} cannot change lanes {b.direction}: lane {a.lane} has no lane to its {b.direction}",
+                                 file=self.source, key=f"{a.name}.events")
+            tl = self.map.lanes[target]
+            s_t, lat_now = tl.centre.project(np.array([a.x, a.y]))
+            a.lc = dict(target=target, t0=self.time_s, dur=b.duration_s, start=float(lat_now))
+            # switch the path now and steer the lateral offset from where the actor is to 0 on the target lane
+            a.path = self.map.route(target, [], min_length_m=tl.centre.length + 400.0)
+            a.lane = target
+            a.s, a.lateral = float(a.path.project(np.array([a.x, a.y]))[0]), float(lat_now)
+            a.stop_points = [(tl.stop_s, tl.signal)] if tl.stop_s is not None and tl.signal else []
+
+    def _target_speed(self, a: Actor) -> float:
+        b = a.behaviour
+        if b.speed_mps is not None:
+            return b.speed_mps
+        return max(a.speed, 0.1) if a.speed > 0 else 10.0
+
+    def _idm_accel(self, a: Actor, i: int, pos: np.ndarray, vel: np.ndarray, lights: dict[str, str]) -> float:
+        v0 = max(self._target_speed(a), 0.1)
+        v = a.speed
+        acc_free = IDM_A_MAX * (1 - (v / v0) ** 4)
+        gap, dv = np.inf, 0.0
+        b = a.behaviour
+        if b.obstacles != "none" and a.path is not None and len(self.actors) > 1:
+            s_all, d_all = a.path.project(pos[:, :2])
+            tan = a.path.pose_at(s_all)[2]
+            ds = s_all - a.s
+            others = np.ones(len(self.actors), bool)
+            others[i] = False
+            if b.obstacles == "vehicles":
+                others &= np.array([o.kind.vehicle for o in self.actors])
+            half_w = np.array([o.dims[1] for o in self.actors]) / 2 + a.dims[1] / 2 + 0.2
+            lat_now = a.lateral
+            lengths = np.array([o.dims[0] for o in self.actors])
+            mask = others & (ds > 0) & (ds < 120) & (np.abs(d_all - lat_now) < half_w)
+            if np.any(mask):
+                gaps = ds - (lengths + a.dims[0]) / 2
+                j = np.argmin(np.where(mask, gaps, np.inf))
+                gap = gaps[j]
+                v_lead = vel[j, 0] * np.cos(tan[j]) + vel[j, 1] * np.sin(tan[j])
+                dv = v - v_lead
+        if b.obey_lights:
+            for stop_s, light in a.stop_points:
+                st = lights.get(light)
+                d = stop_s - a.s - a.dims[0] / 2
+                if st in ("red", "yellow") and d > -0.5:
+                    # yellow: stop only if we can do so comfortably
+                    if st == "yellow" and d < v * v / (2 * IDM_B * 1.5):
+                        continue
+                    if d < gap:
+                        gap, dv = d, v
+        if not np.isfinite(gap):
+            return acc_free
+        s_star = IDM_S0 + max(0.0, v * IDM_T + v * dv / (2 * np.sqrt(IDM_A_MAX * IDM_B)))
+        acc = IDM_A_MAX * (1 - (v / v0) ** 4 - (s_star / max(gap, 0.1)) ** 2)
+        return float(max(acc, -9.0))
+
+    # ------------------------------------------------------------------ stepping
+    def light_states(self, t: float | None = None) -> dict[str, str]:
+        """Phase of every traffic light at time t: groups NS and EW alternate (green, yellow, all-red)."""
+        t = self.time_s if t is None else t
+        g, y, r = self.spec.traffic_light_cycle_s
+        period = 2 * (g + y + r)
+        ph = t % period
+        ns = "green" if ph < g else "yellow" if ph < g + y else "red"
+        ph2 = (ph - (g + y + r)) % period
+        ew = "green" if ph2 < g else "yellow" if ph2 < g + y else "red"
+        return {tl.id: (ns if tl.group == "NS" else ew) for tl in self.map.traffic_lights}
+
+    def _ttc_to_ego(self, a: Actor) -> float:
+        ego = self.actors[0]
+        rel = np.array([a.x - ego.x, a.y - ego.y])
+        dist = np.linalg.norm(rel) - (ego.dims[0] + a.dims[0]) / 2
+        ve = ego.speed * np.array([np.cos(ego.yaw), np.sin(ego.yaw)])
+        va = a.speed * np.array([np.cos(a.yaw), np.sin(a.yaw)])
+        closing = -np.dot(va - ve, rel) / max(np.linalg.norm(rel), 1e-6)
+        return float(dist / closing) if closing > 1e-3 else float("inf")
+
+    def _check_events(self) -> None:
+        by_name = {a.name: a for a in self.actors}
+        for a in self.actors:
+            for j, e in enumerate(a.events):
+                key = e.name or f"{a.name}#{j}"
+                if key in self.applied:
+                    continue
+                if key not in self.fired:
+                    w = e.when
+                    ok = True
+                    if w.time_s is not None:
+                        ok &= self.time_s >= w.time_s - 1e-9
+                    if w.distance_m is not None:
+                        p = by_name[w.actor] if w.actor else a
+                        q = by_name[w.to]
+                        ok &= float(np.hypot(p.x - q.x, p.y - q.y)) <= w.distance_m
+                    if w.ttc_s is not None:
+                        p = by_name[w.actor] if w.actor else a
+                        ok &= p is not self.actors[0] and self._ttc_to_ego(p) <= w.ttc_s
+                    if w.after is not None:
+                        ok &= w.after in self.applied
+                    if ok:
+                        self.fired[key] = self.time_s
+                if key in self.fired and self.time_s >= self.fired[key] + e.when.delay_s - 1e-9:
+                    self.applied.add(key)
+                    self.event_log.append((self.time_s, a.name, key))
+                    if not a.crashed:
+                        self._start_behaviour(a, e.do)
+
+    def step(self) -> list[tuple[int, int]]:
+        """Advance one tick; returns the actor-id pairs in collision after the step."""
+        dt = self.dt
+        self._check_events()
+        lights = self.light_states()
+        pos = np.array([[a.x, a.y] for a in self.actors])
+        vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
+        for i, a in enumerate(self.actors):
+            b = a.behaviour
+            if a.crashed or b.type in ("parked", "stand"):
+                a.accel, a.speed = 0.0, 0.0
+                continue
+            if b.type == "walk" or not a.kind.vehicle or a.path is None:
+                if a.walk_left_m is not None and a.walk_left_m <= 0:
+                    a.speed, a.accel = 0.0, 0.0
+                    continue
+                step = a.speed * dt
+                if a.walk_left_m is not None:
+                    step = min(step, a.walk_left_m)
+                    a.walk_left_m -= step
+                a.x += step * np.cos(a.yaw)
+                a.y += step * np.sin(a.yaw)
+                continue
+            if b.type in ("brake", "stop"):
+                acc = -b.decel_mps2
+            else:
+                acc = self._idm_accel(a, i, pos, vel, lights)
+            # lateral target for lane changes: smooth (cosine) blend of the offset to 0 over the duration
+            if a.lc is not None:
+                u = min(1.0, (self.time_s + dt - a.lc["t0"]) / a.lc["dur"])
+                a.lateral = a.lc["start"] * 0.5 * (1 + np.cos(np.pi * u))
+                if u >= 1.0:
+                    a.lc = None
+                    a.lateral = 0.0
+                    if a.behaviour.type == "lane_change":
+                        a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
+            self._bicycle(a, acc, dt)
+        self.time_s = round(self.time_s + dt, 9)
+        self.frame += 1
+        self._update_z()
+        return self._collisions()
+
+    def _bicycle(self, a: Actor, acc: float, dt: float) -> None:
+        """Kinematic bicycle (reference point: box centre) with pure-pursuit steering towards the path."""
+        v = a.speed
+        look = max(4.0, 0.9 * v)
+        tx, ty, _ = a.path.pose_at(a.s + look, a.lateral)
+        alpha = wrap_angle(np.arctan2(ty - a.y, tx - a.x) - a.yaw)
+        L = a.wheelbase
+        steer = float(np.clip(np.arctan2(2 * L * np.sin(alpha), look), -MAX_STEER, MAX_STEER))
+        v_new = max(0.0, v + acc * dt)
+        a.accel = (v_new - v) / dt
+        v_mid = 0.5 * (v + v_new)
+        beta = np.arctan(0.5 * np.tan(steer))  # slip angle at the centre for a centred reference point
+        a.x += v_mid * np.cos(a.yaw + beta) * dt
+        a.y += v_mid * np.sin(a.yaw + beta) * dt
+        a.yaw = float(wrap_angle(a.yaw + v_mid * np.cos(beta) * np.tan(steer) / L * dt))
+        a.speed, a.steer = v_new, steer
+        a.s = float(a.path.project(np.array([a.x, a.y]))[0])
+
+    def _update_z(self) -> None:
+        xy = np.array([[a.x, a.y] for a in self.actors])
+        z = self.map.ground_height(xy)
+        for a, zi in zip(self.actors, z):
+            a.z = float(zi)
+
+    def _collisions(self) -> list[tuple[int, int]]:
+        pairs = overlapping_pairs(self._footprints())
+        out = []
+        for i, j in pairs:
+            a, b = self.actors[i], self.actors[j]
+            out.append((a.id, b.id))
+            for x in (a, b):
+                if x.kind.vehicle or x.speed > 0:
+                    x.crashed = True
+            self.collisions_total.add((a.id, b.id))
+        return out
+
+    def states(self) -> ActorStates:
+        A = self.actors
+        return ActorStates(
+            ids=np.array([a.id for a in A], np.int32),
+            names=tuple(a.name for a in A),
+            kinds=tuple(a.kind.name for a in A),
+            semantic=np.array([a.kind.semantic for a in A], np.uint8),
+            pose=np.array([[a.x, a.y, a.z, a.yaw] for a in A], float),
+            velocity=np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw), 0.0] for a in A], float),
+            accel=np.array([a.accel for a in A], float),
+            dims=np.array([a.dims for a in A], float),
+        )
+
+
+def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Index pairs (i < j) of oriented 2-D footprints (N,4,2) that overlap (separating axis test)."""
+    n = len(fp)
+    if n < 2:
+        return np.zeros((0, 2), int)
+    i, j = np.triu_indices(n, 1)
+    # quick reject on bounding circles
+    c = fp.mean(axis=1)
+    r = np.linalg.norm(fp - c[:, None], axis=2).max(axis=1)
+    near = np.linalg.norm(c[i] - c[j], axis=1) <= r[i] + r[j] + margin
+    i, j = i[near], j[near]
+    if len(i) == 0:
+        return np.zeros((0, 2), int)
+    A, B = fp[i], fp[j]
+    axes = np.concatenate([A[:, [1, 2]] - A[:, [0, 1]], B[:, [1, 2]] - B[:, [0, 1]]], axis=1)  # (P,4,2)
+    axes = axes / np.linalg.norm(axes, axis=2, keepdims=True)
+    pa = np.einsum("pkd,pcd->pkc", axes, A)
+    pb = np.einsum("pkd,pcd->pkc", axes, B)
+    sep = (pa.max(2) + margin < pb.min(2)) | (pb.max(2) + margin < pa.min(2))
+    hit = ~sep.any(axis=1)
+    return np.stack([i[hit], j[hit]], axis=1)

@@ -1,0 +1,292 @@
+"""Scenario spec: what happens, where, to whom; sampled per episode into a concrete scenario.
+
+Loading goes: YAML (safe) → ``--set`` overrides → parameter sampling and ``$`` substitution → strict typed
+validation (this module) → placement resolution against the map (``simgen.sim.world``), which rejects
+off-road and overlapping placements before anything runs.  The concrete scenario is stored in every episode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from simgen.classes import ACTOR_KINDS
+from simgen.errors import InputError
+from simgen.spec.params import check_parameters, sample_parameters, substitute
+from simgen.spec.schema import Ctx, apply_overrides, from_dict, load_yaml, to_dict
+
+SPEED = {"range": (0.0, 70.0)}  # m/s; 250 km/h is absurd for any scenario here
+DIST = {"range": (-2000.0, 2000.0)}
+
+
+@dataclass(frozen=True)
+class Weather:
+    """CARLA ``WeatherParameters`` names and ranges."""
+
+    cloudiness: float = field(default=10.0, metadata={"range": (0.0, 100.0)})
+    precipitation: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
+    precipitation_deposits: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
+    wind_intensity: float = field(default=10.0, metadata={"range": (0.0, 100.0)})
+    sun_azimuth_angle: float = field(default=135.0, metadata={"range": (0.0, 360.0)})
+    sun_altitude_angle: float = field(default=45.0, metadata={"range": (-90.0, 90.0)})
+    fog_density: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
+    fog_distance: float = field(default=0.0, metadata={"range": (0.0, 10000.0)})
+    fog_falloff: float = field(default=0.2, metadata={"range": (0.0, 10.0)})
+    wetness: float = field(default=0.0, metadata={"range": (0.0, 100.0)})
+    scattering_intensity: float = field(default=1.0, metadata={"range": (0.0, 10.0)})
+    mie_scattering_scale: float = field(default=0.03, metadata={"range": (0.0, 10.0)})
+    rayleigh_scattering_scale: float = field(default=0.0331, metadata={"range": (0.0, 10.0)})
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an actor starts.  Exactly one of: ``lane`` (+ ``s_m``), ``relative_to``, or ``x``/``y``.
+
+    ``relative_to`` places the actor ``ahead_m`` metres ahead (negative: behind) of another actor along that
+    actor's lane, ``lane_offset`` lanes to its left (+1) or right (-1).  ``lateral_m`` shifts the actor
+    sideways from the lane centre (left positive), e.g. onto the shoulder or the sidewalk.  ``yaw_deg`` is
+    relative to the lane direction (lane placements) or absolute (x/y placements).
+    """
+
+    lane: str | None = None
+    s_m: float = field(default=0.0, metadata={"range": (0.0, 5000.0)})
+    relative_to: str | None = None
+    ahead_m: float = field(default=0.0, metadata=DIST)
+    lane_offset: int = field(default=0, metadata={"range": (-6, 6)})
+    lateral_m: float = field(default=0.0, metadata={"range": (-40.0, 40.0)})
+    x: float | None = field(default=None, metadata=DIST)
+    y: float | None = field(default=None, metadata=DIST)
+    yaw_deg: float = field(default=0.0, metadata={"range": (-360.0, 360.0)})
+
+    def validate(self, ctx: Ctx) -> None:
+        modes = [self.lane is not None, self.relative_to is not None, self.x is not None or self.y is not None]
+        if sum(modes) != 1:
+            raise ctx.error("give exactly one of: lane (with s_m), relative_to (with ahead_m), or x and y")
+        if modes[2] and (self.x is None or self.y is None):
+            raise ctx.error("x and y must be given together")
+
+
+BEHAVIOURS = ("lane_follow", "brake", "lane_change", "parked", "stand", "walk", "stop")
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What an actor does.  Types and the keys they use:
+
+    - ``lane_follow``: IDM car-following along its lane at ``speed_mps`` (target); ``obstacles``: what it
+      reacts to (``all``, ``vehicles``, ``none``); stops at red lights unless ``obey_lights: false``.
+    - ``brake``: decelerate at ``decel_mps2`` to a stop and stay stopped.
+    - ``lane_change``: move ``direction`` (left/right) one lane over ``duration_s``, then lane_follow.
+    - ``parked`` / ``stand``: stay still.  ``stop``: come to a stop at ``decel_mps2``.
+    - ``walk``: move straight at ``speed_mps`` towards ``heading_deg`` (relative to the actor's current heading;
+      90 = to its left), for ``distance_m`` metres then stand (default: keep walking).
+    """
+
+    type: Literal["lane_follow", "brake", "lane_change", "parked", "stand", "walk", "stop"] = "lane_follow"
+    speed_mps: float | None = field(default=None, metadata=SPEED)
+    decel_mps2: float = field(default=6.0, metadata={"gt": 0.0, "range": (0.0, 12.0)})
+    direction: Literal["left", "right"] = "left"
+    duration_s: float = field(default=3.0, metadata={"gt": 0.0, "range": (0.0, 30.0)})
+    heading_deg: float = field(default=0.0, metadata={"range": (-360.0, 360.0)})
+    distance_m: float | None = field(default=None, metadata={"range": (0.0, 1000.0)})
+    obstacles: Literal["all", "vehicles", "none"] = "all"
+    obey_lights: bool = True
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """When an event fires (all given conditions must hold; at least one must be given).
+
+    ``time_s``: simulation time reached.  ``distance_m``: the distance between the actor (or ``actor``) and
+    ``to`` (default ego) drops below this.  ``ttc_s``: time-to-collision from ego to the actor drops below this.
+    ``after``: the named event has fired.  ``delay_s``: wait this long after the conditions hold.
+    """
+
+    time_s: float | None = field(default=None, metadata={"range": (0.0, 3600.0)})
+    distance_m: float | None = field(default=None, metadata={"range": (0.0, 1000.0)})
+    actor: str | None = None
+    to: str = "ego"
+    ttc_s: float | None = field(default=None, metadata={"range": (0.0, 60.0)})
+    after: str | None = None
+    delay_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})
+
+    def validate(self, ctx: Ctx) -> None:
+        if all(v is None for v in (self.time_s, self.distance_m, self.ttc_s, self.after)):
+            raise ctx.error("a trigger needs at least one of time_s, distance_m, ttc_s, after")
+
+
+@dataclass(frozen=True)
+class Event:
+    when: Trigger
+    do: Behaviour
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Dims:
+    length_m: float = field(metadata={"gt": 0.0, "range": (0.0, 30.0)})
+    width_m: float = field(metadata={"gt": 0.0, "range": (0.0, 5.0)})
+    height_m: float = field(metadata={"gt": 0.0, "range": (0.0, 6.0)})
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    id: str
+    kind: str = field(metadata={"choices": tuple(ACTOR_KINDS)})
+    place: Placement
+    speed_mps: float = field(default=0.0, metadata=SPEED)
+    behaviour: Behaviour = Behaviour()
+    events: tuple[Event, ...] = ()
+    dims: Dims | None = None
+    colour: tuple[float, float, float] | None = None
+
+    def validate(self, ctx: Ctx) -> None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.id):
+            raise ctx.key("id").error(f"got {self.id!r}; allowed: letters, digits, _ starting with a letter")
+        if self.colour is not None and not all(0.0 <= c <= 1.0 for c in self.colour):
+            raise ctx.key("colour").error(f"got {list(self.colour)}; allowed: three numbers 0 to 1 (RGB)")
+        kind = ACTOR_KINDS[self.kind]
+        if self.speed_mps > kind.max_speed_mps:
+            raise ctx.key("speed_mps").error(f"got {self.speed_mps}; allowed: 0 to {kind.max_speed_mps} for a {self.kind}")
+
+
+@dataclass(frozen=True)
+class EgoSpec:
+    place: Placement
+    kind: str = field(default="car", metadata={"choices": ("car", "van", "truck", "bus")})
+    speed_mps: float = field(default=10.0, metadata=SPEED)
+    behaviour: Behaviour = Behaviour()
+    dims: Dims | None = None
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Background traffic placed at random (from the episode's seed) on the map's driving lanes/sidewalks."""
+
+    vehicles: int = field(default=0, metadata={"range": (0, 200)})
+    pedestrians: int = field(default=0, metadata={"range": (0, 200)})
+    speed_mps: tuple[float, float] = (8.0, 14.0)
+    radius_m: float = field(default=120.0, metadata={"gt": 0.0, "range": (0.0, 1000.0)})
+    kinds: tuple[str, ...] = ("car", "car", "car", "van", "truck", "bus", "motorcycle")
+
+    def validate(self, ctx: Ctx) -> None:
+        lo, hi = self.speed_mps
+        if not 0 <= lo <= hi <= 40:
+            raise ctx.key("speed_mps").error(f"got {list(self.speed_mps)}; allowed: [lo, hi] with 0 <= lo <= hi <= 40")
+        for i, k in enumerate(self.kinds):
+            if k not in ACTOR_KINDS or not ACTOR_KINDS[k].vehicle:
+                raise ctx.key("kinds").index(i).error(f"got {k!r}; allowed: {', '.join(n for n, a in ACTOR_KINDS.items() if a.vehicle)}")
+
+
+@dataclass(frozen=True)
+class Scenery:
+    density: float = field(default=1.0, metadata={"range": (0.0, 5.0)})
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    name: str
+    map: str
+    ego: EgoSpec
+    description: str = ""
+    pre_crash_type: str = ""
+    tick_hz: float = field(default=20.0, metadata={"range": (1.0, 200.0)})
+    duration_s: float = field(default=8.0, metadata={"gt": 0.0, "range": (0.0, 3600.0)})
+    parameters: dict[str, Any] = field(default_factory=dict)
+    weather: Weather = Weather()
+    scenery: Scenery = Scenery()
+    traffic: Traffic = Traffic()
+    actors: tuple[ActorSpec, ...] = ()
+    traffic_light_cycle_s: tuple[float, float, float] = (12.0, 3.0, 2.0)  # green, yellow, all-red
+
+    def validate(self, ctx: Ctx) -> None:
+        from simgen.world.roads import MAPS
+
+        if self.map not in MAPS:
+            raise ctx.key("map").error(f"got {self.map!r}; allowed: {', '.join(MAPS)}")
+        ids = {"ego"}
+        for i, a in enumerate(self.actors):
+            if a.id in ids:
+                raise ctx.key("actors").index(i).key("id").error(f"duplicate actor id {a.id!r}" + (" (ego is reserved)" if a.id == "ego" else ""))
+            ids.add(a.id)
+        events = {}
+        all_events = [("ego", j, e) for j, e in enumerate(self.ego.events)] + [
+            (a.id, j, e) for a in self.actors for j, e in enumerate(a.events)
+        ]
+        for owner, j, e in all_events:
+            if e.name:
+                if e.name in events:
+                    raise ctx.error(f"duplicate event name {e.name!r}")
+                events[e.name] = e
+        for i, a in enumerate(self.actors):
+            if a.place.relative_to is not None and a.place.relative_to not in ids:
+                raise ctx.key("actors").index(i).key("place.relative_to").error(f"unknown actor {a.place.relative_to!r}; known: {', '.join(sorted(ids))}")
+        for owner, j, e in all_events:
+            base = ctx.key("ego") if owner == "ego" else ctx.key("actors").index([a.id for a in self.actors].index(owner))
+            ectx = base.key("events").index(j).key("when")
+            for k in ("actor", "to"):
+                v = getattr(e.when, k)
+                if v is not None and v not in ids:
+                    raise ectx.key(k).error(f"unknown actor {v!r}; known: {', '.join(sorted(ids))}")
+            if e.when.after is not None and e.when.after not in events:
+                raise ectx.key("after").error(f"unknown event {e.when.after!r}; known: {', '.join(events) or 'none'}")
+        # cycles between events ("after" chains)
+        for name in events:
+            seen, cur = [], name
+            while cur is not None:
+                if cur in seen:
+                    raise ctx.error(f"events form a cycle: {' -> '.join(seen + [cur])}")
+                seen.append(cur)
+                cur = events[cur].when.after if cur in events else None
+
+    @property
+    def n_frames(self) -> int:
+        return max(1, int(round(self.duration_s * self.tick_hz)))
+
+
+@dataclass(frozen=True)
+class ScenarioSource:
+    """A scenario file as written (before sampling), with overrides applied."""
+
+    path: str
+    raw: dict
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name", Path(self.path).stem))
+
+
+def load_scenario_source(path: str | Path, overrides: list[str] = ()) -> ScenarioSource:
+    raw = load_yaml(path, what="scenario file")
+    raw = apply_overrides(raw, list(overrides), file=str(path))
+    check_parameters(raw.get("parameters", {}) or {}, file=str(path))
+    return ScenarioSource(str(path), raw)
+
+
+def concretise(src: ScenarioSource, *, rng: np.random.Generator) -> tuple[ScenarioSpec, dict]:
+    """Sample parameters and validate the result: returns the typed concrete spec and the sampled values."""
+    raw = dict(src.raw)
+    params = raw.get("parameters", {}) or {}
+    values = sample_parameters(params, rng=rng, file=src.path)
+    body = substitute({k: v for k, v in raw.items() if k != "parameters"}, values, file=src.path)
+    body["parameters"] = {k: v for k, v in values.items()}
+    spec = from_dict(ScenarioSpec, body, Ctx(src.path))
+    return spec, values
+
+
+def scenario_to_dict(spec: ScenarioSpec) -> dict:
+    return to_dict(spec)
+
+
+def scenario_from_dict(data: dict, *, file: str = "<stored scenario>") -> ScenarioSpec:
+    """Rebuild a concrete spec (e.g. from an episode file); parameters are already plain values."""
+    return from_dict(ScenarioSpec, data, Ctx(file))
+
+
+def scenario_error(src_path: str, key: str, msg: str) -> InputError:
+    return InputError(msg, file=src_path, key=key)

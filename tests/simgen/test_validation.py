@@ -1,0 +1,116 @@
+"""Bad input: every case gets a one-line error naming file/key/value/allowed, exit code 2, nothing written."""
+from pathlib import Path
+
+import pytest
+
+from simgen.cli import main
+from tests.conftest import RIGS, SCENARIOS, write
+
+GOOD = (SCENARIOS / "lead_vehicle_brakes.yaml").read_text()
+RIG = (RIGS / "small.yaml").read_text()
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def check_bad(capsys, args, *needles):
+    code, err = run_cli(args, capsys)
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err  # one line, no traceback
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, f"{n!r} not in {err!r}"
+    return err
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("name: x\nmap: [straight\n", ["malformed YAML", "line"]),
+    ("", ["empty"]),
+    ("- a\n- b\n", ["mapping"]),
+    ("!!python/object/apply:os.system ['echo hacked']\n", ["tags that construct objects are not allowed"]),
+    ("name: a\nname: b\n", ["duplicate key 'name'"]),
+])
+def test_malformed_yaml(tmp_path, capsys, text, needles):
+    p = write(tmp_path, "s.yaml", text)
+    check_bad(capsys, ["validate", str(p)], str(p), *needles)
+
+
+@pytest.mark.parametrize("old,new,needles", [
+    ("duration_s: 8", "duration_s: 8\ncolour_grading: warm", ["colour_grading", "unknown key", "allowed keys"]),
+    ("tick_hz: 20", "tick_hz: fast", ["tick_hz", "'fast'", "a number"]),
+    ("tick_hz: 20", "tick_hz: 0", ["tick_hz", "allowed: 1.0 to 200.0"]),
+    ("map: straight", "map: moon", ["map", "'moon'", "allowed: straight"]),
+    ("  speed_mps: $speed_mps\n  behaviour", "  speed_mps: -3\n  behaviour", ["ego.speed_mps", "got -3", "0.0 to 70.0"]),
+    ("  speed_mps: $speed_mps\n  behaviour", "  speed_mps: 900\n  behaviour", ["ego.speed_mps", "900"]),
+    ("ahead_m: $gap_m}", "ahead_m: 99999}", ["actors[0].place.ahead_m", "99999"]),
+    ("place: {lane: fwd_2, s_m: 120}", "place: {lane: lane_9, s_m: 120}", ["ego.place.lane", "unknown lane 'lane_9'", "fwd_1"]),
+    ("place: {relative_to: ego, ahead_m: $gap_m}", "place: {relative_to: ego, ahead_m: $gap_m, lateral_m: 12}", ["actors[0] (lead).place", "off the road"]),
+    ("place: {relative_to: ego, ahead_m: $gap_m}", "place: {relative_to: ego, ahead_m: 1.0}", ["actors[0] (lead).place", "overlaps ego"]),
+    ("when: {time_s: $brake_time_s}", "when: {distance_m: 5, to: ghost}", ["events[0].when.to", "unknown actor 'ghost'"]),
+    ("when: {time_s: $brake_time_s}", "when: {after: lead_brakes}", ["cycle", "lead_brakes -> lead_brakes"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {uniform: [35, 12]}", ["parameters.gap_m.uniform", "reversed"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {gaussian: [1, 2]}", ["parameters.gap_m", "allowed"]),
+    ("decel_mps2: $decel_mps2}", "decel_mps2: $decel}", ["unknown parameter $decel"]),
+])
+def test_bad_scenario_values(tmp_path, capsys, old, new, needles):
+    assert old in GOOD, old
+    p = write(tmp_path, "s.yaml", GOOD.replace(old, new, 1))
+    check_bad(capsys, ["validate", str(p)], str(p), *needles)
+
+
+@pytest.mark.parametrize("old,new,needles", [
+    ("fov: 90", "fov: 0", ["sensors[0].attributes.fov", "got 0.0", "greater than 0.0"]),
+    ("fov: 90", "fov: 180", ["sensors[0].attributes.fov", "below 180.0"]),
+    ("channels: 16", "channels: 0", ["sensors[1].attributes.channels", "got 0", "1 to 256"]),
+    ("channels: 16", "chanels: 16", ["chanels", "unknown key", "channels"]),
+    ("type: camera", "type: radar", ["sensors[0].type", "'radar'", "'camera', 'lidar'"]),
+    ("range: 80.0", "range: -5", ["sensors[1].attributes.range", "-5"]),
+    ("upper_fov: 2.0", "upper_fov: -30", ["upper_fov", "greater than lower_fov"]),
+])
+def test_bad_rig_values(tmp_path, capsys, old, new, needles):
+    assert old in RIG, old
+    p = write(tmp_path, "rig.yaml", RIG.replace(old, new, 1))
+    check_bad(capsys, ["validate", str(p)], str(p), *needles)
+
+
+def test_missing_files(tmp_path, capsys):
+    check_bad(capsys, ["validate", str(tmp_path / "nope.yaml")], "nope.yaml", "not found")
+    check_bad(capsys, ["run", str(SCENARIOS / "lead_vehicle_brakes.yaml"), "--rig", str(tmp_path / "r.yaml"),
+                       "--out", str(tmp_path / "o")], "r.yaml", "rig file not found")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_override_is_validated_like_the_file(tmp_path, capsys):
+    out = tmp_path / "o"
+    check_bad(capsys, ["run", str(SCENARIOS / "lead_vehicle_brakes.yaml"), "--out", str(out),
+                       "--set", "weather.fog_density=400"], "weather.fog_density", "400", "0.0 to 100.0")
+    check_bad(capsys, ["run", str(SCENARIOS / "lead_vehicle_brakes.yaml"), "--out", str(out),
+                       "--set", "actors.nobody.speed_mps=3"], "no list item with id 'nobody'")
+    check_bad(capsys, ["validate", str(SCENARIOS / "lead_vehicle_brakes.yaml"), "--set", "ego.sped_mps=3"], "ego.sped_mps", "unknown key")
+    assert not out.exists()
+
+
+def test_output_dir_with_other_data_is_refused(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    check_bad(capsys, ["run", str(SCENARIOS / "lead_vehicle_brakes.yaml"), "--out", str(out), "--frames", "1",
+                       "--no-progress"], str(out), "not empty", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run"])
+    assert e.value.code == 2
+
+
+def test_valid_files_pass(capsys):
+    code = main(["validate", str(SCENARIOS / "lead_vehicle_brakes.yaml"), str(RIGS / "default.yaml"), "--sample", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "episode 0: gap_m=" in out and "episode 1: gap_m=" in out
