@@ -137,17 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-frames", type=int, default=0, help="also run this many frames and report memory growth")
     p = sub.add_parser("maps", help="builtin road maps")
     p.add_argument("action", choices=["list"])
+    import importlib
+
+    for mod in PLUGIN_MODULES:
+        importlib.import_module(mod).add_subcommand(sub)
     return ap
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "view": cmd_view, "bench": cmd_bench, "maps": cmd_maps}
+
+# Subcommands living in their own modules: each module has ``add_subcommand(subparsers)``, which adds its parser
+# and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.
+PLUGIN_MODULES: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
-        return COMMANDS[a.cmd](a) or 0
+        fn = getattr(a, "func", None) or COMMANDS[a.cmd]
+        return fn(a) or 0
     except InputError as e:
         print(f"simgen: error: {e}", file=sys.stderr)
         return 2

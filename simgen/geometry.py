@@ -32,7 +32,11 @@ def pose_matrix(x, y, z, yaw, pitch=0.0, roll=0.0) -> np.ndarray:
     """(…,4,4) homogeneous transform from a position (m) and yaw/pitch/roll (rad)."""
     x, y, z, yaw, pitch, roll = np.broadcast_arrays(*(np.asarray(a, float) for a in (x, y, z, yaw, pitch, roll)))
     T = np.zeros(x.shape + (4, 4))
-    T[..., :3, :3] = rotation_matrix(roll, pitch, yaw)
+    if not (np.any(pitch) or np.any(roll)):  # ground vehicles: yaw only (fast path for per-ray poses)
+        c, s = np.cos(yaw), np.sin(yaw)
+        T[..., 0, 0], T[..., 0, 1], T[..., 1, 0], T[..., 1, 1], T[..., 2, 2] = c, -s, s, c, 1.0
+    else:
+        T[..., :3, :3] = rotation_matrix(roll, pitch, yaw)
     T[..., 0, 3], T[..., 1, 3], T[..., 2, 3] = x, y, z
     T[..., 3, 3] = 1.0
     return T

@@ -5,6 +5,8 @@ each sensor, so e.g. changing a LiDAR's drop-off does not change where traffic s
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from simgen.backends.base import Frame
@@ -80,6 +82,7 @@ class BuiltinSession:
         self.mounts = {s.name: s.mount.matrix() for s in rig.sensors}
         self.sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, s_sensors.spawn(len(rig.sensors)))}
         self.light = Lighting.from_weather(scenario.weather)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simgen-lidar")
         self._k = 0
         self._prev = None
         self._prev_time = 0.0
@@ -124,18 +127,24 @@ class BuiltinSession:
         rows = self._geom_rows
         frame = Frame(index=self._k, time_s=w.time_s, T_world_from_ego=T_we, actors=states, lights=lights,
                       collisions=collisions, events=list(w.event_log[n_events:]), T_ego_from_sensor=dict(self.mounts))
+        # LiDARs run in a worker thread while the cameras render: Embree and large numpy operations release the
+        # GIL, so the two overlap on a multi-core machine.  Each sensor has its own RNG: results do not depend
+        # on the interleaving.
+        futures = {name: self._pool.submit(lid.capture, self._prev_time, w.time_s, ego_prev, ego_now, self.static,
+                                           self.actor_geoms, prev[rows], states.pose[rows], rng=self.sensor_rngs[name])
+                   for name, lid in self.lidars.items()}
         for name, cam in self.cameras.items():
             frame.cameras[name] = cam.capture(T_we @ self.mounts[name], self.static, self.actor_geoms,
                                               states.pose[rows], self.light, lamp_on, self.actor_colour)
-        for name, lid in self.lidars.items():
-            frame.lidars[name] = lid.capture(self._prev_time, w.time_s, ego_prev, ego_now, self.static, self.actor_geoms,
-                                             prev[rows], states.pose[rows], rng=self.sensor_rngs[name])
+        for name, fut in futures.items():
+            frame.lidars[name] = fut.result()
         self._prev = states
         self._prev_time = w.time_s
         self._k += 1
         return frame
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self.static = None
         self.actor_geoms = []
 

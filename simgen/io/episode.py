@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -22,7 +23,57 @@ from simgen.spec.schema import to_dict
 
 LIGHT_CODES = {"red": 0, "yellow": 1, "green": 2}
 _IMG = dict(compression="gzip", compression_opts=1, shuffle=True)
+_IMG_LEVEL = 1
+try:  # ISA-L emits standard zlib streams (what HDF5's deflate filter reads) about 4x faster than zlib
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - isal is a declared dependency; zlib is the portable fallback
+    import zlib as _zlib
+
+
+def _encode_chunk(arr: np.ndarray) -> bytes:
+    """One image chunk through HDF5's shuffle + deflate filters, done here so it can run in a worker thread
+    (zlib releases the GIL) while the next frame renders; the result goes in with ``write_direct_chunk``."""
+    a = np.ascontiguousarray(arr)
+    n = a.dtype.itemsize
+    raw = a.view(np.uint8).reshape(-1, n).T.tobytes() if n > 1 else a.tobytes()
+    return _zlib.compress(raw, _IMG_LEVEL)
 _TAB = dict(compression="gzip", compression_opts=4, shuffle=True)
+
+
+class _Appender:
+    """Appends rows to a 1-D-chunked dataset in whole chunks only (a partial compressed chunk would be
+    decompressed and recompressed on every append); full chunks are compressed in the writer's thread pool."""
+
+    def __init__(self, ds, pool, pending: list, level: int):
+        self.ds, self.pool, self.pending = ds, pool, pending
+        self.chunk = ds.chunks[0]
+        self.buf: list[np.ndarray] = []
+        self.n_buf = 0
+        self.n_written = 0  # rows already placed in the dataset
+
+    def append(self, arr: np.ndarray) -> None:
+        if len(arr) == 0:
+            return
+        self.buf.append(np.asarray(arr, self.ds.dtype))
+        self.n_buf += len(arr)
+        if self.n_buf >= self.chunk:
+            data = np.concatenate(self.buf)
+            n_full = (len(data) // self.chunk) * self.chunk
+            self.ds.resize(self.n_written + n_full, axis=0)
+            for i in range(0, n_full, self.chunk):
+                offset = (self.n_written + i,) + (0,) * (self.ds.ndim - 1)
+                self.pending.append((self.ds.name, offset, self.pool.submit(_encode_chunk, data[i:i + self.chunk])))
+            self.n_written += n_full
+            rest = data[n_full:]
+            self.buf, self.n_buf = ([rest] if len(rest) else []), len(rest)
+
+    def finish(self) -> None:
+        if self.n_buf:
+            data = np.concatenate(self.buf)
+            self.ds.resize(self.n_written + len(data), axis=0)
+            self.ds[self.n_written:] = data
+            self.n_written += len(data)
+            self.buf, self.n_buf = [], 0
 
 
 class EpisodeWriter:
@@ -33,6 +84,10 @@ class EpisodeWriter:
         self.rig = rig
         self.f = h5py.File(self.tmp, "w", libver="latest")
         self.k = 0
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simgen-compress")
+        self._pending: list = []  # (dataset name, chunk offset, future of compressed bytes)
+        self._appenders: dict[str, _Appender] = {}
+        self._offsets = {s.name: 0 for s in rig.lidars}
         f = self.f
         f.attrs["format"] = "simgen-episode"
         f.attrs["format_version"] = simgen.FORMAT_VERSION
@@ -99,7 +154,8 @@ class EpisodeWriter:
                 f[f"sensors/{s.name}/offsets"][0] = 0
                 for name, shape, dt in [("xyz", (3,), np.float32), ("intensity", (), np.float32), ("semantic", (), np.uint8),
                                         ("instance", (), np.uint32), ("time_s", (), np.float64), ("channel", (), np.uint16)]:
-                    self._grow(f"sensors/{s.name}/{name}", shape, dt, chunk=65536)
+                    ds = self._grow(f"sensors/{s.name}/{name}", shape, dt, chunk=65536, **_IMG)
+                    self._appenders[ds.name] = _Appender(ds, self._pool, self._pending, _IMG_LEVEL)
                 self._ds(f"{lg}/n_points", (n_frames, A), np.int32)
 
     def _ds(self, name, shape, dtype, chunks=None, **kw):
@@ -108,9 +164,9 @@ class EpisodeWriter:
             kw = {**_TAB, **kw} if chunks else kw
         return self.f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **kw)
 
-    def _grow(self, name, shape, dtype, chunk=1024):
+    def _grow(self, name, shape, dtype, chunk=1024, **kw):
         return self.f.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
-                                     chunks=(chunk,) + shape, **_TAB)
+                                     chunks=(chunk,) + shape, **(kw or _TAB))
 
     @staticmethod
     def _append(ds, arr) -> None:
@@ -118,7 +174,13 @@ class EpisodeWriter:
         ds.resize(n + len(arr), axis=0)
         ds[n:] = arr
 
+    def _flush_pending(self) -> None:
+        for name, offset, fut in self._pending:
+            self.f[name].id.write_direct_chunk(offset, fut.result())
+        self._pending.clear()
+
     def write(self, frame: Frame, labels: FrameLabels) -> None:
+        self._flush_pending()  # the previous frame's images, compressed meanwhile
         f, k = self.f, self.k
         assert k < self.n, "more frames than declared"
         f["frames/index"][k] = frame.index
@@ -143,10 +205,10 @@ class EpisodeWriter:
             g = f"sensors/{name}/"
             f[g + "T_world_from_sensor"][k] = cam.T_world_from_sensor
             f[g + "K"][k] = cam.K
-            f[g + "rgb"][k] = cam.rgb
-            f[g + "depth"][k] = cam.depth
-            f[g + "semantic"][k] = cam.semantic
-            f[g + "instance"][k] = cam.instance.astype(np.uint16)
+            for key, arr in (("rgb", cam.rgb), ("depth", cam.depth), ("semantic", cam.semantic),
+                             ("instance", cam.instance.astype(np.uint16))):
+                ds = f[g + key]
+                self._pending.append((ds.name, (k,) + (0,) * (ds.ndim - 1), self._pool.submit(_encode_chunk, arr)))
             cl = labels.cameras[name]
             for attr in ("bbox_mask", "bbox_proj", "visible_pixels", "amodal_pixels", "visible_fraction", "truncation",
                          "occlusion", "in_fov", "center_sensor", "quat_sensor"):
@@ -156,8 +218,9 @@ class EpisodeWriter:
             f[g + "T_world_from_sensor"][k] = ld.T_world_from_sensor
             f[g + "T_world_from_sensor_start"][k] = ld.T_world_from_sensor_start
             for attr in ("xyz", "intensity", "semantic", "instance", "time_s", "channel"):
-                self._append(f[g + attr], getattr(ld, attr))
-            f[g + "offsets"][k + 1] = f[g + "offsets"][k] + len(ld.xyz)
+                self._appenders[f["/sensors/" + name + "/" + attr].name].append(getattr(ld, attr))
+            self._offsets[name] += len(ld.xyz)
+            f[g + "offsets"][k + 1] = self._offsets[name]
             ll = labels.lidars[name]
             for attr in ("n_points", "center_sensor", "quat_sensor"):
                 f[f"labels/{name}/{attr}"][k] = getattr(ll, attr)
@@ -167,6 +230,10 @@ class EpisodeWriter:
         """Finish: mark complete, flush, fsync and rename into place.  Returns the final path."""
         if self.k != self.n:
             raise RuntimeError(f"episode has {self.k} of {self.n} frames")
+        for ap in self._appenders.values():
+            ap.finish()
+        self._flush_pending()
+        self._pool.shutdown()
         for key, v in (extra_attrs or {}).items():
             self.f.attrs[key] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
         self.f.attrs["complete"] = True
@@ -179,6 +246,8 @@ class EpisodeWriter:
 
     def abort(self) -> None:
         """Drop the partial file (used on errors and Ctrl-C)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
         try:
             self.f.close()
         except Exception:  # noqa: BLE001 - best effort on an already broken file

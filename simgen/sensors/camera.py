@@ -13,7 +13,8 @@ from simgen.backends.base import CameraData
 from simgen.classes import SKY
 from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, intrinsics_from_fov, pixel_rays, pose_matrix, project, transform_points, invert
 from simgen.sensors import render
-from simgen.sensors.shading import Lighting, albedo, apply_fog, procedural_variation, shade, tonemap
+from simgen.sensors import kernels
+from simgen.sensors.shading import _NOISE_TABLE, Lighting
 from simgen.spec.rig import SensorSpec
 from simgen.world import materials as M
 
@@ -34,6 +35,8 @@ class Camera:
         d_opt = pixel_rays(self.K, self.W, self.H).astype(np.float32)
         self.z_of_ray = d_opt[:, 2].copy()  # depth = t * z component
         self.d_body = (d_opt @ T_BODY_FROM_OPTICAL[:3, :3].T.astype(np.float32)).astype(np.float32)
+        self._rays = np.empty((self.W * self.H, 6), np.float32)  # reused ray buffer: origin, direction
+        self._d = np.empty((self.W * self.H, 3), np.float32)  # world directions, contiguous
 
     def roi(self, T_optical_from_world: np.ndarray, corners_world: np.ndarray) -> tuple[int, int, int, int] | None:
         """Pixel rectangle (r0, r1, c0, c1) covering points' projection, or None when out of view."""
@@ -62,9 +65,12 @@ class Camera:
         """
         R = T_world_from_sensor[:3, :3].astype(np.float32)
         o1 = T_world_from_sensor[:3, 3].astype(np.float32)
-        d = self.d_body @ R.T
-        o = np.broadcast_to(o1, d.shape)
-        h = render.cast_static(static, o, d)
+        rays = self._rays
+        d = np.matmul(self.d_body, R.T, out=self._d)
+        rays[:, :3] = o1
+        rays[:, 3:] = d
+        o = rays[:, :3]
+        h = render.cast_static(static, o, d, rays=rays)
         T_opt_from_world = np.linalg.inv(T_world_from_sensor @ T_BODY_FROM_OPTICAL)
         amodal: dict[int, int] = {}
         dims = np.array([a.dims for a in actors]).reshape(-1, 3)
@@ -80,72 +86,57 @@ class Camera:
             t, n, tri = render.cast_actor(act, o[idx], d[idx], poses[k])
             amodal[act.id] = int(np.count_nonzero(np.isfinite(t)))
             render.merge_actor_hits(h, idx, t, n, tri, act)
-        render.face_ray(h, d)
-        hit = np.isfinite(h.t)
+        # --- shading: two fused parallel passes (simgen.sensors.kernels) around the shadow-ray casts
+        sun_up = bool(light.sun_rgb.max() > 0)
+        facing = kernels.prepare(h.t, h.normal, d, light.sun_dir, sun_up)
+        fidx = np.nonzero(facing)[0]
+        occ = self._shadows(fidx, o1, d, h, light, static, actors, poses, corners, T_opt_from_world)
+        lit_idx = np.full(len(d), -1, np.int64)
+        lit_idx[fidx] = np.arange(len(fidx))
+        n = len(d)
+        rgb = np.empty((n, 3), np.uint8)
+        depth = np.empty(n, np.float32)
+        sem = np.empty(n, np.uint8)
+        kernels.finish(o1, d, h.t, h.normal, h.material, h.instance, np.maximum(h.tri, 0), h.semantic, lit_idx, occ,
+                       self.z_of_ray, M.COLOUR_LUT, M.SPECULAR_LUT, actor_colour, lamp_on, M.LAMP_RED, M.LAMP_GREEN,
+                       _NOISE_TABLE, light.sun_dir, light.sun_rgb, light.ambient_rgb, light.zenith_rgb, light.horizon_rgb,
+                       light.fog_beta, light.fog_start_m, light.fog_rgb, light.exposure, M.PAINT, M.CLOTHING, SKY, FAR_M,
+                       rgb, depth, sem)
+        return CameraData(self.K.copy(), T_world_from_sensor.copy(), rgb.reshape(self.H, self.W, 3),
+                          depth.reshape(self.H, self.W), sem.reshape(self.H, self.W), h.instance.reshape(self.H, self.W),
+                          amodal)
 
-        # --- shading (hit rays only)
-        hi = np.nonzero(hit)[0]
-        dh = d[hi]
-        p = o1 + dh * h.t[hi, None]
-        nrm = h.normal[hi]
-        base = albedo(h.material[hi], h.instance[hi], actor_colour)
-        static_hit = h.instance[hi] == 0
-        if np.any(static_hit):
-            base[static_hit] *= procedural_variation(p[static_hit])[:, None]
-        lit = self._sun_visibility(p, nrm, light, static, actors, poses, corners, T_opt_from_world, hi)
-        mat = h.material[hi]
-        emissive = np.zeros_like(base)
-        lamp = (mat >= M.LAMP_RED) & (mat <= M.LAMP_GREEN)
-        if np.any(lamp):
-            on = lamp & (h.instance[hi] == 0)
-            on[on] = lamp_on[h.tri[hi][on]]
-            emissive[on] = M.COLOUR_LUT[mat[on]] * 4.0
-            base[lamp & ~on] *= 0.15
-        rad_hit = shade(light, dh, h.t[hi], nrm, base, lit, M.SPECULAR_LUT[mat], emissive)
-        rad = np.empty((len(d), 3), np.float32)
-        rad[hi] = rad_hit
-        miss = np.nonzero(~hit)[0]
-        rad[miss] = light.sky(d[miss])
-        if light.fog_beta > 0:
-            rad = apply_fog(light, rad, np.where(hit, h.t, np.inf))
-        rgb = tonemap(rad, light.exposure).reshape(self.H, self.W, 3)
-
-        depth = np.where(hit, h.t * self.z_of_ray, FAR_M).astype(np.float32).reshape(self.H, self.W)
-        sem = np.where(hit, h.semantic, SKY).astype(np.uint8).reshape(self.H, self.W)
-        inst = h.instance.reshape(self.H, self.W)
-        return CameraData(self.K.copy(), T_world_from_sensor.copy(), rgb, depth, sem, inst, amodal)
-
-    def _sun_visibility(self, p, nrm, light, static, actors, poses, corners, T_opt_from_world, hi) -> np.ndarray:
-        """(N,) float32: 1 where the sun is visible from hit points p, 0 in shadow."""
-        lit = np.zeros(len(p), np.float32)
-        if light.sun_rgb.max() <= 0:
-            return lit
-        facing = np.nonzero(nrm @ light.sun_dir > 0)[0]
-        if len(facing) == 0:
-            return lit
-        so = (p[facing] + nrm[facing] * 0.02).astype(np.float32)
-        sd = np.broadcast_to(light.sun_dir, so.shape)
-        occ = static.scene.test_occlusions(render._rays(so, sd)).numpy().astype(bool)
-        if actors and light.sun_dir[2] > 0.02:
-            # pixel index of each facing hit, to cull by each actor's projected shadow volume
-            pix = hi[facing]
-            rows, cols = pix // self.W, pix % self.W
-            sun = light.sun_dir.astype(float)
-            for k, act in enumerate(actors):
-                c = corners[k]
-                ground = c - sun[None, :] * (c[:, 2:3] / sun[2])  # box corners cast onto z=0 along the sun
-                roi = self.roi(T_opt_from_world, np.concatenate([c, ground]))
-                if roi is None:
-                    continue
-                r0, r1, c0, c1 = roi
-                cand = np.nonzero(~occ & (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1))[0]
-                if len(cand) == 0:
-                    continue
-                centre = np.array([poses[k, 0], poses[k, 1], poses[k, 2] + act.dims[2] / 2])
-                sel = render.sphere_candidates(so[cand].astype(float), sd[cand].astype(float), centre, act.radius, 1e4)
-                if len(sel) == 0:
-                    continue
-                ids = cand[sel]
-                occ[ids] |= render.cast_actor(act, so[ids], sd[ids], poses[k], occlusion_only=True)
-        lit[facing] = (~occ).astype(np.float32)
-        return lit
+    def _shadows(self, fidx, o1, d, h, light, static, actors, poses, corners, T_opt_from_world) -> np.ndarray:
+        """Occlusion (bool per sun-facing hit ``fidx``) of the sun by the static world and the actors."""
+        if len(fidx) == 0:
+            return np.zeros(0, bool)
+        rays = kernels.shadow_rays(fidx, o1, d, h.t, h.normal, light.sun_dir, np.float32(0.02))
+        occ = static.scene.test_occlusions(render._T.from_numpy(rays)).numpy().astype(bool)
+        if not actors or light.sun_dir[2] <= 0.02:
+            return occ
+        # image of "index into fidx" for unshadowed sun-facing hits: each actor only tests the pixels inside
+        # the projection of its shadow volume (its box swept along the sun direction down to the ground)
+        pix_of = np.full(self.H * self.W, -1, np.int64)
+        unocc = np.nonzero(~occ)[0]
+        pix_of[fidx[unocc]] = unocc
+        pix_of = pix_of.reshape(self.H, self.W)
+        so, sd = rays[:, :3], rays[:, 3:]
+        sun = light.sun_dir.astype(float)
+        for k, act in enumerate(actors):
+            c = corners[k]
+            ground = c - sun[None, :] * (c[:, 2:3] / sun[2])
+            roi = self.roi(T_opt_from_world, np.concatenate([c, ground]))
+            if roi is None:
+                continue
+            r0, r1, c0, c1 = roi
+            sub = pix_of[r0:r1, c0:c1]
+            cand = sub[sub >= 0]
+            if len(cand) == 0:
+                continue
+            centre = np.array([poses[k, 0], poses[k, 1], poses[k, 2] + act.dims[2] / 2])
+            sel = render.sphere_candidates(so[cand], sd[cand], centre, act.radius, 1e4)
+            if len(sel) == 0:
+                continue
+            ids = cand[sel]
+            occ[ids] |= render.cast_actor(act, so[ids], sd[ids], poses[k], occlusion_only=True)
+        return occ

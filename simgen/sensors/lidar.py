@@ -21,13 +21,12 @@ import numpy as np
 from simgen.backends.base import LidarData
 from simgen.sensors import render
 from simgen.spec.rig import SensorSpec
+from simgen.geometry import wrap_angle
 from simgen.world import materials as M
 
 
 def _interp_poses(p0: np.ndarray, p1: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(N,4) poses x,y,z,yaw interpolated between p0 (w=0) and p1 (w=1) per ray weight w (N,)."""
-    from simgen.geometry import wrap_angle
-
     out = p0[None, :] + w[:, None] * (p1 - p0)[None, :]
     out[:, 3] = p0[3] + w * wrap_angle(p1[3] - p0[3])
     return out
@@ -54,6 +53,7 @@ class Lidar:
         sweep = (self.phase + self.sweep_per_tick * frac_tick) % 1.0
         az = np.deg2rad(a.horizontal_fov) * (sweep - 0.5) if a.horizontal_fov < 360 else 2 * np.pi * sweep
         self.phase = (self.phase + self.sweep_per_tick) % 1.0
+        self._az = az  # sensor-frame azimuth of each column (used for culling)
         ce, se = np.cos(self.elev), np.sin(self.elev)
         d = np.stack([ce[None, :] * np.cos(az)[:, None], ce[None, :] * np.sin(az)[:, None],
                       np.broadcast_to(se[None, :], (self.n_az, len(self.elev)))], axis=-1).reshape(-1, 3)
@@ -77,12 +77,35 @@ class Lidar:
         d = np.einsum("nij,nj->ni", R, d_s)
         h = render.cast_static(static, o, d)
         max_t = a.range
+        C = len(self.elev)
+        upright = np.allclose(self.T_ego_from_sensor[:3, 2], [0.0, 0.0, 1.0])
+        if upright:  # every ray of azimuth column j shares one world bearing
+            col = np.arange(0, len(d), C)
+            ca, sa = np.cos(self._az), np.sin(self._az)
+            bearing = np.arctan2(R[col, 1, 0] * ca + R[col, 1, 1] * sa, R[col, 0, 0] * ca + R[col, 0, 1] * sa)
+            o_mid = o[len(o) // 2]
+            sweep_shift = float(np.linalg.norm(o[-1] - o[0]))
         for k, act in enumerate(actors):
             p0, p1 = poses_prev[k], poses_now[k]
             mid = 0.5 * (p0[:3] + p1[:3])
             centre = mid + [0.0, 0.0, act.dims[2] / 2]
             rad = act.radius + 0.5 * np.linalg.norm(p1[:3] - p0[:3])
-            idx = render.sphere_candidates(o, d, centre, rad, max_t)
+            if upright:
+                rel = centre - o_mid
+                dist = float(np.hypot(rel[0], rel[1]))
+                if dist - rad - sweep_shift > max_t:
+                    continue
+                if dist > rad + sweep_shift:
+                    half = np.arcsin(min(1.0, (rad + sweep_shift) / dist)) + 1e-3
+                    cols = np.nonzero(np.abs(wrap_angle(bearing - np.arctan2(rel[1], rel[0]))) <= half)[0]
+                    if len(cols) == 0:
+                        continue
+                    cand = (cols[:, None] * C + np.arange(C)[None, :]).ravel()
+                    idx = cand[render.sphere_candidates(o[cand], d[cand], centre, rad, max_t)]
+                else:
+                    idx = render.sphere_candidates(o, d, centre, rad, max_t)
+            else:
+                idx = render.sphere_candidates(o, d, centre, rad, max_t)
             if len(idx) == 0:
                 continue
             pose = _interp_poses(p0, p1, w[idx])

@@ -50,6 +50,9 @@ class StaticGeometry:
         self.mesh = mesh
         self.scene = _scene_of(mesh)
         self.lamp_triangles = lamp_triangles or {}  # light id -> {"red": tri idx, ...}
+        # per-triangle tables with a trailing 0 so that index -1 (a miss) reads 0
+        self.semantic_ext = np.append(mesh.semantic, np.uint8(0))
+        self.material_ext = np.append(mesh.material, np.uint8(0))
 
 
 @dataclass
@@ -65,19 +68,25 @@ class Hits:
 
 
 def _rays(o: np.ndarray, d: np.ndarray):
-    return _T(np.ascontiguousarray(np.concatenate([o, d], axis=1), dtype=np.float32))
+    buf = np.empty((len(d), 6), np.float32)
+    buf[:, :3] = o
+    buf[:, 3:] = d
+    return _T.from_numpy(buf)
 
 
-def cast_static(geom: StaticGeometry, o: np.ndarray, d: np.ndarray) -> Hits:
-    r = geom.scene.cast_rays(_rays(o, d))
+def cast_static(geom: StaticGeometry, o: np.ndarray, d: np.ndarray, rays: np.ndarray | None = None) -> Hits:
+    """Cast rays (origins o, unit directions d) at the static world.  ``rays`` may give the same rays as a
+    ready (N,6) float32 C-contiguous buffer, which avoids a copy."""
+    r = geom.scene.cast_rays(_T.from_numpy(rays) if rays is not None else _rays(o, d))
     t = r["t_hit"].numpy()
     hit = np.isfinite(t)
     prim = r["primitive_ids"].numpy().astype(np.int64)
     n = r["primitive_normals"].numpy()
-    prim_safe = np.where(hit, prim, 0)
-    sem = np.where(hit, geom.mesh.semantic[prim_safe], 0).astype(np.uint8)
-    mat = np.where(hit, geom.mesh.material[prim_safe], 0).astype(np.uint8)
-    return Hits(t.astype(np.float32), n, sem, np.zeros(len(t), np.uint32), mat, np.where(hit, prim, -1))
+    prim[~hit] = -1
+    # a miss indexes the appended sentinel entry (0) of the per-triangle tables
+    sem = geom.semantic_ext[prim]
+    mat = geom.material_ext[prim]
+    return Hits(t, n, sem, np.zeros(len(t), np.uint32), mat, prim)
 
 
 def local_from_world(pose: np.ndarray):

@@ -56,15 +56,27 @@ class Lighting:
         return col + glow[:, None] * self.sun_rgb * 0.6
 
 
+_NOISE_TABLE = np.random.default_rng(20261123).random(1 << 16).astype(np.float32)  # fixed: textures never change
+
+
+def _cell_noise(p: np.ndarray, scale: float) -> np.ndarray:
+    """(N,) value in [0, 1) per lattice cell of size 1/scale metres (integer spatial hash into a fixed table)."""
+    q = np.floor(p * np.float32(scale)).astype(np.int32)
+    h = q[:, 0] * np.int32(73856093)
+    h ^= q[:, 1] * np.int32(19349663)
+    h ^= q[:, 2] * np.int32(83492791)
+    h ^= h >> 13
+    return _NOISE_TABLE[h & 0xFFFF]
+
+
 def procedural_variation(p: np.ndarray, scale: float = 2.0) -> np.ndarray:
-    """(N,) multiplicative albedo variation ~[0.85, 1.15] from world positions (hashed value noise)."""
-    q = np.floor(p * scale).astype(np.float32)
-    h = np.sin(q @ np.array([12.9898, 78.233, 37.719], np.float32)) * 43758.547
-    h = h - np.floor(h)
-    q2 = np.floor(p * (scale * 7.0)).astype(np.float32)
-    h2 = np.sin(q2 @ np.array([39.346, 11.135, 83.155], np.float32)) * 24634.634
-    h2 = h2 - np.floor(h2)
-    return (0.88 + 0.16 * h + 0.08 * h2).astype(np.float32)
+    """(N,) multiplicative albedo variation in about [0.88, 1.12] from world positions: two octaves of cell
+    noise (0.5 m and 7 cm cells) so asphalt, concrete and facades are not flat colours."""
+    v = _cell_noise(p, scale)
+    v *= np.float32(0.16)
+    v += np.float32(0.88)
+    v += np.float32(0.08) * _cell_noise(p, scale * 7.0)
+    return v
 
 
 def albedo(material: np.ndarray, instance: np.ndarray, actor_colour: np.ndarray) -> np.ndarray:
@@ -85,16 +97,24 @@ def shade(light: Lighting, d: np.ndarray, t: np.ndarray, normal: np.ndarray, bas
 
     ``lit``: (N,) 1 where the sun is visible from the hit; ``specular``: (N,) strength; ``emissive``: (N,3).
     """
-    ndl = np.clip(normal @ light.sun_dir, 0.0, None) * lit
-    hemi = 0.55 + 0.45 * normal[:, 2]
-    rad = base * (ndl[:, None] * light.sun_rgb + hemi[:, None] * light.ambient_rgb)
-    if np.any(specular > 0):
-        h = light.sun_dir[None, :] - d
-        h /= np.linalg.norm(h, axis=1, keepdims=True) + 1e-9
-        spec = (np.clip(np.einsum("ni,ni->n", normal, h), 0, 1) ** 32) * specular * lit
-        rad += spec[:, None] * light.sun_rgb * 0.5
-    rad += emissive
-    return rad
+    ndl = normal @ light.sun_dir
+    np.maximum(ndl, 0.0, out=ndl)
+    ndl *= lit
+    hemi = normal[:, 2] * np.float32(0.45)
+    hemi += np.float32(0.55)
+    irr = ndl[:, None] * light.sun_rgb
+    irr += hemi[:, None] * light.ambient_rgb
+    irr *= base
+    spec_idx = np.nonzero((specular > 0) & (lit > 0))[0]
+    if len(spec_idx):
+        n = normal[spec_idx]
+        h = light.sun_dir[None, :] - d[spec_idx]
+        h /= np.linalg.norm(h, axis=1, keepdims=True) + np.float32(1e-9)
+        c = np.clip(np.einsum("ni,ni->n", n, h), 0, 1) ** 32 * specular[spec_idx]
+        irr[spec_idx] += c[:, None] * (light.sun_rgb * np.float32(0.5))
+    if emissive is not None:
+        irr += emissive
+    return irr
 
 
 def apply_fog(light: Lighting, rad: np.ndarray, dist: np.ndarray) -> np.ndarray:

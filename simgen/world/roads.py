@@ -553,8 +553,9 @@ class RoadMap:
                 xy = np.array([x, y])
                 if self._on_sidewalk(xy, keep_out + poles + trees, 3.5):
                     trees.append(xy)
-                    items.append(SceneryItem("tree", float(x), float(y), float(rng.uniform(-math.pi, math.pi)),
-                                             SIDEWALK_HEIGHT, {"height_m": float(height), "crown_radius_m": float(crown)}))
+                    params = {"height_m": float(height), "crown_radius_m": float(crown)}
+                    yaw = float(rng.uniform(-math.pi, math.pi))
+                    items.append(SceneryItem("tree", float(x), float(y), yaw, SIDEWALK_HEIGHT, params))
                 s += rng.uniform(8.0, 16.0) / density
         for x, y, yaw, kind in self._signs:
             items.append(SceneryItem("sign", x, y, yaw, SIDEWALK_HEIGHT, {"kind": kind}))
@@ -581,10 +582,15 @@ class RoadMap:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _cross2(p: np.ndarray) -> np.ndarray:
+    """Twice the signed xy area of triangles p (T, 3, >=2); > 0 when counter-clockwise seen from above."""
+    a, b = p[:, 1, :2] - p[:, 0, :2], p[:, 2, :2] - p[:, 0, :2]
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+
 def _flat(v2: np.ndarray, tri: np.ndarray, z: float, material: int, semantic: int) -> Mesh:
     """Horizontal triangles at height z, re-ordered counter-clockwise seen from above; degenerate ones dropped."""
-    p = v2[tri]
-    cross = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0])
+    cross = _cross2(v2[tri])
     tri = tri[np.abs(cross) > 1e-10].copy()
     flip = cross[np.abs(cross) > 1e-10] < 0
     tri[flip] = tri[flip][:, [0, 2, 1]]
@@ -613,7 +619,8 @@ def _xy(poly: Polyline, s, lat) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-def _strip(poly: Polyline, s0: float, s1: float, lat0: float, lat1: float, z: float, material: int, semantic: int) -> Mesh:
+def _strip(poly: Polyline, s0: float, s1: float, lat0: float, lat1: float, z: float, material: int,
+           semantic: int) -> Mesh:
     """The ground quad strip lat0..lat1 x s0..s1 along ``poly`` (vertices at the polyline's vertices)."""
     st = _stations(poly, s0, s1)
     return _quad_strips(_xy(poly, st, lat0)[None], _xy(poly, st, lat1)[None], z, material, semantic)
@@ -690,8 +697,7 @@ def _fill_terrain(lo: np.ndarray, hi: np.ndarray, boundary: np.ndarray, inside: 
     pts = np.unique(np.concatenate([boundary, rim]), axis=0)
     tri = Delaunay(pts, qhull_options="QJ").simplices
     tri = tri[~inside(pts[tri].mean(axis=1), 0.0)]
-    p = pts[tri]
-    area = 0.5 * np.abs((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
+    area = 0.5 * np.abs(_cross2(pts[tri]))
     expected = float(np.prod(hi - lo)) - hole_area
     if abs(area.sum() - expected) > 1e-4 * expected:
         raise RuntimeError(f"terrain triangulation covers {area.sum():.1f} m^2, expected {expected:.1f}")
@@ -699,9 +705,7 @@ def _fill_terrain(lo: np.ndarray, hi: np.ndarray, boundary: np.ndarray, inside: 
 
 
 def _mesh_area(m: Mesh) -> float:
-    p = m.vertices[m.triangles].astype(np.float64)
-    a, b = p[:, 1, :2] - p[:, 0, :2], p[:, 2, :2] - p[:, 0, :2]
-    return float(0.5 * np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum())
+    return float(0.5 * np.abs(_cross2(m.vertices[m.triangles].astype(np.float64))).sum())
 
 
 def _parking(lane: Polyline, s0: float, s1: float) -> list[ParkingSlot]:
@@ -880,7 +884,9 @@ def intersection_map() -> RoadMap:
 
     # Connectors: straight from both lanes, left from lane 1 to out_1, right from lane 2 to out_2.
     dir_to_arm = {v_: k for k, v_ in _ARMS.items()}
-    turn_speed = {"straight": v, "left": min(v, math.sqrt(2.5 * (B + lat_k[1]))), "right": min(v, math.sqrt(2.5 * (B - lat_k[2])))}
+    # turning speeds for 2.5 m/s^2 lateral acceleration on the connector radii
+    turn_speed = {"straight": v, "left": min(v, math.sqrt(2.5 * (B + lat_k[1]))),
+                  "right": min(v, math.sqrt(2.5 * (B - lat_k[2])))}
     for arm, e in _ARMS.items():
         d = -np.array(e)
         targets = {"straight": d, "left": _perp(d), "right": -_perp(d)}
@@ -901,13 +907,14 @@ def intersection_map() -> RoadMap:
     # Junction box: centre square, four mouths, four spandrels between the mouths and the rounded kerb corners.
     fillet = _arc((B, B), Rc, -math.pi / 2, -math.pi, 0.5)  # (B, W) -> (W, B), the (+x, +y) corner
     outline = np.concatenate([fillet @ _rot(k) for k in range(4)])
-    meshes.append(_flat(np.array([[-W, -W], [W, -W], [W, W], [-W, W]]), np.array([[0, 1, 2], [0, 2, 3]]), 0.0, ASPHALT, ROADS))
+    two = np.array([[0, 1, 2], [0, 2, 3]])  # a quad as two triangles
+    meshes.append(_flat(np.array([[-W, -W], [W, -W], [W, W], [-W, W]]), two, 0.0, ASPHALT, ROADS))
     kerb_in = _arc((B, B), Rc - KERB_WIDTH, -math.pi / 2, -math.pi, 0.5, n=len(fillet) - 1)
     areas = [(outline, ROADS)]
     for k in range(4):
         R = _rot(k)
         mouth = np.array([[W, -W], [B, -W], [B, W], [W, W]]) @ R
-        meshes.append(_flat(mouth, np.array([[0, 1, 2], [0, 2, 3]]), 0.0, ASPHALT, ROADS))
+        meshes.append(_flat(mouth, two, 0.0, ASPHALT, ROADS))
         meshes.append(_fan(np.array([W, W]) @ R, fillet @ R, 0.0, ASPHALT, ROADS))
         corner = np.array([B, B]) @ R
         meshes.append(_fan(corner, kerb_in @ R, SIDEWALK_HEIGHT, CONCRETE, SIDEWALKS))
@@ -915,7 +922,7 @@ def intersection_map() -> RoadMap:
         meshes.append(_wall(fillet @ R, 0.0, SIDEWALK_HEIGHT, np.array([W, W]) @ R))
         areas.append((np.concatenate([corner[None], fillet @ R]), SIDEWALKS))
         quad = np.array([[B, B], [ARM_LENGTH, B], [ARM_LENGTH, ARM_LENGTH], [B, ARM_LENGTH]]) @ R
-        meshes.append(_flat(quad, np.array([[0, 1, 2], [0, 2, 3]]), TERRAIN_HEIGHT, GRASS, TERRAIN))
+        meshes.append(_flat(quad, two, TERRAIN_HEIGHT, GRASS, TERRAIN))
 
     # L-shaped sidewalk centre lines around each corner.
     sidewalks = []

@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from simgen.classes import ROADLINE, ROADS, SIDEWALKS, TERRAIN  # noqa: E402
-from simgen.world.materials import ROAD_PAINT  # noqa: E402
+from simgen.world.materials import ASPHALT, CONCRETE, GRASS, KERB, ROAD_PAINT  # noqa: E402
 from simgen.world.roads import MAPS, SIDEWALK_HEIGHT, Polyline, get_map  # noqa: E402
 
 MAP_NAMES = ["straight", "curve", "intersection"]
@@ -95,6 +95,8 @@ def test_concat_continuity():
     assert np.max(np.linalg.norm(np.diff(pts, axis=0), axis=1)) <= 0.25 + 1e-9
     _, _, yaw = joined.pose_at(s)
     assert np.max(_angle_diff(yaw[1:], yaw[:-1])) < 0.05  # no heading jumps at the joint
+    nudged = Polyline(b.points + [0.0, 1e-5])  # starts 10 um from a's end: the same joint
+    assert len(Polyline.concat([a, nudged]).points) == len(a.points) + len(b.points) - 1
     gap = Polyline.concat([a, Polyline(np.array([[12.0, 0.0], [20.0, 0.0]]))])
     assert len(gap.points) == 4 and gap.length == pytest.approx(20.0)
 
@@ -243,7 +245,8 @@ def test_parking_slots_on_shoulders():
         assert len(m.parking_slots) > 10, name
         for slot in m.parking_slots:
             c, s = math.cos(slot.yaw), math.sin(slot.yaw)
-            local = np.array([[0, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]]) * [slot.length_m / 2 - 0.05, slot.width_m / 2 - 0.05]
+            half = [slot.length_m / 2 - 0.05, slot.width_m / 2 - 0.05]
+            local = np.array([[0, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]]) * half
             pts = local @ np.array([[c, s], [-s, c]]) + [slot.x, slot.y]
             assert np.all(m.surface_at(pts) == ROADS), (name, slot)
             for lid in m.lane_at(pts):
@@ -325,21 +328,68 @@ def test_stop_lines_and_lights(junction):
     assert {m.lanes["south_in_1"].signal, m.lanes["south_in_2"].signal} == {"tl_south"}
 
 
-def _ray_semantic(m, xy):
-    """Semantic of the top-most ground triangle under xy (brute force, no ray-casting library needed)."""
-    v = m.ground.vertices.astype(np.float64)
-    p = v[m.ground.triangles]
-    a, b, c = p[:, 0, :2], p[:, 1, :2], p[:, 2, :2]
+_TRI_CACHE: dict[str, tuple] = {}
+
+
+def _top_triangle(m, xy) -> int:
+    """Index of the top-most ground triangle under xy (brute force, no ray-casting library needed)."""
+    if m.name not in _TRI_CACHE:
+        p = m.ground.vertices.astype(np.float64)[m.ground.triangles]
+        _TRI_CACHE[m.name] = (p, p[..., :2].min(1), p[..., :2].max(1))
+    p, lo, hi = _TRI_CACHE[m.name]
+    idx = np.flatnonzero(np.all((lo <= xy) & (hi >= xy), axis=1))
+    a, b, c = p[idx, 0, :2], p[idx, 1, :2], p[idx, 2, :2]
 
     def cross(o, q, r):
-        return (q[:, 0] - o[:, 0]) * (r[1] - o[:, 1]) - (q[:, 1] - o[:, 1]) * (r[0] - o[:, 0])
+        return (q[:, 0] - o[:, 0]) * (r[:, 1] - o[:, 1]) - (q[:, 1] - o[:, 1]) * (r[:, 0] - o[:, 0])
 
-    d1, d2, d3 = cross(a, b, xy), cross(b, c, xy), cross(c, a, xy)
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    inside = (np.abs(area) > 1e-9) & (((d1 >= 0) & (d2 >= 0) & (d3 >= 0)) | ((d1 <= 0) & (d2 <= 0) & (d3 <= 0)))
-    idx = np.flatnonzero(inside)
+    pt = np.broadcast_to(xy, a.shape)
+    d1, d2, d3 = cross(a, b, pt), cross(b, c, pt), cross(c, a, pt)
+    same_side = ((d1 >= 0) & (d2 >= 0) & (d3 >= 0)) | ((d1 <= 0) & (d2 <= 0) & (d3 <= 0))
+    inside = (np.abs(cross(a, b, c)) > 1e-9) & same_side
+    idx = idx[inside]
     assert len(idx), xy
-    return m.ground.semantic[idx[np.argmax(p[idx, :, 2].mean(1))]]
+    return int(idx[np.argmax(p[idx, :, 2].mean(1))])
+
+
+def _ray_semantic(m, xy):
+    return m.ground.semantic[_top_triangle(m, np.asarray(xy, np.float64))]
+
+
+def test_cross_section_profile():
+    """Across the straight road: asphalt and paint at z=0/0.01, kerb, raised sidewalk, grass beyond."""
+    m = get_map("straight")
+    for y in np.arange(-15.0, 15.0, 0.05) + 0.013:
+        t = _top_triangle(m, np.array([20.3, y]))
+        mat, sem = m.ground.material[t], m.ground.semantic[t]
+        z = float(m.ground.vertices[m.ground.triangles[t], 2].mean())
+        a = abs(y)
+        if a < 9.5:
+            assert (mat, sem, z) in ((ASPHALT, ROADS, 0.0), (ROAD_PAINT, ROADLINE, pytest.approx(0.01))), y
+        elif a < 9.7:
+            assert (mat, sem, z) == (KERB, SIDEWALKS, pytest.approx(SIDEWALK_HEIGHT)), y
+        elif a < 12.5:
+            assert (mat, sem, z) == (CONCRETE, SIDEWALKS, pytest.approx(SIDEWALK_HEIGHT)), y
+        else:
+            assert (mat, sem, z) == (GRASS, TERRAIN, pytest.approx(0.15)), y
+    # vertical kerb faces along both kerb lines, facing the road
+    kerb = (m.ground.material == KERB)
+    v = m.ground.vertices.astype(np.float64)[m.ground.triangles[kerb]]
+    nrm = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    wall = np.abs(nrm[:, 2]) < 1e-9
+    assert np.count_nonzero(wall) >= 4
+    assert np.all(nrm[wall, 1] * v[wall, 0, 1] < 0)
+
+
+def test_markings_layout():
+    m = get_map("straight")
+    x = np.arange(0.0, 90.0, 0.25) + 0.01
+    for y, frac in ((0.125, 1.0), (-0.125, 1.0), (7.0, 1.0), (-7.0, 1.0), (3.5, 1 / 3), (-3.5, 1 / 3), (1.75, 0.0)):
+        paint = np.array([_ray_semantic(m, np.array([xi, y])) == ROADLINE for xi in x])
+        assert paint.mean() == pytest.approx(frac, abs=0.02), y
+    dash = np.array([_ray_semantic(m, np.array([xi, 3.5])) == ROADLINE for xi in x])
+    runs = np.diff(np.flatnonzero(np.diff(dash.astype(int))))  # alternating dash / gap run lengths in samples
+    assert set(np.round(runs * 0.25).astype(int)) <= {3, 6}
 
 
 def test_crosswalks_and_junction(junction):
@@ -353,8 +403,8 @@ def test_crosswalks_and_junction(junction):
         assert not np.any(_inside(box, cw.polygon))  # just outside the junction box
         assert np.linalg.norm(cw.polygon - box.mean(0), axis=1).min() < 20.0
         across = (cw.end - cw.start) / np.linalg.norm(cw.end - cw.start)
-        assert m.surface_at(cw.start + 0.3 * across)[0] == ROADS and m.surface_at(cw.start - 0.3 * across)[0] == SIDEWALKS
-        assert m.surface_at(cw.end - 0.3 * across)[0] == ROADS and m.surface_at(cw.end + 0.3 * across)[0] == SIDEWALKS
+        for end, out in ((cw.start, -across), (cw.end, across)):  # from kerb to kerb
+            assert m.surface_at(end - 0.3 * out)[0] == ROADS and m.surface_at(end + 0.3 * out)[0] == SIDEWALKS
         assert _ray_semantic(m, centre) == ROADLINE  # a zebra stripe
     # sidewalks never cover the junction: the whole junction area is road
     lo, hi = box.min(0), box.max(0)

@@ -1,0 +1,159 @@
+"""Fused per-pixel camera kernels (numba, parallel over pixels).
+
+The camera's work after the ray casts is a handful of arithmetic per pixel; as separate numpy passes it costs
+several times the casts themselves.  These kernels do it in two parallel passes with no temporaries:
+
+1. :func:`prepare` — flip normals towards the viewer, mark hits that face the sun, and
+   :func:`shadow_rays` writes the compacted shadow-ray buffer for them;
+2. :func:`finish` — albedo (material table, actor paint, cell-noise texture on static surfaces), sun with
+   ray-traced shadows, sky ambient, specular, emissive lamps, sky for misses, fog, tone map and gamma, plus
+   z-depth and the semantic image.
+
+The maths is the same as :mod:`simgen.sensors.shading`, which documents the model; the functions there remain
+the readable reference and are used for the sky and the tests.  Results are deterministic (each pixel is
+computed independently; no fastmath).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import config, njit, prange
+
+# open3d ships an older TBB that numba rejects with a warning; use numba's own thread pool unless told otherwise.
+# (workqueue allows one parallel kernel at a time per process: the cameras run on one thread.)
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    config.THREADING_LAYER = "workqueue"
+
+
+@njit(parallel=True, cache=True)
+def prepare(t, normal, d, sun_dir, sun_up):
+    """In place: normals face the viewer.  Returns uint8 flags: 1 = hit facing the sun."""
+    n = t.shape[0]
+    facing = np.zeros(n, np.uint8)
+    for i in prange(n):
+        if np.isfinite(t[i]):
+            dot = normal[i, 0] * d[i, 0] + normal[i, 1] * d[i, 1] + normal[i, 2] * d[i, 2]
+            if dot > 0:
+                normal[i, 0] = -normal[i, 0]
+                normal[i, 1] = -normal[i, 1]
+                normal[i, 2] = -normal[i, 2]
+            if sun_up and normal[i, 0] * sun_dir[0] + normal[i, 1] * sun_dir[1] + normal[i, 2] * sun_dir[2] > 0:
+                facing[i] = 1
+    return facing
+
+
+@njit(parallel=True, cache=True)
+def shadow_rays(idx, o, d, t, normal, sun_dir, eps):
+    """(M,6) float32 rays from hit points (lifted ``eps`` along the normal) towards the sun."""
+    m = idx.shape[0]
+    out = np.empty((m, 6), np.float32)
+    for j in prange(m):
+        i = idx[j]
+        for c in range(3):
+            out[j, c] = o[c] + d[i, c] * t[i] + normal[i, c] * eps
+            out[j, 3 + c] = sun_dir[c]
+    return out
+
+
+@njit(cache=True, inline="always")
+def _cell(px, py, pz, scale, table):
+    qx = np.int32(np.floor(px * scale))
+    qy = np.int32(np.floor(py * scale))
+    qz = np.int32(np.floor(pz * scale))
+    h = np.int32(qx * np.int32(73856093)) ^ np.int32(qy * np.int32(19349663)) ^ np.int32(qz * np.int32(83492791))
+    h = h ^ (h >> 13)
+    return table[h & 0xFFFF]
+
+
+@njit(parallel=True, cache=True)
+def finish(o, d, t, normal, material, instance, tri, sem_hit, lit_idx, occ, z_of_ray,
+           colour_lut, specular_lut, actor_colour, lamp_on, lamp_lo, lamp_hi, noise_table,
+           sun_dir, sun_rgb, ambient, zenith, horizon, fog_beta, fog_start, fog_rgb, exposure,
+           paint_id, clothing_id, sky_class, far_m,
+           rgb, depth, semantic):
+    """Write rgb (N,3) uint8, depth (N,) float32 and semantic (N,) uint8 for every ray.
+
+    ``lit_idx[i]`` is the index of pixel i's shadow ray (-1: not facing the sun); ``occ`` the occlusion result.
+    """
+    n = t.shape[0]
+    for i in prange(n):
+        r = 0.0
+        g = 0.0
+        b = 0.0
+        dist = np.inf
+        if np.isfinite(t[i]):
+            dist = t[i]
+            m = material[i]
+            inst = instance[i]
+            if (m == paint_id or m == clothing_id) and inst > 0:
+                ar = actor_colour[inst, 0]
+                ag = actor_colour[inst, 1]
+                ab = actor_colour[inst, 2]
+            else:
+                ar = colour_lut[m, 0]
+                ag = colour_lut[m, 1]
+                ab = colour_lut[m, 2]
+            if inst == 0:
+                px = o[0] + d[i, 0] * dist
+                py = o[1] + d[i, 1] * dist
+                pz = o[2] + d[i, 2] * dist
+                v = 0.88 + 0.16 * _cell(px, py, pz, np.float32(2.0), noise_table) + 0.08 * _cell(px, py, pz, np.float32(14.0), noise_table)
+                ar *= v
+                ag *= v
+                ab *= v
+            nx = normal[i, 0]
+            ny = normal[i, 1]
+            nz = normal[i, 2]
+            lit = 0.0
+            li = lit_idx[i]
+            if li >= 0 and not occ[li]:
+                lit = 1.0
+            ndl = max(nx * sun_dir[0] + ny * sun_dir[1] + nz * sun_dir[2], 0.0) * lit
+            hemi = 0.55 + 0.45 * nz
+            r = ar * (ndl * sun_rgb[0] + hemi * ambient[0])
+            g = ag * (ndl * sun_rgb[1] + hemi * ambient[1])
+            b = ab * (ndl * sun_rgb[2] + hemi * ambient[2])
+            sp = specular_lut[m]
+            if sp > 0 and lit > 0:
+                hx = sun_dir[0] - d[i, 0]
+                hy = sun_dir[1] - d[i, 1]
+                hz = sun_dir[2] - d[i, 2]
+                hn = np.sqrt(hx * hx + hy * hy + hz * hz) + 1e-9
+                c = min(max((nx * hx + ny * hy + nz * hz) / hn, 0.0), 1.0) ** 32 * sp * 0.5
+                r += c * sun_rgb[0]
+                g += c * sun_rgb[1]
+                b += c * sun_rgb[2]
+            if m >= lamp_lo and m <= lamp_hi and inst == 0:
+                if lamp_on[tri[i]]:
+                    r += colour_lut[m, 0] * 4.0
+                    g += colour_lut[m, 1] * 4.0
+                    b += colour_lut[m, 2] * 4.0
+                else:
+                    r *= 0.15
+                    g *= 0.15
+                    b *= 0.15
+            depth[i] = dist * z_of_ray[i]
+            semantic[i] = sem_hit[i]
+        else:
+            e = min(max(d[i, 2], 0.0), 1.0)
+            s = np.sqrt(e)
+            r = horizon[0] + (zenith[0] - horizon[0]) * s
+            g = horizon[1] + (zenith[1] - horizon[1]) * s
+            b = horizon[2] + (zenith[2] - horizon[2]) * s
+            glow = min(max(d[i, 0] * sun_dir[0] + d[i, 1] * sun_dir[1] + d[i, 2] * sun_dir[2], 0.0), 1.0) ** 64 * 0.6
+            r += glow * sun_rgb[0]
+            g += glow * sun_rgb[1]
+            b += glow * sun_rgb[2]
+            depth[i] = far_m
+            semantic[i] = sky_class
+        if fog_beta > 0:
+            f = 1.0
+            if np.isfinite(dist):
+                f = 1.0 - np.exp(-fog_beta * max(dist - fog_start, 0.0))
+            r = r * (1 - f) + fog_rgb[0] * f
+            g = g * (1 - f) + fog_rgb[1] * f
+            b = b * (1 - f) + fog_rgb[2] * f
+        rgb[i, 0] = np.uint8(np.sqrt(1.0 - np.exp(-r * exposure)) * 255.0 + 0.5)
+        rgb[i, 1] = np.uint8(np.sqrt(1.0 - np.exp(-g * exposure)) * 255.0 + 0.5)
+        rgb[i, 2] = np.uint8(np.sqrt(1.0 - np.exp(-b * exposure)) * 255.0 + 0.5)
