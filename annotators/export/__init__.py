@@ -7,7 +7,7 @@ non-empty folder needs ``overwrite=True``, which removes only the format's own e
 written last, records the options, the source episodes and the counts.
 
 Formats are registered by name in :data:`EXPORTERS`; each module provides ``OWNED`` (its top-level output
-names), ``CLASS_SECTION`` (its section of the class map or None), ``validate(ctx)`` and ``run(ctx) -> dict``.
+names, or ``owned(ctx)``), ``CLASS_SECTION`` (its section of the class map or None), ``validate(ctx)`` and ``run(ctx) -> dict``.
 The details of each layout are in docs/export.md.
 """
 from __future__ import annotations
@@ -82,7 +82,8 @@ def export(src, fmt: str, out, *, camera: str | None = None, lidar: str | None =
                         camera=camera, lidar=lidar, filters=filters or Filters(), class_map=cmap, deskew=deskew,
                         stride=int(stride), options=dict(options))
     total = mod.validate(ctx)  # raises InputError; returns the number of frames to export
-    prepare_out(out, list(mod.OWNED), overwrite=overwrite, src=src)
+    owned = mod.owned(ctx) if hasattr(mod, "owned") else list(mod.OWNED)
+    prepare_out(out, owned, overwrite=overwrite, src=src)
     ctx.bar = progress_bar(total, f"export {fmt}", progress)
     try:
         counts = mod.run(ctx)

@@ -59,7 +59,7 @@ def calib_text(K: np.ndarray, Tr_velo_to_cam: np.ndarray, Tr_imu_to_velo: np.nda
     P = np.hstack([opencv_K(K), np.zeros((3, 1))])
 
     def line(name, M):
-        return f"{name}: " + " ".join(f"{v:.12e}" for v in np.asarray(M, float).ravel())
+        return f"{name}: " + " ".join(f"{v:.12e}" for v in (np.asarray(M, float) + 0.0).ravel())  # + 0.0: no -0
 
     rows = [line(f"P{i}", P) for i in range(4)]
     rows += [line("R0_rect", np.eye(3)), line("Tr_velo_to_cam", Tr_velo_to_cam[:3]),

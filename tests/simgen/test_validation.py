@@ -47,7 +47,7 @@ def test_malformed_yaml(tmp_path, capsys, text, needles):
     ("  speed_mps: $speed_mps\n  behaviour", "  speed_mps: 900\n  behaviour", ["ego.speed_mps", "900"]),
     ("ahead_m: $gap_m}", "ahead_m: 99999}", ["actors[0].place.ahead_m", "99999"]),
     ("place: {lane: fwd_2, s_m: 120}", "place: {lane: lane_9, s_m: 120}", ["ego.place.lane", "unknown lane 'lane_9'", "fwd_1"]),
-    ("place: {relative_to: ego, ahead_m: $gap_m}", "place: {relative_to: ego, ahead_m: $gap_m, lateral_m: 12}", ["actors[0] (lead).place", "off the road"]),
+    ("place: {relative_to: ego, ahead_m: $gap_m}", "place: {relative_to: ego, ahead_m: $gap_m, lateral_m: -12}", ["actors[0] (lead).place", "off the road"]),
     ("place: {relative_to: ego, ahead_m: $gap_m}", "place: {relative_to: ego, ahead_m: 1.0}", ["actors[0] (lead).place", "overlaps ego"]),
     ("when: {time_s: $brake_time_s}", "when: {distance_m: 5, to: ghost}", ["events[0].when.to", "unknown actor 'ghost'"]),
     ("when: {time_s: $brake_time_s}", "when: {after: lead_brakes}", ["cycle", "lead_brakes -> lead_brakes"]),
