@@ -22,6 +22,29 @@ from simgen.world import materials as M
 from simgen.world.mesh import Mesh, merge
 
 
+def door_mesh(dims: np.ndarray, angle: float, side: str) -> Mesh:
+    """The front door of a vehicle of size (l, w, h), opened by ``angle`` rad on ``side`` (left/right).
+
+    Hinged on its front edge at x = 0.12 l on the body side; closed, it lies in the side of the body (and is
+    not drawn).  The label box stays the body box, as in CARLA.
+    """
+    l, w, h = (float(v) for v in dims)
+    length, thick = 0.24 * l, 0.06
+    z0, z1 = 0.25 * h, 0.8 * h
+    sgn = 1.0 if side == "left" else -1.0
+    # slab in hinge coordinates: from the hinge backwards (-x), outward thickness
+    xs = np.array([0.0, -length])
+    ys = np.array([0.0, sgn * thick])
+    v = np.array([[x, y, z] for x in xs for y in ys for z in (z0, z1)], float)
+    c, s_ = np.cos(-sgn * angle), np.sin(-sgn * angle)  # swings outward
+    R = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
+    v = v @ R.T + [0.12 * l, sgn * w / 2, 0.0]
+    # 8 vertices indexed (x, y, z) bits; 12 triangles of the box (winding fixed by face_ray at shading time)
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    tris = [(a, b, c_) for a, b, c_, d in faces] + [(a, c_, d) for a, b, c_, d in faces]
+    return Mesh.build(v, tris, M.PAINT, 0)
+
+
 def build_static_mesh(world: World, rng: np.random.Generator) -> tuple[Mesh, dict]:
     """Ground + scenery + traffic lights as one mesh; returns it and the lamp triangles per light."""
     from simgen.world import meshes
@@ -68,6 +91,8 @@ class BuiltinSession:
         mesh, lamps = build_static_mesh(self.world, np.random.default_rng(s_scenery))
         self.static = render.StaticGeometry(mesh, lamps)
         self.actor_geoms: list[render.ActorGeometry] = []
+        self._base_mesh: dict[int, Mesh] = {}
+        self._door_built: dict[int, float] = {}
         max_id = max(a.id for a in self.world.actors)
         self.actor_colour = np.zeros((max_id + 1, 3), np.float32)
         for a in self.world.actors:
@@ -76,6 +101,8 @@ class BuiltinSession:
                 continue  # sensors are mounted on the ego; its own body is not rendered
             am = meshes.actor_mesh(a.kind.name, *a.dims).with_semantic_default(a.kind.semantic)
             self.actor_geoms.append(render.ActorGeometry(a.id, am, a.colour, np.asarray(a.dims, float)))
+            self._base_mesh[a.id] = am
+            self._door_built[a.id] = 0.0
         self._geom_rows = np.array([self.world.actors.index(next(x for x in self.world.actors if x.id == g.id)) for g in self.actor_geoms], int)
         self.cameras = {s.name: Camera(s) for s in rig.cameras}
         self.lidars = {s.name: Lidar(s, scenario.tick_hz) for s in rig.lidars}
@@ -125,6 +152,7 @@ class BuiltinSession:
         lights = w.light_states()
         lamp_on = self._lamp_on(lights)
         rows = self._geom_rows
+        self._update_doors(states)
         frame = Frame(index=self._k, time_s=w.time_s, T_world_from_ego=T_we, actors=states, lights=lights,
                       collisions=collisions, events=list(w.event_log[n_events:]), T_ego_from_sensor=dict(self.mounts))
         # LiDARs run in a worker thread while the cameras render: Embree and large numpy operations release the
@@ -142,6 +170,20 @@ class BuiltinSession:
         self._prev_time = w.time_s
         self._k += 1
         return frame
+
+    def _update_doors(self, states) -> None:
+        """Rebuild the (small) scene of any actor whose door angle changed since it was last built."""
+        if states.door is None or not np.any(states.door):
+            return
+        for g, row in zip(self.actor_geoms, self._geom_rows):
+            ang = float(states.door[row])
+            if abs(ang - self._door_built[g.id]) > np.deg2rad(0.5):
+                actor = self.world.actors[row]
+                side = actor.behaviour.direction if actor.behaviour.type == "open_door" else "left"
+                door = door_mesh(g.dims, ang, side).with_semantic_default(actor.kind.semantic)
+                g.mesh = merge([self._base_mesh[g.id], door])
+                g.__post_init__()
+                self._door_built[g.id] = ang
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

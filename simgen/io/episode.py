@@ -110,6 +110,7 @@ class EpisodeWriter:
         self._ds("actors/pose", (n_frames, A, 4), np.float64)
         self._ds("actors/velocity", (n_frames, A, 3), np.float64)
         self._ds("actors/accel", (n_frames, A), np.float64)
+        self._ds("actors/door", (n_frames, A), np.float32)
         self._ds("frames/index", (n_frames,), np.int32)
         self._ds("frames/time_s", (n_frames,), np.float64)
         self._ds("frames/T_world_from_ego", (n_frames, 4, 4), np.float64)
@@ -189,6 +190,8 @@ class EpisodeWriter:
         f["actors/pose"][k] = frame.actors.pose
         f["actors/velocity"][k] = frame.actors.velocity
         f["actors/accel"][k] = frame.actors.accel
+        if frame.actors.door is not None:
+            f["actors/door"][k] = frame.actors.door
         if self.lights:
             f["lights/state"][k] = [LIGHT_CODES[frame.lights[i]] for i in self.lights]
         if frame.collisions:

@@ -64,6 +64,10 @@ class Actor:
     lc: dict | None = None  # lane change in progress
     crashed: bool = False
     stop_points: list = field(default_factory=list)  # [(s on path, light id)]
+    behaviour_t0: float = 0.0  # simulation time the current behaviour started
+    door: float = 0.0  # door opening angle (rad), for open_door
+    walked_m: float = 0.0
+    hesitate_until: float | None = None
 
     @property
     def is_vehicle(self) -> bool:
@@ -86,6 +90,7 @@ class ActorStates:
     velocity: np.ndarray  # (A,3) m/s, world frame
     accel: np.ndarray  # (A,) longitudinal, m/s^2
     dims: np.ndarray  # (A,3) length, width, height
+    door: np.ndarray | None = None  # (A,) door opening angle (rad); 0 = closed
 
     def interpolate(self, other: "ActorStates", w: float) -> "ActorStates":
         """Poses between self (w=0) and other (w=1); yaw along the shorter arc."""
@@ -124,7 +129,7 @@ class World:
             raise self._err(key, f"unknown lane {lane_id!r} on map {self.map.name!r}; lanes: {near}")
         return self.map.lanes[lane_id]
 
-    def _resolve(self, place: Placement, key: str, placed: dict[str, Actor]):
+    def _resolve(self, place: Placement, key: str, placed: dict[str, Actor], own_dims=None):
         """→ (x, y, yaw, lane id or None, path or None, s on path)."""
         yaw_off = np.deg2rad(place.yaw_deg)
         if place.lane is not None:
@@ -152,13 +157,51 @@ class World:
                 raise self._err(f"{key}.ahead_m", f"got {place.ahead_m}; that is off the end of lane {lane.id} (length {lane.centre.length:.0f} m)")
             x, y, yaw = lane.centre.pose_at(s, place.lateral_m)
             return float(x), float(y), float(yaw) + yaw_off, lane.id, s, place.lateral_m
-        xy = np.array([[place.x, place.y]], float)
+        if place.behind is not None:
+            occ, view = placed.get(place.behind), placed.get(place.as_seen_from)
+            for ref, key2 in ((occ, "behind"), (view, "as_seen_from")):
+                if ref is None:
+                    raise self._err(f"{key}.{key2}", f"actor {getattr(place, key2)!r} must be placed before it is referenced")
+            u = np.array([occ.x - view.x, occ.y - view.y])
+            dist = float(np.linalg.norm(u))
+            if dist < 1e-6:
+                raise self._err(f"{key}.behind", f"{place.behind!r} and {place.as_seen_from!r} are at the same place")
+            u /= dist
+            ext = abs(np.cos(occ.yaw) * u[0] + np.sin(occ.yaw) * u[1]) * occ.dims[0] / 2 + \
+                abs(-np.sin(occ.yaw) * u[0] + np.cos(occ.yaw) * u[1]) * occ.dims[1] / 2
+            own = 0.5 * max(own_dims[0], own_dims[1]) if own_dims is not None else 0.5
+            p = np.array([occ.x, occ.y]) + u * (ext + place.gap_m + own) + np.array([-u[1], u[0]]) * place.lateral_m
+            return self._at_xy(p, float(np.arctan2(u[1], u[0])) + yaw_off)
+        if place.crosswalk is not None:
+            cws = {c.id: c for c in self.map.crosswalks}
+            if place.crosswalk not in cws:
+                raise self._err(f"{key}.crosswalk", f"unknown crosswalk {place.crosswalk!r} on map {self.map.name!r}; crosswalks: {', '.join(cws) or 'none'}")
+            c = cws[place.crosswalk]
+            v = np.asarray(c.end, float) - np.asarray(c.start, float)
+            u = v / np.linalg.norm(v)
+            p = np.asarray(c.start, float) + place.along * v + np.array([-u[1], u[0]]) * place.lateral_m
+            return self._at_xy(p, float(np.arctan2(u[1], u[0])) + yaw_off)
+        if place.sidewalk is not None:
+            sws = {w.id: w for w in self.map.sidewalks}
+            if place.sidewalk not in sws:
+                raise self._err(f"{key}.sidewalk", f"unknown sidewalk {place.sidewalk!r} on map {self.map.name!r}; sidewalks: {', '.join(sws) or 'none'}")
+            w = sws[place.sidewalk]
+            if place.s_m > w.centre.length:
+                raise self._err(f"{key}.s_m", f"got {place.s_m}; allowed: 0 to {w.centre.length:.0f} (length of sidewalk {w.id})")
+            x, y, yaw = w.centre.pose_at(place.s_m, place.lateral_m)
+            return self._at_xy(np.array([float(x), float(y)]), float(yaw) + yaw_off)
+        return self._at_xy(np.array([place.x, place.y], float), yaw_off)
+
+    def _at_xy(self, p: np.ndarray, yaw: float):
+        xy = p.reshape(1, 2)
         lane_id = self.map.lane_at(xy)[0]
+        if lane_id is not None and self.map.lanes[lane_id].kind == "connector":
+            lane_id = None  # inside a junction: not lane-bound
         s, lat = 0.0, 0.0
         if lane_id is not None:
             s_, lat_ = self.map.lanes[lane_id].centre.project(xy[0])
             s, lat = float(s_), float(lat_)
-        return float(place.x), float(place.y), yaw_off, lane_id, s, lat
+        return float(p[0]), float(p[1]), yaw, lane_id, s, lat
 
     def _new_actor(self, name, kind_name, dims_spec, colour, place_res, speed, behaviour, events, key, is_ego=False):
         kind = ACTOR_KINDS[kind_name]
@@ -179,29 +222,36 @@ class World:
             speed=float(speed), behaviour=behaviour, events=tuple(events), lane=lane_id, is_ego=is_ego,
         )
         if lane_id is not None and kind.vehicle:
-            self._set_path(a, lane_id)
-            a.lateral = lat
+            self._set_path(a, lane_id, behaviour.turns, behaviour.reverse)
         self._start_behaviour(a, behaviour)
         self.actors.append(a)
         return a
 
-    def _set_path(self, a: Actor, lane_id: str) -> None:
+    def _set_path(self, a: Actor, lane_id: str, turns=(), reverse: bool = False) -> None:
         lane = self.map.lanes[lane_id]
         a.lane = lane_id
-        a.path = self.map.route(lane_id, [], min_length_m=lane.centre.length + 400.0)
-        s, _ = a.path.project(np.array([a.x, a.y]))
+        if reverse:  # wrong-way: the lane's centre line against its direction of travel
+            a.path = Polyline(lane.centre.points[::-1].copy())
+            a.stop_points = []
+        else:
+            try:
+                a.path = self.map.route(lane_id, list(turns), min_length_m=lane.centre.length + 400.0)
+            except ValueError as e:
+                raise InputError(f"{a.name}: {e}", file=self.source, key=f"{a.name}.behaviour.turns") from None
+            a.stop_points = [(lane.stop_s, lane.signal)] if lane.stop_s is not None and lane.signal else []
+        s, lat = a.path.project(np.array([a.x, a.y]))
         a.s = float(s)
-        a.stop_points = [(lane.stop_s, lane.signal)] if lane.stop_s is not None and lane.signal else []
+        a.lateral = float(lat)
 
     def _place_all(self) -> None:
         spec = self.spec
         placed: dict[str, Actor] = {}
         ego: EgoSpec = spec.ego
-        res = self._resolve(ego.place, "ego.place", placed)
+        res = self._resolve(ego.place, "ego.place", placed, ACTOR_KINDS[ego.kind].default_dims())
         placed["ego"] = self._new_actor("ego", ego.kind, ego.dims, None, res, ego.speed_mps, ego.behaviour, ego.events, "ego", is_ego=True)
         for i, a in enumerate(spec.actors):
             key = f"actors[{i}]"
-            res = self._resolve(a.place, f"{key}.place", placed)
+            res = self._resolve(a.place, f"{key}.place", placed, ACTOR_KINDS[a.kind].default_dims())
             placed[a.id] = self._new_actor(a.id, a.kind, a.dims, a.colour, res, a.speed_mps, a.behaviour, a.events, key)
         self._check_placements()
         self._spawn_traffic()
@@ -292,9 +342,16 @@ class World:
 
     # ------------------------------------------------------------------ behaviours
     def _start_behaviour(self, a: Actor, b: Behaviour) -> None:
+        prev = a.behaviour
         a.behaviour = b
-        if b.type in ("parked", "stand"):
+        a.behaviour_t0 = self.time_s
+        if b.type in ("parked", "stand", "open_door"):
             a.speed = 0.0
+        if a.kind.vehicle and a.lane is not None and (b.turns != prev.turns or b.reverse != prev.reverse) and b.type != "lane_change":
+            self._set_path(a, a.lane, b.turns, b.reverse)
+        if b.type == "walk":
+            a.walked_m = 0.0
+            a.hesitate_until = None
         if b.type == "walk":
             a.walk_heading = float(wrap_angle(a.yaw + np.deg2rad(b.heading_deg)))
             a.yaw = a.walk_heading
@@ -346,9 +403,9 @@ class World:
                 gap = gaps[j]
                 v_lead = vel[j, 0] * np.cos(tan[j]) + vel[j, 1] * np.sin(tan[j])
                 dv = v - v_lead
-        if b.obey_lights:
+        if b.obey_lights or b.type == "stop_at_line":
             for stop_s, light in a.stop_points:
-                st = lights.get(light)
+                st = "red" if b.type == "stop_at_line" else lights.get(light)
                 d = stop_s - a.s - a.dims[0] / 2
                 if st in ("red", "yellow") and d > -0.5:
                     # yellow: stop only if we can do so comfortably
@@ -358,6 +415,8 @@ class World:
                         gap, dv = d, v
         if not np.isfinite(gap):
             return acc_free
+        if b.aeb and dv > 0 and gap / dv < b.aeb_ttc_s:  # automatic emergency braking
+            return -b.aeb_decel_mps2
         s_star = IDM_S0 + max(0.0, v * IDM_T + v * dv / (2 * np.sqrt(IDM_A_MAX * IDM_B)))
         acc = IDM_A_MAX * (1 - (v / v0) ** 4 - (s_star / max(gap, 0.1)) ** 2)
         return float(max(acc, -9.0))
@@ -365,7 +424,7 @@ class World:
     # ------------------------------------------------------------------ stepping
     def light_states(self, t: float | None = None) -> dict[str, str]:
         """Phase of every traffic light at time t: groups NS and EW alternate (green, yellow, all-red)."""
-        t = self.time_s if t is None else t
+        t = (self.time_s if t is None else t) + self.spec.traffic_light_offset_s
         g, y, r = self.spec.traffic_light_cycle_s
         period = 2 * (g + y + r)
         ph = t % period
@@ -404,6 +463,13 @@ class World:
                         ok &= p is not self.actors[0] and self._ttc_to_ego(p) <= w.ttc_s
                     if w.after is not None:
                         ok &= w.after in self.applied
+                    if w.position is not None:
+                        p = by_name[w.actor] if w.actor else a
+                        ok &= float(np.hypot(p.x - w.position[0], p.y - w.position[1])) <= w.radius_m
+                    if w.custom is not None and ok:
+                        from simgen.sim.behaviours import TRIGGERS
+
+                        ok &= bool(TRIGGERS[w.custom](self, by_name[w.actor] if w.actor else a, dict(w.params)))
                     if ok:
                         self.fired[key] = self.time_s
                 if key in self.fired and self.time_s >= self.fired[key] + e.when.delay_s - 1e-9:
@@ -419,24 +485,38 @@ class World:
         lights = self.light_states()
         pos = np.array([[a.x, a.y] for a in self.actors])
         vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
+        from simgen.sim.behaviours import BEHAVIOURS
+
         for i, a in enumerate(self.actors):
             b = a.behaviour
-            if a.crashed or b.type in ("parked", "stand"):
+            if a.crashed or b.type in ("parked", "stand", "open_door"):
                 a.accel, a.speed = 0.0, 0.0
+                if b.type == "open_door" and not a.crashed:
+                    a.door = min(np.deg2rad(70.0), a.door + np.deg2rad(70.0) * dt / b.duration_s)
+                continue
+            plugin = BEHAVIOURS.get(b.type)
+            if plugin is not None:
+                ctrl = plugin(self, a, dt, dict(b.params))
+                if a.kind.vehicle and a.path is not None:
+                    if ctrl.lateral_m is not None:
+                        a.lateral = float(ctrl.lateral_m)
+                    self._bicycle(a, float(ctrl.accel_mps2 or 0.0), dt)
+                else:
+                    if ctrl.speed_mps is not None:
+                        a.speed = float(ctrl.speed_mps)
+                    if ctrl.heading_rad is not None:
+                        a.yaw = float(wrap_angle(ctrl.heading_rad))
+                    a.x += a.speed * np.cos(a.yaw) * dt
+                    a.y += a.speed * np.sin(a.yaw) * dt
                 continue
             if b.type == "walk" or not a.kind.vehicle or a.path is None:
-                if a.walk_left_m is not None and a.walk_left_m <= 0:
-                    a.speed, a.accel = 0.0, 0.0
-                    continue
-                step = a.speed * dt
-                if a.walk_left_m is not None:
-                    step = min(step, a.walk_left_m)
-                    a.walk_left_m -= step
-                a.x += step * np.cos(a.yaw)
-                a.y += step * np.sin(a.yaw)
+                self._walk(a, b, dt)
                 continue
             if b.type in ("brake", "stop"):
                 acc = -b.decel_mps2
+            elif b.type == "scripted":
+                v_next = float(np.interp(self.time_s + dt - a.behaviour_t0, *np.array(b.speed_profile).T))
+                acc = (v_next - a.speed) / dt
             else:
                 acc = self._idm_accel(a, i, pos, vel, lights)
             # lateral target for lane changes: smooth (cosine) blend of the offset to 0 over the duration
@@ -453,6 +533,31 @@ class World:
         self.frame += 1
         self._update_z()
         return self._collisions()
+
+    def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
+        """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""
+        if a.walk_left_m is not None and a.walk_left_m <= 0:
+            a.speed, a.accel = 0.0, 0.0
+            return
+        if a.hesitate_until is not None:
+            if self.time_s + 1e-9 < a.hesitate_until:
+                a.speed = 0.0
+                return
+            a.hesitate_until = None
+            a.speed = b.speed_mps if b.speed_mps is not None else 1.4
+        step = a.speed * dt
+        pause = b.hesitate_at_m is not None and b.hesitate_s > 0 and a.walked_m < b.hesitate_at_m <= a.walked_m + step
+        if pause:
+            step = b.hesitate_at_m - a.walked_m
+        if a.walk_left_m is not None:
+            step = min(step, a.walk_left_m)
+            a.walk_left_m -= step
+        a.x += step * np.cos(a.yaw)
+        a.y += step * np.sin(a.yaw)
+        a.walked_m += step
+        if pause:
+            a.hesitate_until = self.time_s + dt + b.hesitate_s
+            a.speed = 0.0
 
     def _bicycle(self, a: Actor, acc: float, dt: float) -> None:
         """Kinematic bicycle (reference point: box centre) with pure-pursuit steering towards the path."""
@@ -501,6 +606,7 @@ class World:
             velocity=np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw), 0.0] for a in A], float),
             accel=np.array([a.accel for a in A], float),
             dims=np.array([a.dims for a in A], float),
+            door=np.array([a.door for a in A], float),
         )
 
 

@@ -42,12 +42,20 @@ class Weather:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where an actor starts.  Exactly one of: ``lane`` (+ ``s_m``), ``relative_to``, or ``x``/``y``.
+    """Where an actor starts.  Exactly one mode:
 
-    ``relative_to`` places the actor ``ahead_m`` metres ahead (negative: behind) of another actor along that
-    actor's lane, ``lane_offset`` lanes to its left (+1) or right (-1).  ``lateral_m`` shifts the actor
-    sideways from the lane centre (left positive), e.g. onto the shoulder or the sidewalk.  ``yaw_deg`` is
-    relative to the lane direction (lane placements) or absolute (x/y placements).
+    - ``lane`` (+ ``s_m``): distance along a lane from its start;
+    - ``relative_to`` (+ ``ahead_m``, ``lane_offset``): ``ahead_m`` metres ahead (negative: behind) of another
+      actor along that actor's lane, ``lane_offset`` lanes to its left (+1) or right (-1);
+    - ``behind`` (+ ``as_seen_from``, ``gap_m``): hidden behind actor ``behind`` as seen from ``as_seen_from``
+      (default ego), ``gap_m`` metres beyond its far side on the line of sight — the way to stage occlusion;
+    - ``crosswalk`` (+ ``along``): on a crosswalk, ``along`` from 0 (its start kerb) to 1 (its end kerb), facing
+      across the road;
+    - ``sidewalk`` (+ ``s_m``): on a sidewalk's centre line, facing along it;
+    - ``x``/``y``: absolute world position.
+
+    ``lateral_m`` shifts the actor sideways (left positive) from the lane centre / line of sight / sidewalk
+    centre, e.g. onto the shoulder.  ``yaw_deg`` is added to the mode's heading (absolute for x/y).
     """
 
     lane: str | None = None
@@ -55,36 +63,61 @@ class Placement:
     relative_to: str | None = None
     ahead_m: float = field(default=0.0, metadata=DIST)
     lane_offset: int = field(default=0, metadata={"range": (-6, 6)})
+    behind: str | None = None
+    as_seen_from: str = "ego"
+    gap_m: float = field(default=1.0, metadata={"range": (0.0, 100.0)})
+    crosswalk: str | None = None
+    along: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    sidewalk: str | None = None
     lateral_m: float = field(default=0.0, metadata={"range": (-40.0, 40.0)})
     x: float | None = field(default=None, metadata=DIST)
     y: float | None = field(default=None, metadata=DIST)
     yaw_deg: float = field(default=0.0, metadata={"range": (-360.0, 360.0)})
 
+    @property
+    def mode(self) -> str:
+        modes = [m for m, on in (("lane", self.lane is not None), ("relative_to", self.relative_to is not None),
+                                 ("behind", self.behind is not None), ("crosswalk", self.crosswalk is not None),
+                                 ("sidewalk", self.sidewalk is not None),
+                                 ("xy", self.x is not None or self.y is not None)) if on]
+        return modes[0] if len(modes) == 1 else ",".join(modes)
+
     def validate(self, ctx: Ctx) -> None:
-        modes = [self.lane is not None, self.relative_to is not None, self.x is not None or self.y is not None]
-        if sum(modes) != 1:
-            raise ctx.error("give exactly one of: lane (with s_m), relative_to (with ahead_m), or x and y")
-        if modes[2] and (self.x is None or self.y is None):
+        if "," in self.mode or not self.mode:
+            raise ctx.error("give exactly one of: lane (with s_m), relative_to (with ahead_m), behind, crosswalk, "
+                            "sidewalk, or x and y" + (f"; got {self.mode.replace(',', ' and ')}" if self.mode else ""))
+        if self.mode == "xy" and (self.x is None or self.y is None):
             raise ctx.error("x and y must be given together")
 
-
-BEHAVIOURS = ("lane_follow", "brake", "lane_change", "parked", "stand", "walk", "stop")
+    @property
+    def references(self) -> list[str]:
+        return [r for r in (self.relative_to, self.behind) if r is not None] + ([self.as_seen_from] if self.behind else [])
 
 
 @dataclass(frozen=True)
 class Behaviour:
-    """What an actor does.  Types and the keys they use:
+    """What an actor does; ``type`` names a registered behaviour (``simgen scenarios behaviours`` lists them).
 
-    - ``lane_follow``: IDM car-following along its lane at ``speed_mps`` (target); ``obstacles``: what it
-      reacts to (``all``, ``vehicles``, ``none``); stops at red lights unless ``obey_lights: false``.
-    - ``brake``: decelerate at ``decel_mps2`` to a stop and stay stopped.
+    Built in:
+    - ``lane_follow``: IDM car-following along its lane (or ``turns`` through junctions, e.g. [left]) at
+      ``speed_mps``; ``obstacles`` it reacts to (all, vehicles, none); stops at red lights unless
+      ``obey_lights: false`` (a red-light runner); ``reverse: true`` drives the lane against its direction
+      (wrong-way driver); ``aeb: true`` adds automatic emergency braking at ``aeb_decel_mps2`` when the
+      time-to-collision to what is ahead drops below ``aeb_ttc_s``.
+    - ``scripted``: follows its lane/route with the speed given by ``speed_profile`` [[t_s, v_mps], ...]
+      (linear between points, time from the start of the behaviour), ignoring other actors.
+    - ``brake``: decelerate at ``decel_mps2`` to a stop.  ``stop``: the same, named for scripted stops.
+    - ``stop_at_line``: IDM that treats its lane's stop line as a red light whatever the signal.
     - ``lane_change``: move ``direction`` (left/right) one lane over ``duration_s``, then lane_follow.
-    - ``parked`` / ``stand``: stay still.  ``stop``: come to a stop at ``decel_mps2``.
-    - ``walk``: move straight at ``speed_mps`` towards ``heading_deg`` (relative to the actor's current heading;
-      90 = to its left), for ``distance_m`` metres then stand (default: keep walking).
+    - ``parked`` / ``stand``: stay still.  ``open_door``: parked, with a door (``direction`` side) opening over
+      ``duration_s``.
+    - ``walk``: move straight at ``speed_mps`` towards ``heading_deg`` (relative to the actor's heading; 90 = to
+      its left) for ``distance_m`` (default: on and on); ``hesitate_at_m``/``hesitate_s`` make it stop there
+      for a while, then go on.  Used for pedestrians, cyclists crossing, and a ball rolling into the road.
+    - anything registered with :func:`simgen.sim.behaviours.register_behaviour`; its options go in ``params``.
     """
 
-    type: Literal["lane_follow", "brake", "lane_change", "parked", "stand", "walk", "stop"] = "lane_follow"
+    type: str = "lane_follow"
     speed_mps: float | None = field(default=None, metadata=SPEED)
     decel_mps2: float = field(default=6.0, metadata={"gt": 0.0, "range": (0.0, 12.0)})
     direction: Literal["left", "right"] = "left"
@@ -93,6 +126,26 @@ class Behaviour:
     distance_m: float | None = field(default=None, metadata={"range": (0.0, 1000.0)})
     obstacles: Literal["all", "vehicles", "none"] = "all"
     obey_lights: bool = True
+    turns: tuple[Literal["straight", "left", "right"], ...] = ()
+    reverse: bool = False
+    aeb: bool = False
+    aeb_ttc_s: float = field(default=1.2, metadata={"gt": 0.0, "range": (0.0, 10.0)})
+    aeb_decel_mps2: float = field(default=9.0, metadata={"gt": 0.0, "range": (0.0, 12.0)})
+    speed_profile: tuple[tuple[float, float], ...] = ()
+    hesitate_at_m: float | None = field(default=None, metadata={"range": (0.0, 1000.0)})
+    hesitate_s: float = field(default=0.0, metadata={"range": (0.0, 60.0)})
+    params: dict = field(default_factory=dict)
+
+    def validate(self, ctx: Ctx) -> None:
+        from simgen.sim.behaviours import BEHAVIOURS
+
+        if self.type not in BEHAVIOURS:
+            raise ctx.key("type").error(f"got {self.type!r}; allowed: {', '.join(sorted(BEHAVIOURS))}")
+        if self.type == "scripted" and not self.speed_profile:
+            raise ctx.key("speed_profile").error("scripted needs speed_profile: [[t_s, v_mps], ...]")
+        ts = [t for t, _ in self.speed_profile]
+        if any(b <= a for a, b in zip(ts, ts[1:])) or any(v < 0 or v > 70 for _, v in self.speed_profile):
+            raise ctx.key("speed_profile").error("times must increase and speeds be 0 to 70 m/s")
 
 
 @dataclass(frozen=True)
@@ -101,7 +154,10 @@ class Trigger:
 
     ``time_s``: simulation time reached.  ``distance_m``: the distance between the actor (or ``actor``) and
     ``to`` (default ego) drops below this.  ``ttc_s``: time-to-collision from ego to the actor drops below this.
-    ``after``: the named event has fired.  ``delay_s``: wait this long after the conditions hold.
+    ``after``: the named event has fired.  ``position`` [x, y]: the actor (or ``actor``) is within ``radius_m``
+    of that world point.  ``custom``: a trigger registered with
+    :func:`simgen.sim.behaviours.register_trigger`, with its options in ``params``.  ``delay_s``: wait this
+    long after the conditions hold.
     """
 
     time_s: float | None = field(default=None, metadata={"range": (0.0, 3600.0)})
@@ -110,11 +166,20 @@ class Trigger:
     to: str = "ego"
     ttc_s: float | None = field(default=None, metadata={"range": (0.0, 60.0)})
     after: str | None = None
+    position: tuple[float, float] | None = None
+    radius_m: float = field(default=2.0, metadata={"gt": 0.0, "range": (0.0, 100.0)})
+    custom: str | None = None
+    params: dict = field(default_factory=dict)
     delay_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})
 
     def validate(self, ctx: Ctx) -> None:
-        if all(v is None for v in (self.time_s, self.distance_m, self.ttc_s, self.after)):
-            raise ctx.error("a trigger needs at least one of time_s, distance_m, ttc_s, after")
+        if all(v is None for v in (self.time_s, self.distance_m, self.ttc_s, self.after, self.position, self.custom)):
+            raise ctx.error("a trigger needs at least one of time_s, distance_m, ttc_s, after, position, custom")
+        if self.custom is not None:
+            from simgen.sim.behaviours import TRIGGERS
+
+            if self.custom not in TRIGGERS:
+                raise ctx.key("custom").error(f"got {self.custom!r}; allowed: {', '.join(sorted(TRIGGERS)) or 'none registered'}")
 
 
 @dataclass(frozen=True)
@@ -203,6 +268,8 @@ class ScenarioSpec:
     traffic: Traffic = Traffic()
     actors: tuple[ActorSpec, ...] = ()
     traffic_light_cycle_s: tuple[float, float, float] = (12.0, 3.0, 2.0)  # green, yellow, all-red
+    traffic_light_offset_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})  # phase at t=0
+    plugins: tuple[str, ...] = ()  # Python modules (or .py files next to the scenario) registering behaviours
 
     def validate(self, ctx: Ctx) -> None:
         from simgen.world.roads import MAPS
@@ -224,8 +291,12 @@ class ScenarioSpec:
                     raise ctx.error(f"duplicate event name {e.name!r}")
                 events[e.name] = e
         for i, a in enumerate(self.actors):
-            if a.place.relative_to is not None and a.place.relative_to not in ids:
-                raise ctx.key("actors").index(i).key("place.relative_to").error(f"unknown actor {a.place.relative_to!r}; known: {', '.join(sorted(ids))}")
+            for key in ("relative_to", "behind", "as_seen_from"):
+                ref = getattr(a.place, key)
+                if key == "as_seen_from" and a.place.behind is None:
+                    continue
+                if ref is not None and ref not in ids:
+                    raise ctx.key("actors").index(i).key(f"place.{key}").error(f"unknown actor {ref!r}; known: {', '.join(sorted(ids))}")
         for owner, j, e in all_events:
             base = ctx.key("ego") if owner == "ego" else ctx.key("actors").index([a.id for a in self.actors].index(owner))
             ectx = base.key("events").index(j).key("when")
@@ -261,8 +332,37 @@ class ScenarioSource:
         return str(self.raw.get("name", Path(self.path).stem))
 
 
+def load_plugins(raw: dict, path: str) -> None:
+    """Import the scenario's ``plugins`` (module names, or .py files relative to the scenario file)."""
+    import importlib
+    import importlib.util
+
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise InputError(f"got {plugins!r}; allowed: a list of module names or .py files", file=path, key="plugins")
+    for i, name in enumerate(plugins):
+        key = f"plugins[{i}]"
+        if not isinstance(name, str):
+            raise InputError(f"got {name!r}; allowed: a module name or a .py file", file=path, key=key)
+        try:
+            if name.endswith(".py"):
+                file = (Path(path).parent / name).resolve()
+                if not file.exists():
+                    raise InputError(f"plugin file {str(file)!r} not found", file=path, key=key)
+                spec = importlib.util.spec_from_file_location(f"simgen_plugin_{file.stem}", file)
+                mod = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(mod)
+            else:
+                importlib.import_module(name)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a broken plugin is the user's input
+            raise InputError(f"cannot import plugin {name!r}: {type(e).__name__}: {e}", file=path, key=key) from None
+
+
 def load_scenario_source(path: str | Path, overrides: list[str] = ()) -> ScenarioSource:
     raw = load_yaml(path, what="scenario file")
+    load_plugins(raw, str(path))
     raw = apply_overrides(raw, list(overrides), file=str(path))
     check_parameters(raw.get("parameters", {}) or {}, file=str(path))
     return ScenarioSource(str(path), raw)
