@@ -62,6 +62,16 @@ def cmd_run(a) -> int:
     return 0
 
 
+def cmd_replay(a) -> int:
+    from simgen.runner import replay
+
+    opts = {"host": a.carla_host, "port": a.carla_port} if a.backend == "carla" else {}
+    s = replay(a.episode, out=a.out, rig=a.rig, overrides=a.overrides, backend=a.backend, overwrite=a.overwrite,
+               progress=not a.no_progress, backend_options=opts)
+    print(f"replayed {a.episode} ({s['episodes'][0]['frames']} frames) into {a.out}/episodes")
+    return 0
+
+
 def cmd_validate(a) -> int:
     import numpy as np
 
@@ -120,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"simgen {simgen.__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     _p_run(sub)
+    p = sub.add_parser("replay", help="re-render an episode's recorded trajectories (same or other rig/weather/backend)")
+    p.add_argument("episode")
+    p.add_argument("--out", required=True)
+    p.add_argument("--rig", help="another rig (default: the episode's own)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the stored scenario, e.g. weather.fog_density=60 (not who is in it)")
+    p.add_argument("--backend", default="builtin")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--carla-host", default="127.0.0.1")
+    p.add_argument("--carla-port", type=int, default=2000)
     p = sub.add_parser("validate", help="check scenario or rig files without running")
     p.add_argument("files", nargs="+")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -144,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "view": cmd_view, "bench": cmd_bench, "maps": cmd_maps}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "validate": cmd_validate, "view": cmd_view, "bench": cmd_bench, "maps": cmd_maps}
 
 # Subcommands living in their own modules: each module has ``add_subcommand(subparsers)``, which adds its parser
 # and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.

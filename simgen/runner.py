@@ -24,6 +24,7 @@ import yaml
 
 import simgen
 from simgen.errors import InputError
+from simgen.seeding import streams
 from simgen.spec.rig import RigSpec, default_rig_path, load_rig, rig_to_dict
 from simgen.spec.scenario import ScenarioSource, concretise, load_scenario_source, scenario_to_dict
 
@@ -80,21 +81,22 @@ def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int =
     children = root.spawn(first + episodes)[first:]
     plans = []
     for i, ss in enumerate(children):
-        s_param, s_sim = ss.spawn(2)
+        s_param, s_sim = streams(ss, 2)
         spec, values = concretise(src, rng=np.random.default_rng(s_param))
-        World(spec, rng=np.random.default_rng(s_sim.spawn(1)[0]), source=src.path)  # placement checks only
+        World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
         plans.append(EpisodePlan(first + i, ss, spec, values, s_sim))
     return plans
 
 
 def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source: str, n_frames: int | None,
-                progress=None, meta: dict | None = None) -> dict:
+                progress=None, meta: dict | None = None, record=None) -> dict:
     """Simulate, annotate and write one episode; returns its summary.  The file appears only when complete."""
     from annotators.criticality import EpisodeCriticality
     from annotators.ground_truth import annotate
     from simgen.io.episode import EpisodeWriter
 
-    session = backend.open(plan.spec, rig, seed=plan.sim_seed, source=source, n_frames=n_frames)
+    opts = {"record": record} if record is not None else {}
+    session = backend.open(plan.spec, rig, seed=plan.sim_seed, source=source, n_frames=n_frames, **opts)
     n = session.n_frames
     meta = dict(meta or {})
     meta.update({
@@ -163,5 +165,47 @@ def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 
         "collisions": sum(1 for r in results if r.get("collision")),
         "min_ttc_s": min((r["min_ttc_s"] for r in results if r.get("min_ttc_s") is not None), default=None),
     }
+    write_atomic(out_dir / "run.json", json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[str] = (), backend: str = "builtin",
+           overwrite: bool = False, progress: bool = True, backend_options: dict | None = None) -> dict:
+    """Re-render an episode's recorded trajectories (not a re-simulation) with the same or another rig,
+    weather (``--set weather.…``) or backend.  With nothing changed the arrays are identical to the original."""
+    from simgen.backends.base import get_backend
+    from simgen.io.record import read_record
+    from simgen.spec.rig import rig_from_dict
+    from simgen.spec.scenario import scenario_from_dict
+    from simgen.spec.schema import apply_overrides
+
+    rec = read_record(episode)
+    where = f"{episode} (stored scenario)"
+    spec = scenario_from_dict(apply_overrides(rec.scenario, list(overrides), file=where), file=where)
+    rig_spec = load_rig(rig) if rig else rig_from_dict(rec.rig, file=f"{episode} (stored rig)")
+    be = get_backend(backend, **(backend_options or {}))
+    import h5py
+
+    with h5py.File(episode, "r") as f:
+        index = int(f.attrs.get("episode_index", 0))
+        params = json.loads(f.attrs.get("parameters_json", "{}"))
+        run_seed = f.attrs.get("run_seed", 0)
+    plan = EpisodePlan(index, rec.episode_seed, spec, params, streams(rec.episode_seed, 2)[1])
+    out_dir = Path(out)
+    prepare_output(out_dir, overwrite=overwrite)
+    write_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig_to_dict(rig_spec), sort_keys=False))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=rec.n_frames, unit="frame", desc=f"replay {spec.name} ({backend})", dynamic_ncols=True)
+    try:
+        res = run_episode(plan, rig_spec, out_dir / "episodes" / f"episode_{index:06d}.h5", backend=be, source=where,
+                          n_frames=None, progress=bar, meta={"run_seed": run_seed, "replay_of": str(episode)}, record=rec)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = {"format": "simgen-run", "replay_of": str(episode), "scenario": spec.name, "backend": backend,
+               "episodes": [res], "versions": versions(), "overrides": list(overrides)}
     write_atomic(out_dir / "run.json", json.dumps(summary, indent=2, default=float))
     return summary

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from simgen.backends.base import Frame
+from simgen.seeding import streams
 from simgen.geometry import pose_matrix
 from simgen.sensors import render
 from simgen.sensors.camera import Camera
@@ -81,13 +82,17 @@ class BuiltinSession:
     """One episode on the builtin backend.  ``step()`` returns the next Frame (frame 0 is the initial state)."""
 
     def __init__(self, scenario: ScenarioSpec, rig: RigSpec, *, seed: np.random.SeedSequence, source: str,
-                 n_frames: int | None = None):
+                 n_frames: int | None = None, record=None):
+        """``record`` (a :class:`simgen.io.record.Record`) replays recorded actor states instead of simulating."""
         from simgen.world import meshes
 
-        s_world, s_scenery, s_sensors = seed.spawn(3)
+        s_world, s_scenery, s_sensors = streams(seed, 3)
         self.scenario, self.rig = scenario, rig
         self.world = World(scenario, rng=np.random.default_rng(s_world), source=source)
-        self.n_frames = n_frames or scenario.n_frames
+        self.record = record
+        if record is not None:
+            record.apply_to(self.world)
+        self.n_frames = n_frames or (record.n_frames if record is not None else scenario.n_frames)
         mesh, lamps = build_static_mesh(self.world, np.random.default_rng(s_scenery))
         self.static = render.StaticGeometry(mesh, lamps)
         self.actor_geoms: list[render.ActorGeometry] = []
@@ -136,29 +141,31 @@ class BuiltinSession:
 
     def step(self) -> Frame:
         w = self.world
-        collisions: list = []
-        n_events = len(w.event_log)
-        if self._k > 0:
-            collisions = w.step()
-        states = w.states()
+        if self.record is None:
+            collisions: list = []
+            n_events = len(w.event_log)
+            if self._k > 0:
+                collisions = w.step()
+            states, lights, events, time_s = w.states(), w.light_states(), list(w.event_log[n_events:]), w.time_s
+        else:
+            states, lights, collisions, events, time_s = self.record.frame(self._k)
         if self._prev is None:  # before the first frame: extrapolate back at constant velocity
             prev = states.pose.copy()
             prev[:, :3] -= states.velocity * w.dt
-            self._prev_time = w.time_s - w.dt
+            self._prev_time = time_s - w.dt
         else:
             prev = self._prev.pose
         ego_now, ego_prev = states.pose[0], prev[0]
         T_we = pose_matrix(*ego_now[:3], ego_now[3])
-        lights = w.light_states()
         lamp_on = self._lamp_on(lights)
         rows = self._geom_rows
         self._update_doors(states)
-        frame = Frame(index=self._k, time_s=w.time_s, T_world_from_ego=T_we, actors=states, lights=lights,
-                      collisions=collisions, events=list(w.event_log[n_events:]), T_ego_from_sensor=dict(self.mounts))
+        frame = Frame(index=self._k, time_s=time_s, T_world_from_ego=T_we, actors=states, lights=lights,
+                      collisions=collisions, events=events, T_ego_from_sensor=dict(self.mounts))
         # LiDARs run in a worker thread while the cameras render: Embree and large numpy operations release the
         # GIL, so the two overlap on a multi-core machine.  Each sensor has its own RNG: results do not depend
         # on the interleaving.
-        futures = {name: self._pool.submit(lid.capture, self._prev_time, w.time_s, ego_prev, ego_now, self.static,
+        futures = {name: self._pool.submit(lid.capture, self._prev_time, time_s, ego_prev, ego_now, self.static,
                                            self.actor_geoms, prev[rows], states.pose[rows], rng=self.sensor_rngs[name])
                    for name, lid in self.lidars.items()}
         for name, cam in self.cameras.items():
@@ -167,7 +174,7 @@ class BuiltinSession:
         for name, fut in futures.items():
             frame.lidars[name] = fut.result()
         self._prev = states
-        self._prev_time = w.time_s
+        self._prev_time = time_s
         self._k += 1
         return frame
 
@@ -177,10 +184,9 @@ class BuiltinSession:
             return
         for g, row in zip(self.actor_geoms, self._geom_rows):
             ang = float(states.door[row])
-            if abs(ang - self._door_built[g.id]) > np.deg2rad(0.5):
+            if abs(ang - self._door_built[g.id]) > np.deg2rad(0.5) and ang != 0.0:
                 actor = self.world.actors[row]
-                side = actor.behaviour.direction if actor.behaviour.type == "open_door" else "left"
-                door = door_mesh(g.dims, ang, side).with_semantic_default(actor.kind.semantic)
+                door = door_mesh(g.dims, abs(ang), "left" if ang > 0 else "right").with_semantic_default(actor.kind.semantic)
                 g.mesh = merge([self._base_mesh[g.id], door])
                 g.__post_init__()
                 self._door_built[g.id] = ang
@@ -195,5 +201,5 @@ class BuiltinBackend:
     name = "builtin"
 
     def open(self, scenario: ScenarioSpec, rig: RigSpec, *, seed: np.random.SeedSequence, source: str = "<scenario>",
-             n_frames: int | None = None) -> BuiltinSession:
-        return BuiltinSession(scenario, rig, seed=seed, source=source, n_frames=n_frames)
+             n_frames: int | None = None, record=None) -> BuiltinSession:
+        return BuiltinSession(scenario, rig, seed=seed, source=source, n_frames=n_frames, record=record)

@@ -11,10 +11,9 @@ progress once:
   local instance (``ray.init(num_cpus=N)``) or a cluster (``--ray-address``).  A timed-out attempt is ended with
   ``ray.kill(actor)`` (force-cancelling a task is not possible for actor tasks) and the slot gets a new actor.
 
-CARLA pairing: slot ``k`` of the carla backend talks to the CARLA server at ``carla_host`` port
-``carla_port + 10*k`` (:func:`carla_port`).  Ten ports per server leave room for CARLA's RPC port P, its
-streaming ports P+1, P+2 and a Traffic Manager port inside the block, so servers started as
-``CarlaUE4.sh -carla-rpc-port=2000``, ``…=2010``, … never collide.  The batch does not start CARLA servers.
+CARLA pairing: slot ``k`` of the carla backend talks to the CARLA server at ``carla_host`` RPC port
+``carla_port + 10*k`` (:func:`carla_port`), the carla backend's own port plan (streaming RPC + 1, Traffic Manager
+RPC + 6000), so servers started as ``CarlaUE4.sh -carla-rpc-port=2000``, ``…=2010``, … never collide.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -171,10 +172,14 @@ def write_index(out: Path, rows: list[dict]) -> Path:
     except ImportError:
         pass
     else:
-        table = pa.Table.from_pylist([{k: _cell(r.get(k)) if isinstance(r.get(k), (list, tuple, dict)) else r.get(k)
-                                       for k in cols} for r in rows])
         ptmp = out / "index.parquet.partial"
-        pq.write_table(table, ptmp)
-        os.replace(ptmp, out / "index.parquet")
+        try:
+            table = pa.Table.from_pylist([{k: _cell(r.get(k)) if isinstance(r.get(k), (list, tuple, dict)) else r.get(k)
+                                           for k in cols} for r in rows])
+            pq.write_table(table, ptmp)
+            os.replace(ptmp, out / "index.parquet")
+        except Exception as e:  # noqa: BLE001 - the CSV is the index; Parquet is a convenience
+            ptmp.unlink(missing_ok=True)
+            print(f"simgen: warning: index.parquet not written ({type(e).__name__}: {e})", file=sys.stderr)
     fsync_dir(out)
     return path

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -208,7 +207,6 @@ def run_batch(plan_path: str | Path, out: str | Path, *, executor: str = "local"
 def _run(plan: Plan, out: Path, *, executor, workers, ray_address, progress, carla_host, carla_port, carla_workers,
          threads, pin, faults) -> BatchResult:
     t_wall = time.monotonic()
-    spec = plan.spec
     tasks = plan.expand()
     manifest = Manifest(out / "manifest.jsonl")
     recs = latest(manifest.read())

@@ -143,6 +143,17 @@ class EpisodeRunner:
             self.backends[key] = get_backend(name, **options)
         return self.backends[key]
 
+    def close(self) -> None:
+        """Close backends that have a ``close`` (the carla backend stops a server it launched)."""
+        for b in self.backends.values():
+            close = getattr(b, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - best effort at worker exit
+                    pass
+        self.backends.clear()
+
     def run(self, task: dict, on_frames=None) -> dict:
         """Run one attempt; returns the result record or raises.  ``task`` is EpisodeTask.payload() plus
         ``out`` (final absolute path), ``attempt``, ``backend_options``, ``faults``."""
@@ -251,6 +262,7 @@ def worker_main(conn, slot: int, threads: int | None, cpus: list[int] | None, pa
             conn.send((kind, payload))
         except (BrokenPipeError, OSError):
             break
+    runner.close()
 
 
 class RayWorker:

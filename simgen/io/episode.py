@@ -105,7 +105,7 @@ class EpisodeWriter:
         g["name"] = np.array([a["name"] for a in actors], dtype=h5py.string_dtype())
         g["kind"] = np.array([a["kind"] for a in actors], dtype=h5py.string_dtype())
         g["semantic"] = np.array([a["semantic"] for a in actors], np.uint8)
-        g["dims"] = np.array([a["dims"] for a in actors], np.float32).reshape(A, 3)
+        g["dims"] = np.array([a["dims"] for a in actors], np.float64).reshape(A, 3)  # exact: replay rebuilds meshes
         g["colour"] = np.array([a["colour"] for a in actors], np.float32).reshape(A, 3)
         self._ds("actors/pose", (n_frames, A, 4), np.float64)
         self._ds("actors/velocity", (n_frames, A, 3), np.float64)

@@ -65,7 +65,7 @@ class Actor:
     crashed: bool = False
     stop_points: list = field(default_factory=list)  # [(s on path, light id)]
     behaviour_t0: float = 0.0  # simulation time the current behaviour started
-    door: float = 0.0  # door opening angle (rad), for open_door
+    door: float = 0.0  # door opening angle (rad) for open_door: > 0 the left front door, < 0 the right one
     walked_m: float = 0.0
     hesitate_until: float | None = None
 
@@ -90,7 +90,7 @@ class ActorStates:
     velocity: np.ndarray  # (A,3) m/s, world frame
     accel: np.ndarray  # (A,) longitudinal, m/s^2
     dims: np.ndarray  # (A,3) length, width, height
-    door: np.ndarray | None = None  # (A,) door opening angle (rad); 0 = closed
+    door: np.ndarray | None = None  # (A,) door opening angle (rad); 0 closed, > 0 left door, < 0 right door
 
     def interpolate(self, other: "ActorStates", w: float) -> "ActorStates":
         """Poses between self (w=0) and other (w=1); yaw along the shorter arc."""
@@ -491,8 +491,9 @@ class World:
             b = a.behaviour
             if a.crashed or b.type in ("parked", "stand", "open_door"):
                 a.accel, a.speed = 0.0, 0.0
-                if b.type == "open_door" and not a.crashed:
-                    a.door = min(np.deg2rad(70.0), a.door + np.deg2rad(70.0) * dt / b.duration_s)
+                if b.type == "open_door" and not a.crashed:  # signed: > 0 left door, < 0 right door
+                    sgn = 1.0 if b.direction == "left" else -1.0
+                    a.door = sgn * min(np.deg2rad(70.0), abs(a.door) + np.deg2rad(70.0) * dt / b.duration_s)
                 continue
             plugin = BEHAVIOURS.get(b.type)
             if plugin is not None:
