@@ -21,7 +21,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from simgen.backends.base import CameraData, Frame
-from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, clip_polygon_near, invert, pose_matrix, project, transform_points
+from simgen.geometry import (T_BODY_FROM_OPTICAL, box_corners, box_edge_points, clip_polygon_near, invert, pose_matrix,
+                             project_distorted)
 
 
 def occlusion_level(visible_fraction: np.ndarray, lidar_points: np.ndarray, in_view: np.ndarray) -> np.ndarray:
@@ -92,11 +93,15 @@ def camera_labels(cam: CameraData, T_world_from_box: np.ndarray, dims: np.ndarra
     corners = box_corners(T_opt_from_box, dims)  # (A,8,3) optical frame
     bbox_proj = np.full((A, 4), np.nan, np.float32)
     trunc = np.full(A, np.nan, np.float32)
+    distorted = cam.distortion is not None and np.any(cam.distortion)
     for k in range(A):
         pts = clip_polygon_near(corners[k], near=0.05)
+        if distorted:  # the lens bends box edges: project points along them
+            pts = box_edge_points(corners[k], 17)
+            pts = pts[pts[:, 2] >= 0.05]
         if len(pts) == 0:
             continue
-        uv, _ = project(cam.K, pts)
+        uv, _ = project_distorted(cam.K, cam.distortion, pts, cam.r_max)
         x0, y0 = uv.min(axis=0)
         x1, y1 = uv.max(axis=0)
         area = max((x1 - x0) * (y1 - y0), 1e-9)

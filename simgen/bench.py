@@ -52,7 +52,7 @@ def floor_time(session, frame, repeats: int = 3) -> float:
     scene = _combined_scene(session)
     T = lambda a: o3d.core.Tensor(np.ascontiguousarray(a, np.float32))  # noqa: E731
     jobs = []
-    sun = session.light.sun_dir
+    sun = session._environment(frame.time_s)[1].sun_dir
     for name, cam in session.cameras.items():
         Tws = frame.cameras[name].T_world_from_sensor
         d = cam.d_body @ Tws[:3, :3].T.astype(np.float32)

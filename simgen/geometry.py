@@ -135,3 +135,72 @@ def clip_polygon_near(corners_optical: np.ndarray, near: float = 0.05) -> np.nda
         t = za[cross] / (za[cross] - zb[cross])
         pts.append(a[cross] + t[:, None] * (b[cross] - a[cross]))
     return np.concatenate(pts) if pts else np.zeros((0, 3))
+
+
+def distort_normalized(xy: np.ndarray, dist, r_max: float | None = None) -> np.ndarray:
+    """Brown–Conrady (OpenCV order k1, k2, p1, p2, k3) on normalised image coordinates (N,2).
+
+    Beyond ``r_max`` (the field of view's edge) the polynomial is continued radially and monotonically, so
+    points far outside the image never fold back into it.
+    """
+    k1, k2, p1, p2, k3 = (float(v) for v in dist)
+    xy = np.asarray(xy, float)
+    r = np.linalg.norm(xy, axis=-1)
+    scale = np.ones_like(r)
+    if r_max is not None:
+        far = r > r_max
+        scale[far] = r[far] / r_max
+        xy = np.where(far[..., None], xy / scale[..., None], xy)
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 ** 3
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([xd, yd], axis=-1) * scale[..., None]
+
+
+def project_distorted(K: np.ndarray, dist, pts_optical: np.ndarray, r_max: float | None = None):
+    """Like :func:`project` with lens distortion (``dist`` None or all zeros: plain pinhole)."""
+    if dist is None or not np.any(dist):
+        return project(K, pts_optical)
+    z = pts_optical[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = pts_optical[..., :2] / z[..., None]
+    xyd = distort_normalized(xy, dist, r_max)
+    return xyd * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]]), z
+
+
+def distorted_pixel_rays(K: np.ndarray, dist, width: int, height: int) -> tuple[np.ndarray, float]:
+    """Unit optical-frame rays through every pixel centre of a distorted camera, and the normalised radius of
+    the field of view's edge (for :func:`distort_normalized`'s r_max)."""
+    if dist is None or not np.any(dist):
+        d = pixel_rays(K, width, height)
+    else:
+        u, v = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
+        und = undistort_pixels(np.stack([u.ravel(), v.ravel()], axis=1), K, dist)
+        d = np.concatenate([und, np.ones((len(und), 1))], axis=1)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+    xy = d[:, :2] / d[:, 2:3]
+    return d, float(np.linalg.norm(xy, axis=1).max() * 1.02)
+
+
+def undistort_pixels(uv: np.ndarray, K: np.ndarray, dist) -> np.ndarray:
+    """Normalised undistorted coordinates (N,2) of distorted pixel positions (N,2) (iterative, OpenCV)."""
+    import cv2
+
+    pts = np.asarray(uv, np.float64).reshape(-1, 1, 2)
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
+    d = np.asarray(dist, np.float64)
+    if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x
+        out = cv2.undistortPointsIter(pts, K, d, None, None, crit)
+    else:  # OpenCV 5: criteria moved into undistortPoints
+        out = cv2.undistortPoints(pts, K, d, None, None, None, crit)
+    return out.reshape(-1, 2)
+
+
+def box_edge_points(corners: np.ndarray, n: int = 9) -> np.ndarray:
+    """(12*n, 3) points along the 12 edges of a box given by its 8 corners (KITTI order, see box_corners)."""
+    edges = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)])
+    t = np.linspace(0.0, 1.0, n)[None, :, None]
+    a, b = corners[edges[:, 0]][:, None, :], corners[edges[:, 1]][:, None, :]
+    return (a + t * (b - a)).reshape(-1, 3)

@@ -78,8 +78,19 @@ def export(src, fmt: str, out, *, camera: str | None = None, lidar: str | None =
     if class_map is not None and mod.CLASS_SECTION is None:
         raise InputError(f"the {fmt} format has no object classes to map (its labels are simgen's semantic classes)",
                          key="--class-map")
+    filters = filters or Filters()
+    if filters.classes:
+        from simgen.classes import ACTOR_KINDS, CLASS_NAMES
+
+        known = set(ACTOR_KINDS) | {v for v in (cmap or {}).values() if v}
+        if fmt == "semantickitti":
+            known |= set(CLASS_NAMES.values())
+        bad = sorted(filters.classes - known)
+        if bad:
+            raise InputError(f"unknown class {bad[0]!r}; allowed: actor kinds ({', '.join(ACTOR_KINDS)}) or this "
+                             f"format's class names ({', '.join(sorted(known - set(ACTOR_KINDS)))})", key="--classes")
     ctx = ExportContext(src=src, out=out, fmt=fmt, episodes=refs, splits=split_of(len(refs), float(val_fraction)),
-                        camera=camera, lidar=lidar, filters=filters or Filters(), class_map=cmap, deskew=deskew,
+                        camera=camera, lidar=lidar, filters=filters, class_map=cmap, deskew=deskew,
                         stride=int(stride), options=dict(options))
     total = mod.validate(ctx)  # raises InputError; returns the number of frames to export
     owned = mod.owned(ctx) if hasattr(mod, "owned") else list(mod.OWNED)

@@ -28,7 +28,7 @@ import numpy as np
 
 from simgen.errors import InputError
 
-from annotators.export.common import EpisodeReader, check_sensor, encode_image, jnum, write_bytes
+from annotators.export.common import EpisodeReader, ImageWriter, check_sensor, jnum
 
 OWNED = ["images", "annotations"]
 CLASS_SECTION = "coco"
@@ -87,6 +87,7 @@ def run(ctx) -> dict:
     spools = {s: (_Spool(out / "annotations" / f".{s}_images.partial"), _Spool(out / "annotations" / f".{s}_anns.partial"))
               for s in ("train", "val")}
     image_id = ann_id = 0
+    images = ImageWriter()
     try:
         for e, (ref, split) in enumerate(zip(ctx.episodes, ctx.splits)):
             imgs, anns = spools[split]
@@ -102,7 +103,7 @@ def run(ctx) -> dict:
                     for cam in cams:
                         W, H = r.image_size(cam)
                         fname = f"images/{cam}/{e:04d}_{k:06d}.png"
-                        write_bytes(out / fname, encode_image(r.rgb(cam, k), ".png"))
+                        images.write(out / fname, r.rgb(cam, k), ".png")
                         image_id += 1
                         imgs.add({"id": image_id, "file_name": fname, "width": W, "height": H, "camera": cam,
                                   "episode": e, "frame": int(k), "time_s": jnum(r.time_s(k), 6)})
@@ -135,6 +136,7 @@ def run(ctx) -> dict:
                                 "num_lidar_pts": int(npts[i]), "track_id": int(r.actor_ids[i]), "kind": kind,
                             })
                     ctx.bar.update(1)
+        images.close()
         counts = {}
         for s, (imgs, anns) in spools.items():
             imgs.fh.close()
@@ -142,6 +144,7 @@ def run(ctx) -> dict:
             _assemble(out / "annotations" / f"instances_{s}.json", cats, imgs.path, anns.path)
             counts[f"{s}_images"], counts[f"{s}_annotations"] = imgs.n, anns.n
     finally:
+        images.close()
         for imgs, anns in spools.values():
             for sp in (imgs, anns):
                 if not sp.fh.closed:

@@ -286,6 +286,58 @@ class EpisodeReader:
         return out
 
 
+# ---------------------------------------------------------------------------------------------- lens model
+def camera_distortion(reader: "EpisodeReader", cam: str) -> np.ndarray | None:
+    """Brown-Conrady coefficients (k1, k2, p1, p2, k3) of a camera from its stored attributes, or None (pinhole)."""
+    attrs = json.loads(reader.f[f"sensors/{cam}"].attrs.get("attributes_json", "{}"))
+    d = np.asarray(attrs.get("distortion") or [0.0] * 5, float)
+    return d if np.any(d) else None
+
+
+class Rectifier:
+    """Resamples a distorted camera's images to the pinhole camera with the same K (KITTI's and nuScenes' images are
+    rectified).  Uses simgen's own lens model (``simgen.geometry.distort_normalized``), so rectified pixels agree
+    with pinhole projections through K.  ``image`` interpolates bilinearly, ``labels`` takes the nearest pixel."""
+
+    def __init__(self, K: np.ndarray, dist: np.ndarray, width: int, height: int):
+        from simgen.geometry import distort_normalized, distorted_pixel_rays
+
+        _, r_max = distorted_pixel_rays(K, dist, width, height)
+        u, v = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
+        xy = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]], axis=-1).reshape(-1, 2)
+        xyd = distort_normalized(xy, dist, r_max)
+        # source position in OpenCV pixel coordinates (centre of pixel i at i) for cv2.remap
+        self.map_x = (xyd[:, 0] * K[0, 0] + K[0, 2] - 0.5).reshape(height, width).astype(np.float32)
+        self.map_y = (xyd[:, 1] * K[1, 1] + K[1, 2] - 0.5).reshape(height, width).astype(np.float32)
+
+    def image(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def labels(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        src = img.astype(np.int32) if img.dtype == np.uint32 else img
+        return cv2.remap(src, self.map_x, self.map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0).astype(img.dtype)
+
+
+class Rectifiers:
+    """One :class:`Rectifier` per (episode, camera), built on first use; ``get`` returns None for pinhole cameras."""
+
+    def __init__(self):
+        self.cache: dict = {}
+
+    def get(self, reader: "EpisodeReader", cam: str, k: int = 0) -> "Rectifier | None":
+        key = (reader.ref.uid, cam)
+        if key not in self.cache:
+            dist = camera_distortion(reader, cam)
+            W, H = reader.image_size(cam)
+            self.cache[key] = None if dist is None else Rectifier(reader.K(cam, k), dist, W, H)
+        return self.cache[key]
+
+
 # ------------------------------------------------------------------------------------------------- filters
 @dataclass(frozen=True)
 class Filters:
@@ -442,11 +494,13 @@ def quat_wxyz(R: np.ndarray) -> np.ndarray:
 
 
 def encode_image(rgb: np.ndarray, ext: str) -> bytes:
-    """Deterministic PNG (lossless) or JPEG (quality 95) bytes of an RGB uint8 image."""
+    """Deterministic PNG (lossless; zlib level 1 + RLE: encoding dominates export time) or JPEG (quality 95) bytes of an
+    RGB uint8 image."""
     import cv2
 
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if ext == ".png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+    params = ([cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE] if ext == ".png"
+              else [cv2.IMWRITE_JPEG_QUALITY, 95])
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
         raise RuntimeError(f"image encoding to {ext} failed")
@@ -483,6 +537,44 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+class ImageWriter:
+    """Encodes and writes images on worker threads (OpenCV releases the GIL) while the caller reads the next frame.
+    At most ``2 * workers`` images are in flight, so memory stays bounded; errors surface on the next call or on
+    :meth:`close`.  File contents do not depend on the order the threads finish in."""
+
+    def __init__(self, workers: int | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="simgen-export")
+        self.pending: list = []
+
+    def write(self, path: Path, rgb: np.ndarray, ext: str) -> None:
+        still = []
+        for f in self.pending:
+            if f.done():
+                f.result()  # re-raises a failed write
+            else:
+                still.append(f)
+        self.pending = still
+        while len(self.pending) >= 2 * self.workers:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(lambda: write_bytes(path, encode_image(rgb, ext))))
+
+    def close(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class JsonArrayWriter:
     """Streams a JSON array of records to ``path`` (one compact record per line), renamed into place on close."""
 
@@ -512,16 +604,13 @@ MARKER = "simgen_export.json"
 
 def prepare_out(out: Path, owned: list[str], *, overwrite: bool, src: Path) -> None:
     """Refuse a non-empty output folder unless ``overwrite``; with it, remove only this format's own entries
-    (``owned`` top-level names) and the marker file, nothing else.  The output may not contain the input."""
+    (``owned`` top-level names) and the marker file, nothing else.  Output and input folders may not overlap."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a directory", file=str(out))
-    try:
-        src_r, out_r = Path(src).resolve(), out.resolve()
-        if src_r == out_r or out_r in src_r.parents:
-            raise InputError("output folder contains the input; choose another --out", file=str(out))
-    except OSError:
-        pass
+    src_r, out_r = Path(src).resolve(), out.resolve()
+    if src_r == out_r or out_r in src_r.parents or src_r in out_r.parents:
+        raise InputError(f"output folder overlaps the input {src}; choose another --out", file=str(out))
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise InputError("output directory is not empty; choose another --out or pass --overwrite", file=str(out))

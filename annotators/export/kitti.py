@@ -21,6 +21,8 @@ marks objects it did not label; objects mapped to DontCare by the class map like
 kinds left out by ``--classes`` are dropped.  2-D boxes are the projected 3-D box clipped to the image
 (``bbox2d: proj``, KITTI-like amodal boxes) or the visible mask's box (``bbox2d: mask``).
 Velodyne: float32 x, y, z, reflectance (intensity 0..1) in the LiDAR frame deskewed to the frame time.
+Cameras with lens distortion: KITTI images are rectified, so the image is resampled to the pinhole camera with the
+same K and 2-D boxes / truncation are recomputed for it (the visible-mask box from the resampled instance image).
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from scipy.spatial.transform import Rotation
 from simgen.errors import InputError
 from simgen.geometry import invert, wrap_angle
 
-from annotators.export.common import (EpisodeReader, T_optical_from_sensor, check_sensor, encode_image, fmt_num,
-                                      opencv_K, to_opencv_box, write_bytes, write_text)
+from annotators.export.common import (EpisodeReader, ImageWriter, Rectifiers, T_optical_from_sensor, check_sensor,
+                                      fmt_num, opencv_K, to_opencv_box, write_bytes, write_text)
 
 OWNED = ["training", "ImageSets", "simgen_frames.txt"]
 CLASS_SECTION = "kitti"
@@ -82,8 +84,58 @@ def box_fields(center_opt: np.ndarray, quat_wxyz: np.ndarray, dims_lwh: np.ndarr
     return ry, alpha, loc, tilt
 
 
-def label_lines(r: EpisodeReader, k: int, cam: str, lidar: str, ctx) -> list[str]:
+def pinhole_boxes(K: np.ndarray, width: int, height: int, centers: np.ndarray, quats: np.ndarray,
+                  dims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bbox_proj (A,4), truncation (A,), in_fov (A,)) of boxes through the pinhole K, like the ground truth's
+    camera labels (near-plane clipping, clipping to the image, truncation = share of the box outside it).  Used
+    for distorted cameras, whose exported (rectified) images are pinhole images."""
+    from simgen.geometry import box_corners, clip_polygon_near, project
+
+    A = len(centers)
+    T = np.tile(np.eye(4), (A, 1, 1))
+    for i in range(A):
+        w, x, y, z = (float(v) for v in quats[i])
+        T[i, :3, :3] = Rotation.from_quat([x, y, z, w]).as_matrix()
+    T[:, :3, 3] = centers
+    corners = box_corners(T, dims)
+    box = np.full((A, 4), np.nan)
+    trunc = np.full(A, np.nan)
+    for i in range(A):
+        pts = clip_polygon_near(corners[i], near=0.05)
+        if len(pts) == 0:
+            continue
+        uv, _ = project(K, pts)
+        x0, y0 = uv.min(axis=0)
+        x1, y1 = uv.max(axis=0)
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        inside = max(cx1 - cx0, 0) * max(cy1 - cy0, 0)
+        trunc[i] = 1.0 - inside / max((x1 - x0) * (y1 - y0), 1e-9)
+        if inside > 0:
+            box[i] = (cx0, cy0, cx1, cy1)
+    return box, trunc, ~np.isnan(box[:, 0])
+
+
+def mask_boxes(instance: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(A,4) tight boxes (continuous pixel coordinates) of each id's pixels in an instance image; NaN if none."""
+    from scipy import ndimage
+
+    out = np.full((len(ids), 4), np.nan)
+    m = int(max(ids.max(initial=0), 0))
+    sl = ndimage.find_objects(np.where(instance <= m, instance, 0).astype(np.int32), max_label=m)
+    for i, a in enumerate(ids):
+        if 0 < a <= len(sl) and sl[a - 1] is not None:
+            ys, xs = sl[a - 1]
+            out[i] = (xs.start, ys.start, xs.stop, ys.stop)
+    return out
+
+
+def label_lines(r: EpisodeReader, k: int, cam: str, lidar: str, ctx, rect=None) -> list[str]:
     L = r.labels(cam, k, _LABEL_KEYS)
+    if rect is not None:  # distorted camera: the exported image is rectified, so boxes are pinhole boxes
+        W, H = r.image_size(cam)
+        L["bbox_proj"], L["truncation"], L["in_fov"] = pinhole_boxes(r.K(cam, k), W, H, L["center_sensor"],
+                                                                     L["quat_sensor"], r.dims)
+        L["bbox_mask"] = mask_boxes(rect.labels(r.instance_image(cam, k)), r.actor_ids)
     npts = r.row(f"labels/{lidar}/n_points", k)
     dist = np.linalg.norm(r.row("labels/objects/center_ego", k).astype(float), axis=1)
     good = ctx.filters.quality(L["visible_fraction"], npts, dist)
@@ -98,11 +150,11 @@ def label_lines(r: EpisodeReader, k: int, cam: str, lidar: str, ctx) -> list[str
         if name is None or not ctx.filters.class_ok(kind, name):
             continue
         if name == "DontCare" or not good[i]:
-            if vis > 0:
+            if vis > 0 and not np.isnan(L["bbox_mask"][i][0]):
                 b = to_opencv_box(L["bbox_mask"][i])
                 lines.append("DontCare -1 -1 -10 " + " ".join(fmt_num(v, 2) for v in b) + " " + DONTCARE_TAIL)
             continue
-        box = L["bbox_mask"][i] if use_mask and vis > 0 else L["bbox_proj"][i]
+        box = L["bbox_mask"][i] if use_mask and vis > 0 and not np.isnan(L["bbox_mask"][i][0]) else L["bbox_proj"][i]
         b = to_opencv_box(box)
         ry, alpha, loc, tilt = box_fields(L["center_sensor"][i], L["quat_sensor"][i], r.dims[i])
         if tilt > 1.0:
@@ -127,34 +179,44 @@ def run(ctx) -> dict:
     (out / "ImageSets").mkdir(parents=True, exist_ok=True)
     ids = {"train": [], "val": []}
     mapping = []
-    n_obj = n_dc = 0
-    idx = 0
-    for e, (ref, split) in enumerate(zip(ctx.episodes, ctx.splits)):
-        with EpisodeReader(ref) as r:
-            cam = check_sensor(r, ctx.camera, "camera", required=True, option="--camera")
-            lidar = check_sensor(r, ctx.lidar, "lidar", required=True, option="--lidar")
-            T_ec, T_el = r.T_ego_from_sensor(cam), r.T_ego_from_sensor(lidar)
-            Tr_velo_to_cam = T_optical_from_sensor(T_ec, T_el)
-            Tr_imu_to_velo = invert(T_el)
-            for k in ctx.frames(r.n):
-                name = f"{idx:06d}"
-                write_bytes(dirs["image_2"] / f"{name}.png", encode_image(r.rgb(cam, k), ".png"))
-                pts = r.lidar(lidar, k, ctx.deskew)
-                cloud = np.empty((len(pts["xyz"]), 4), np.float32)
-                cloud[:, :3] = pts["xyz"]
-                cloud[:, 3] = pts["intensity"]
-                write_bytes(dirs["velodyne"] / f"{name}.bin", cloud.tobytes())
-                write_text(dirs["calib"] / f"{name}.txt", calib_text(r.K(cam, k), Tr_velo_to_cam, Tr_imu_to_velo))
-                lines = label_lines(r, k, cam, lidar, ctx)
-                n_dc += sum(1 for ln in lines if ln.startswith("DontCare "))
-                n_obj += sum(1 for ln in lines if not ln.startswith("DontCare "))
-                write_text(dirs["label_2"] / f"{name}.txt", "".join(ln + "\n" for ln in lines))
-                ids[split].append(name)
-                mapping.append(f"{name} {e} {k} {r.time_s(k):.6f}\n")
-                idx += 1
-                ctx.bar.update(1)
+    counts = {"frames": 0, "objects": 0, "dontcare": 0}
+    images = ImageWriter()
+    rectifiers = Rectifiers()
+    with images:
+        for e, (ref, split) in enumerate(zip(ctx.episodes, ctx.splits)):
+            _episode(ctx, ref, split, e, dirs, images, rectifiers, ids, mapping, counts)
     sets = {"train": ids["train"], "val": ids["val"], "trainval": sorted(ids["train"] + ids["val"])}
     for s, names in sets.items():
         write_text(out / "ImageSets" / f"{s}.txt", "".join(n + "\n" for n in names))
     write_text(out / "simgen_frames.txt", "".join(mapping))
-    return {"frames": idx, "objects": n_obj, "dontcare": n_dc, "train": len(ids["train"]), "val": len(ids["val"])}
+    return {"frames": counts["frames"], "objects": counts["objects"], "dontcare": counts["dontcare"],
+            "train": len(ids["train"]), "val": len(ids["val"])}
+
+
+def _episode(ctx, ref, split, e, dirs, images, rectifiers, ids, mapping, counts) -> None:
+    """Write one episode's frames; appends to ``ids``, ``mapping`` and ``counts``."""
+    with EpisodeReader(ref) as r:
+        cam = check_sensor(r, ctx.camera, "camera", required=True, option="--camera")
+        lidar = check_sensor(r, ctx.lidar, "lidar", required=True, option="--lidar")
+        T_ec, T_el = r.T_ego_from_sensor(cam), r.T_ego_from_sensor(lidar)
+        Tr_velo_to_cam = T_optical_from_sensor(T_ec, T_el)
+        Tr_imu_to_velo = invert(T_el)
+        for k in ctx.frames(r.n):
+            name = f"{counts['frames']:06d}"
+            rect = rectifiers.get(r, cam, k)
+            rgb = r.rgb(cam, k)
+            images.write(dirs["image_2"] / f"{name}.png", rect.image(rgb) if rect else rgb, ".png")
+            pts = r.lidar(lidar, k, ctx.deskew)
+            cloud = np.empty((len(pts["xyz"]), 4), np.float32)
+            cloud[:, :3] = pts["xyz"]
+            cloud[:, 3] = pts["intensity"]
+            write_bytes(dirs["velodyne"] / f"{name}.bin", cloud.tobytes())
+            write_text(dirs["calib"] / f"{name}.txt", calib_text(r.K(cam, k), Tr_velo_to_cam, Tr_imu_to_velo))
+            lines = label_lines(r, k, cam, lidar, ctx, rect)
+            counts["dontcare"] += sum(1 for ln in lines if ln.startswith("DontCare "))
+            counts["objects"] += sum(1 for ln in lines if not ln.startswith("DontCare "))
+            write_text(dirs["label_2"] / f"{name}.txt", "".join(ln + "\n" for ln in lines))
+            ids[split].append(name)
+            mapping.append(f"{name} {e} {k} {r.time_s(k):.6f}\n")
+            counts["frames"] += 1
+            ctx.bar.update(1)

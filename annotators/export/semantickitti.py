@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from simgen.classes import CLASSES
+from simgen.errors import InputError
 from simgen.geometry import T_OPTICAL_FROM_BODY, invert
 
 from annotators.export.common import (EpisodeReader, T_optical_from_sensor, check_sensor, opencv_K, write_bytes,
@@ -38,9 +39,9 @@ def validate(ctx) -> int:
         with EpisodeReader(ref) as r:
             check_sensor(r, ctx.camera, "camera", required=False, option="--camera")
             check_sensor(r, ctx.lidar, "lidar", required=True, option="--lidar")
+            if ctx.filters.min_visible is not None and not r.cameras:
+                raise InputError(f"the rig of {ref.rel} has no camera to measure visibility", key="--min-visible")
             if int(r.actor_ids.max(initial=0)) > 0xFFFF:
-                from simgen.errors import InputError
-
                 raise InputError(f"actor ids above 65535 do not fit the 16-bit instance field", file=ref.rel)
             total += len(ctx.frames(r.n))
     return total

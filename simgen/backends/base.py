@@ -26,6 +26,8 @@ class CameraData:
     semantic: np.ndarray  # (H,W) uint8 CARLA class ids
     instance: np.ndarray  # (H,W) uint32 actor ids, 0 = none
     amodal_pixels: dict[int, int] = field(default_factory=dict)  # actor id -> pixels it covers with nothing in front
+    distortion: np.ndarray | None = None  # (5,) Brown–Conrady k1, k2, p1, p2, k3; None = pinhole
+    r_max: float | None = None  # normalised radius of the field of view's edge (for projecting with distortion)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Frame:
     T_ego_from_sensor: dict[str, np.ndarray]
     cameras: dict[str, CameraData] = field(default_factory=dict)
     lidars: dict[str, LidarData] = field(default_factory=dict)
+    applied: dict[str, float] = field(default_factory=dict)  # environment values used by this frame (weather ...)
 
 
 class Session(Protocol):

@@ -16,6 +16,7 @@ from simgen.sensors import render
 from simgen.sensors.camera import Camera
 from simgen.sensors.lidar import Lidar
 from simgen.sensors.shading import Lighting
+from simgen.sim import environment
 from simgen.sim.world import World
 from simgen.spec.rig import RigSpec
 from simgen.spec.scenario import ScenarioSpec
@@ -44,6 +45,36 @@ def door_mesh(dims: np.ndarray, angle: float, side: str) -> Mesh:
     faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
     tris = [(a, b, c_) for a, b, c_, d in faces] + [(a, c_, d) for a, b, c_, d in faces]
     return Mesh.build(v, tris, M.PAINT, 0)
+
+
+def jittered_mounts(rig: RigSpec, jitter, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """T_ego_from_sensor per sensor, perturbed uniformly within ± the scenario's sensor_jitter (drawn always,
+    so the stream does not depend on whether jitter is on)."""
+    out = {}
+    for s in rig.sensors:
+        d = rng.uniform(-1.0, 1.0, 6)
+        dp = d[:3] * jitter.position_m
+        da = np.deg2rad(d[3:] * jitter.angle_deg)
+        out[s.name] = s.mount.matrix() @ pose_matrix(dp[0], dp[1], dp[2], da[0], da[1], da[2])
+    return out
+
+
+def material_tables(spec_t) -> dict[str, np.ndarray]:
+    """Per-episode (or per-frame, when ramped) material colour/specular tables: road look, wetness, gloss."""
+    colour = M.COLOUR_LUT.copy()
+    spec = M.SPECULAR_LUT.copy()
+    road = spec_t.road
+    colour[M.ASPHALT] *= road.asphalt_brightness
+    colour[M.ROAD_PAINT] = np.asarray(road.marking_colour, np.float32)
+    wet = max(spec_t.weather.wetness, spec_t.weather.precipitation_deposits, 0.5 * spec_t.weather.precipitation) / 100.0
+    if wet > 0:  # wet ground: darker, shinier (water film)
+        for m in (M.ASPHALT, M.ROAD_PAINT, M.CONCRETE, M.KERB):
+            colour[m] *= 1.0 - 0.45 * wet
+            spec[m] = min(1.0, spec[m] + 0.8 * wet)
+    g = spec_t.appearance.gloss
+    spec[M.PAINT] = min(1.0, spec[M.PAINT] * g)
+    spec[M.GLASS] = min(1.0, spec[M.GLASS] * g)
+    return {"colour": colour, "specular": spec}
 
 
 def build_static_mesh(world: World, rng: np.random.Generator) -> tuple[Mesh, dict]:
@@ -78,6 +109,55 @@ def build_static_mesh(world: World, rng: np.random.Generator) -> tuple[Mesh, dic
     return merge(parts), lamps
 
 
+def street_lamps(world: World, rng_state_items) -> np.ndarray:
+    """(L,3) world positions of the street-light lamp heads (from the scenery's poles; see meshes.pole_mesh)."""
+    out = []
+    for item in rng_state_items:
+        if item.kind != "pole":
+            continue
+        h = float(item.params["height_m"])
+        arm = float(np.clip(0.2 * h, 1.0, 2.5))
+        local = np.array([0.0, arm + 0.3, h - 0.3, 1.0])
+        out.append((pose_matrix(item.x, item.y, item.z, item.yaw) @ local)[:3])
+    return np.array(out, np.float32).reshape(-1, 3)
+
+
+def artificial_lights(lamps: np.ndarray, states, sun_altitude_deg: float, fog_density: float, cam_pos: np.ndarray):
+    """Light arrays for the camera kernel at night (or in fog): street lamps (omni, downward-biased) and
+    vehicle headlights (spots along the heading).  Empty by day."""
+    night = float(np.clip((6.0 - sun_altitude_deg) / 10.0, 0.0, 1.0))
+    heads = max(night, float(np.clip((fog_density - 30.0) / 40.0, 0.0, 1.0)))
+    pos, dirs, rgb, cos = [], [], [], []
+    if night > 0 and len(lamps):
+        near = lamps[np.linalg.norm(lamps - cam_pos, axis=1) < 90.0]
+        pos.append(near)
+        dirs.append(np.tile([0.0, 0.0, -1.0], (len(near), 1)))
+        rgb.append(np.tile(np.array([1.0, 0.85, 0.6]) * 45.0 * night, (len(near), 1)))
+        cos.append(np.full(len(near), np.cos(np.deg2rad(75.0))))
+    if heads > 0:
+        from simgen.classes import ACTOR_KINDS
+
+        for k in range(1, len(states.ids)):
+            if not ACTOR_KINDS[states.kinds[k]].vehicle or states.kinds[k] == "cyclist":
+                continue
+            x, y, z, yaw = states.pose[k]
+            l, w, h = states.dims[k]
+            if np.hypot(x - cam_pos[0], y - cam_pos[1]) > 90.0:
+                continue
+            c, s_ = np.cos(yaw), np.sin(yaw)
+            for side in (-1.0, 1.0):
+                px = x + c * l / 2 - s_ * side * w / 3
+                py = y + s_ * l / 2 + c * side * w / 3
+                pos.append(np.array([[px, py, z + 0.7]]))
+                dirs.append(np.array([[c, s_, -0.06]]) / np.linalg.norm([c, s_, -0.06]))
+                rgb.append(np.array([[1.0, 0.95, 0.85]]) * 140.0 * heads)
+                cos.append(np.array([np.cos(np.deg2rad(22.0))]))
+    if not pos:
+        return None
+    f = lambda a: np.ascontiguousarray(np.concatenate(a), np.float32)  # noqa: E731
+    return f(pos), f(dirs), f(rgb), f(cos), float(4.0 * heads)
+
+
 class BuiltinSession:
     """One episode on the builtin backend.  ``step()`` returns the next Frame (frame 0 is the initial state)."""
 
@@ -94,6 +174,8 @@ class BuiltinSession:
             record.apply_to(self.world)
         self.n_frames = n_frames or (record.n_frames if record is not None else scenario.n_frames)
         mesh, lamps = build_static_mesh(self.world, np.random.default_rng(s_scenery))
+        self.street_lamps = street_lamps(self.world, self.world.map.scenery(np.random.default_rng(s_scenery),
+                                                                           density=scenario.scenery.density))
         self.static = render.StaticGeometry(mesh, lamps)
         self.actor_geoms: list[render.ActorGeometry] = []
         self._base_mesh: dict[int, Mesh] = {}
@@ -109,11 +191,13 @@ class BuiltinSession:
             self._base_mesh[a.id] = am
             self._door_built[a.id] = 0.0
         self._geom_rows = np.array([self.world.actors.index(next(x for x in self.world.actors if x.id == g.id)) for g in self.actor_geoms], int)
+        sensor_streams = streams(s_sensors, len(rig.sensors) + 1)
+        self.sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, sensor_streams)}
+        self.mounts = jittered_mounts(rig, scenario.sensor_jitter, np.random.default_rng(sensor_streams[-1]))
         self.cameras = {s.name: Camera(s) for s in rig.cameras}
-        self.lidars = {s.name: Lidar(s, scenario.tick_hz) for s in rig.lidars}
-        self.mounts = {s.name: s.mount.matrix() for s in rig.sensors}
-        self.sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, s_sensors.spawn(len(rig.sensors)))}
-        self.light = Lighting.from_weather(scenario.weather)
+        self.lidars = {s.name: Lidar(s, scenario.tick_hz, T_ego_from_sensor=self.mounts[s.name]) for s in rig.lidars}
+        self.randomized = list(scenario.randomize)
+        self._env_static = None if environment.varies(scenario) else self._environment(0.0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simgen-lidar")
         self._k = 0
         self._prev = None
@@ -130,6 +214,11 @@ class BuiltinSession:
             ],
             "traffic_lights": [tl.id for tl in w.map.traffic_lights],
         }
+
+    def _environment(self, t: float):
+        """(spec at t, Lighting, material tables, applied values) — computed once unless the scenario ramps."""
+        spec_t = environment.at(self.scenario, t)
+        return spec_t, Lighting.from_weather(spec_t.weather), material_tables(spec_t), environment.applied(spec_t, self.randomized)
 
     def _lamp_on(self, lights: dict[str, str]) -> np.ndarray:
         on = np.zeros(self.static.mesh.n_triangles, bool)
@@ -160,8 +249,9 @@ class BuiltinSession:
         lamp_on = self._lamp_on(lights)
         rows = self._geom_rows
         self._update_doors(states)
+        spec_t, light, mats, applied = self._env_static or self._environment(time_s)
         frame = Frame(index=self._k, time_s=time_s, T_world_from_ego=T_we, actors=states, lights=lights,
-                      collisions=collisions, events=events, T_ego_from_sensor=dict(self.mounts))
+                      collisions=collisions, events=events, T_ego_from_sensor=dict(self.mounts), applied=dict(applied))
         # LiDARs run in a worker thread while the cameras render: Embree and large numpy operations release the
         # GIL, so the two overlap on a multi-core machine.  Each sensor has its own RNG: results do not depend
         # on the interleaving.
@@ -170,7 +260,10 @@ class BuiltinSession:
                    for name, lid in self.lidars.items()}
         for name, cam in self.cameras.items():
             frame.cameras[name] = cam.capture(T_we @ self.mounts[name], self.static, self.actor_geoms,
-                                              states.pose[rows], self.light, lamp_on, self.actor_colour)
+                                              states.pose[rows], light, lamp_on, self.actor_colour, materials=mats,
+                                              road=spec_t.road, lights=artificial_lights(
+                                                  self.street_lamps, states, spec_t.weather.sun_altitude_angle,
+                                                  spec_t.weather.fog_density, (T_we @ self.mounts[name])[:3, 3]))
         for name, fut in futures.items():
             frame.lidars[name] = fut.result()
         self._prev = states

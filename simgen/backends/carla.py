@@ -452,12 +452,27 @@ class InstanceResolver:
         return out[inv].reshape(raw.shape)
 
 
+def _convex_mask(uv: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """(r1-r0, c1-c0) bool: pixels of the ROI whose centre lies in the convex hull of points ``uv`` (N,2)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = uv[ConvexHull(uv).vertices]  # counter-clockwise in (u, v)
+    except (QhullError, ValueError):
+        return np.zeros((r1 - r0, c1 - c0), bool)
+    u = np.arange(c0, c1) + 0.5
+    v = np.arange(r0, r1) + 0.5
+    inside = np.ones((len(v), len(u)), bool)
+    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+        e = b - a
+        inside &= (e[0] * (v[:, None] - a[1]) - e[1] * (u[None, :] - a[0])) >= -1e-9
+    return inside
+
+
 def estimate_amodal(K: np.ndarray, T_world_from_sensor: np.ndarray, T_world_from_box: np.ndarray, dims: np.ndarray,
                     ids: np.ndarray, kinds: tuple[str, ...], instance: np.ndarray, depth: np.ndarray,
                     semantic: np.ndarray, skip: set[int] = frozenset()) -> dict[int, int]:
     """Estimated pixels each actor would cover with nothing in front (see the module docstring)."""
-    import cv2
-
     H, W = instance.shape
     vis_total = np.bincount(np.minimum(instance.ravel(), int(ids.max()) + 1 if len(ids) else 1).astype(np.int64),
                             minlength=(int(ids.max()) + 2) if len(ids) else 2)
@@ -479,11 +494,7 @@ def estimate_amodal(K: np.ndarray, T_world_from_sensor: np.ndarray, T_world_from
         if c0 >= c1 or r0 >= r1:
             out[aid] = visible
             continue
-        hull = cv2.convexHull(uv.astype(np.float32)).reshape(-1, 2)
-        poly = np.round((hull - [c0 + 0.5, r0 + 0.5]) * 16).astype(np.int32)
-        sil = np.zeros((r1 - r0, c1 - c0), np.uint8)
-        cv2.fillConvexPoly(sil, poly, 1, lineType=cv2.LINE_8, shift=4)
-        sil = sil.astype(bool)
+        sil = _convex_mask(uv, r0, r1, c0, c1)
         n_sil = int(sil.sum())
         if n_sil == 0:
             out[aid] = visible

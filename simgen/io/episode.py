@@ -192,6 +192,14 @@ class EpisodeWriter:
         f["actors/accel"][k] = frame.actors.accel
         if frame.actors.door is not None:
             f["actors/door"][k] = frame.actors.door
+        if k == 0:
+            for name, T in frame.T_ego_from_sensor.items():  # the mounting actually used (jitter included)
+                f[f"sensors/{name}/T_ego_from_sensor"][...] = T
+        for key, v in frame.applied.items():
+            name = "applied/" + key
+            if name not in f:
+                f.create_dataset(name, shape=(self.n,), dtype=np.float64, fillvalue=np.nan)
+            f[name][k] = v
         if self.lights:
             f["lights/state"][k] = [LIGHT_CODES[frame.lights[i]] for i in self.lights]
         if frame.collisions:

@@ -11,7 +11,8 @@ import numpy as np
 
 from simgen.backends.base import CameraData
 from simgen.classes import SKY
-from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, intrinsics_from_fov, pixel_rays, pose_matrix, project, transform_points, invert
+from simgen.geometry import (T_BODY_FROM_OPTICAL, box_corners, box_edge_points, clip_polygon_near, distorted_pixel_rays,
+                             intrinsics_from_fov, pose_matrix, project_distorted, transform_points)
 from simgen.sensors import render
 from simgen.sensors import kernels
 from simgen.sensors.shading import _NOISE_TABLE, Lighting
@@ -19,6 +20,8 @@ from simgen.spec.rig import SensorSpec
 from simgen.world import materials as M
 
 FAR_M = 1000.0  # depth written where no surface is hit (CARLA's depth camera saturates at 1 km)
+_NO_LIGHTS = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32),
+              np.zeros(0, np.float32), 0.0)  # no artificial lights (day)
 
 
 def _box_pose(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
@@ -32,7 +35,9 @@ class Camera:
         self.name = spec.name
         self.W, self.H = a.image_size_x, a.image_size_y
         self.K = intrinsics_from_fov(self.W, self.H, a.fov)
-        d_opt = pixel_rays(self.K, self.W, self.H).astype(np.float32)
+        self.dist = np.asarray(a.distortion, float) if np.any(a.distortion) else None
+        d_opt, self.r_max = distorted_pixel_rays(self.K, self.dist, self.W, self.H)
+        d_opt = d_opt.astype(np.float32)
         self.z_of_ray = d_opt[:, 2].copy()  # depth = t * z component
         self.d_body = (d_opt @ T_BODY_FROM_OPTICAL[:3, :3].T.astype(np.float32)).astype(np.float32)
         self._rays = np.empty((self.W * self.H, 6), np.float32)  # reused ray buffer: origin, direction
@@ -40,12 +45,13 @@ class Camera:
 
     def roi(self, T_optical_from_world: np.ndarray, corners_world: np.ndarray) -> tuple[int, int, int, int] | None:
         """Pixel rectangle (r0, r1, c0, c1) covering points' projection, or None when out of view."""
-        from simgen.geometry import clip_polygon_near
-
-        pts = clip_polygon_near(transform_points(T_optical_from_world, corners_world), near=0.05)
+        pts = transform_points(T_optical_from_world, corners_world)
+        if self.dist is not None and len(pts) == 8:
+            pts = box_edge_points(pts)  # distortion bends edges: sample them
+        pts = clip_polygon_near(pts, near=0.05) if len(pts) == 8 else pts[pts[:, 2] >= 0.05]
         if len(pts) == 0:
             return None
-        uv, _ = project(self.K, pts)
+        uv, _ = project_distorted(self.K, self.dist, pts, self.r_max)
         c0, r0 = np.floor(uv.min(axis=0)).astype(int) - 1
         c1, r1 = np.ceil(uv.max(axis=0)).astype(int) + 1
         c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, self.W), min(r1, self.H)
@@ -58,7 +64,8 @@ class Camera:
         return (np.arange(r0, r1)[:, None] * self.W + np.arange(c0, c1)[None, :]).ravel()
 
     def capture(self, T_world_from_sensor: np.ndarray, static: render.StaticGeometry, actors: list[render.ActorGeometry],
-                poses: np.ndarray, light: Lighting, lamp_on: np.ndarray, actor_colour: np.ndarray) -> CameraData:
+                poses: np.ndarray, light: Lighting, lamp_on: np.ndarray, actor_colour: np.ndarray,
+                materials: dict | None = None, road=None, lights: tuple | None = None) -> CameraData:
         """Render at one instant.  ``poses`` (A,4) are the actors' bottom-centre poses matching ``actors``.
 
         ``lamp_on`` is a (T_static,) bool array: lamp triangles that are lit; ``actor_colour`` (max_id+1, 3).
@@ -97,14 +104,19 @@ class Camera:
         rgb = np.empty((n, 3), np.uint8)
         depth = np.empty(n, np.float32)
         sem = np.empty(n, np.uint8)
+        colour_lut = materials["colour"] if materials else M.COLOUR_LUT
+        specular_lut = materials["specular"] if materials else M.SPECULAR_LUT
+        wear = float(road.wear) if road is not None else 0.0
         kernels.finish(o1, d, h.t, h.normal, h.material, h.instance, np.maximum(h.tri, 0), h.semantic, lit_idx, occ,
-                       self.z_of_ray, M.COLOUR_LUT, M.SPECULAR_LUT, actor_colour, lamp_on, M.LAMP_RED, M.LAMP_GREEN,
+                       self.z_of_ray, colour_lut, specular_lut, actor_colour, lamp_on, M.LAMP_RED, M.LAMP_GREEN,
+                       wear, M.ROAD_PAINT, M.ASPHALT,
                        _NOISE_TABLE, light.sun_dir, light.sun_rgb, light.ambient_rgb, light.zenith_rgb, light.horizon_rgb,
                        light.fog_beta, light.fog_start_m, light.fog_rgb, light.exposure, M.PAINT, M.CLOTHING, SKY, FAR_M,
+                       *(lights if lights is not None else _NO_LIGHTS), M.HEADLIGHT, M.TAILLIGHT,
                        rgb, depth, sem)
         return CameraData(self.K.copy(), T_world_from_sensor.copy(), rgb.reshape(self.H, self.W, 3),
                           depth.reshape(self.H, self.W), sem.reshape(self.H, self.W), h.instance.reshape(self.H, self.W),
-                          amodal)
+                          amodal, self.dist, self.r_max)
 
     def _shadows(self, fidx, o1, d, h, light, static, actors, poses, corners, T_opt_from_world) -> np.ndarray:
         """Occlusion (bool per sun-facing hit ``fidx``) of the sun by the static world and the actors."""

@@ -68,13 +68,17 @@ def _cell(px, py, pz, scale, table):
 
 @njit(parallel=True, cache=True)
 def finish(o, d, t, normal, material, instance, tri, sem_hit, lit_idx, occ, z_of_ray,
-           colour_lut, specular_lut, actor_colour, lamp_on, lamp_lo, lamp_hi, noise_table,
+           colour_lut, specular_lut, actor_colour, lamp_on, lamp_lo, lamp_hi, wear, road_paint_id, asphalt_id, noise_table,
            sun_dir, sun_rgb, ambient, zenith, horizon, fog_beta, fog_start, fog_rgb, exposure,
            paint_id, clothing_id, sky_class, far_m,
+           light_pos, light_dir, light_rgb, light_cos, lamp_glow, headlight_id, taillight_id,
            rgb, depth, semantic):
     """Write rgb (N,3) uint8, depth (N,) float32 and semantic (N,) uint8 for every ray.
 
     ``lit_idx[i]`` is the index of pixel i's shadow ray (-1: not facing the sun); ``occ`` the occlusion result.
+    Artificial lights (street lamps, headlights): ``light_pos`` (L,3), ``light_dir`` (L,3) spot axis (zero for
+    omni), ``light_rgb`` (L,3) intensity (W/sr-like, inverse-square falloff), ``light_cos`` (L,) cosine of the
+    spot half-angle (-1 for omni); no shadows from these.  ``lamp_glow`` > 0 makes lamp lenses emissive.
     """
     n = t.shape[0]
     for i in prange(n):
@@ -98,6 +102,10 @@ def finish(o, d, t, normal, material, instance, tri, sem_hit, lit_idx, occ, z_of
                 px = o[0] + d[i, 0] * dist
                 py = o[1] + d[i, 1] * dist
                 pz = o[2] + d[i, 2] * dist
+                if m == road_paint_id and wear > 0 and _cell(px, py, pz, np.float32(3.0), noise_table) < 0.85 * wear:
+                    ar = colour_lut[asphalt_id, 0]  # worn: the paint is gone in patches
+                    ag = colour_lut[asphalt_id, 1]
+                    ab = colour_lut[asphalt_id, 2]
                 v = 0.88 + 0.16 * _cell(px, py, pz, np.float32(2.0), noise_table) + 0.08 * _cell(px, py, pz, np.float32(14.0), noise_table)
                 ar *= v
                 ag *= v
@@ -124,6 +132,35 @@ def finish(o, d, t, normal, material, instance, tri, sem_hit, lit_idx, occ, z_of
                 r += c * sun_rgb[0]
                 g += c * sun_rgb[1]
                 b += c * sun_rgb[2]
+            n_lights = light_pos.shape[0]
+            if n_lights > 0:
+                px = o[0] + d[i, 0] * dist
+                py = o[1] + d[i, 1] * dist
+                pz = o[2] + d[i, 2] * dist
+                for j in range(n_lights):
+                    vx = light_pos[j, 0] - px
+                    vy = light_pos[j, 1] - py
+                    vz = light_pos[j, 2] - pz
+                    d2 = vx * vx + vy * vy + vz * vz
+                    if d2 > 3600.0 or d2 < 1e-4:
+                        continue
+                    inv = 1.0 / np.sqrt(d2)
+                    ndl2 = (nx * vx + ny * vy + nz * vz) * inv
+                    if ndl2 <= 0:
+                        continue
+                    if light_cos[j] > -1.0:
+                        c = -(light_dir[j, 0] * vx + light_dir[j, 1] * vy + light_dir[j, 2] * vz) * inv
+                        if c < light_cos[j]:
+                            continue
+                        ndl2 *= min(1.0, (c - light_cos[j]) / (1.0 - light_cos[j]) * 3.0)
+                    f = ndl2 / d2
+                    r += ar * light_rgb[j, 0] * f
+                    g += ag * light_rgb[j, 1] * f
+                    b += ab * light_rgb[j, 2] * f
+            if lamp_glow > 0 and (m == headlight_id or m == taillight_id):
+                r += colour_lut[m, 0] * lamp_glow
+                g += colour_lut[m, 1] * lamp_glow
+                b += colour_lut[m, 2] * lamp_glow
             if m >= lamp_lo and m <= lamp_hi and inst == 0:
                 if lamp_on[tri[i]]:
                     r += colour_lut[m, 0] * 4.0

@@ -33,12 +33,12 @@ def _interp_poses(p0: np.ndarray, p1: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 class Lidar:
-    def __init__(self, spec: SensorSpec, tick_hz: float):
+    def __init__(self, spec: SensorSpec, tick_hz: float, T_ego_from_sensor: np.ndarray | None = None):
         a = spec.lidar
         self.name = spec.name
         self.attr = a
         self.tick_hz = tick_hz
-        self.T_ego_from_sensor = spec.mount.matrix()
+        self.T_ego_from_sensor = spec.mount.matrix() if T_ego_from_sensor is None else T_ego_from_sensor
         n = int(round(a.points_per_second / tick_hz))
         self.n_az = max(1, n // a.channels)
         self.elev = np.deg2rad(np.linspace(a.upper_fov, a.lower_fov, a.channels))

@@ -44,7 +44,7 @@ class Lighting:
         ambient = (0.35 * zenith + 0.25 * horizon) * (1.0 + 0.6 * cloud)
         fog_beta = (w.fog_density / 100.0) ** 1.5 * 0.06
         fog_rgb = horizon * 0.9 + 0.05 * day
-        exposure = 1.3 if day > 0.5 else 1.3 + 8.0 * (1 - day)
+        exposure = 1.3 + 2.7 * (1 - day)  # the eye/camera adapts at night
         return Lighting(sun_dir, sun_rgb, ambient.astype(np.float32), zenith, horizon, float(fog_beta),
                         float(w.fog_distance), fog_rgb.astype(np.float32), float(exposure))
 

@@ -216,6 +216,8 @@ class World:
         else:
             pal = CAR_COLOURS if kind.vehicle else CLOTHING_COLOURS
             col = pal[self._rng.integers(len(pal))]
+            jitter = self._rng.normal(0.0, 0.15, 3)  # drawn always: the stream does not depend on the setting
+            col = np.clip(col + self.spec.appearance.colour_jitter * jitter, 0.0, 1.0).astype(np.float32)
         x, y, yaw, lane_id, s, lat = place_res
         a = Actor(
             id=len(self.actors) + 1, name=name, kind=kind, dims=dims, colour=col, x=x, y=y, yaw=float(wrap_angle(yaw)),

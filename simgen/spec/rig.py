@@ -45,6 +45,13 @@ class CameraAttributes:
     image_size_x: int = field(default=800, metadata={"range": (16, 8192)})
     image_size_y: int = field(default=600, metadata={"range": (16, 8192)})
     fov: float = field(default=90.0, metadata={"gt": 0.0, "lt": 180.0})
+    # Brown–Conrady lens distortion (OpenCV order k1, k2, p1, p2, k3) — simgen's attribute: the builtin backend
+    # casts rays through the distorted pixels, so every image layer and label stays aligned.
+    distortion: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def validate(self, ctx: Ctx) -> None:
+        if any(abs(v) > 2.0 for v in self.distortion):
+            raise ctx.key("distortion").error(f"got {list(self.distortion)}; allowed: coefficients within ±2")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ off-road and overlapping placements before anything runs.  The concrete scenario
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -254,6 +254,66 @@ class Scenery:
 
 
 @dataclass(frozen=True)
+class Road:
+    """Road surface look: ``wear`` 0 (new) to 1 (faded markings, patchy asphalt); colours linear RGB 0-1."""
+
+    wear: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
+    asphalt_brightness: float = field(default=1.0, metadata={"range": (0.3, 3.0)})
+    marking_colour: tuple[float, float, float] = (0.85, 0.85, 0.82)
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Actor appearance: paint colours are drawn per actor from a palette and jittered by ``colour_jitter``;
+    ``gloss`` scales paint and glass specularity (material)."""
+
+    colour_jitter: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    gloss: float = field(default=1.0, metadata={"range": (0.0, 3.0)})
+
+
+@dataclass(frozen=True)
+class SensorJitter:
+    """Per-episode random perturbation of every sensor's mounting (uniform within ± these)."""
+
+    position_m: float = field(default=0.0, metadata={"range": (0.0, 0.5)})
+    angle_deg: float = field(default=0.0, metadata={"range": (0.0, 10.0)})
+
+
+@dataclass(frozen=True)
+class CameraEffectsSpec:
+    """Photometric camera effects (labels unaffected): see simgen/sensors/effects.py."""
+
+    noise: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    vignetting: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    chromatic_aberration_px: float = field(default=0.0, metadata={"range": (0.0, 10.0)})
+    motion_blur: bool = False
+    exposure_ev: float = field(default=0.0, metadata={"range": (-5.0, 5.0)})
+    jpeg_quality: int | None = field(default=None, metadata={"range": (1, 100)})
+    rain_streaks: bool = True
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A value that changes during the episode: linear from its episode value at ``start_s`` to ``to`` at
+    ``end_s`` (e.g. fog from 0 to 80 over 10 s, or dusk to night with time_of_day_h)."""
+
+    key: str
+    to: float
+    start_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})
+    end_s: float = field(default=10.0, metadata={"range": (0.0, 3600.0)})
+
+    def validate(self, ctx: Ctx) -> None:
+        if self.key not in RAMPABLE:
+            raise ctx.key("key").error(f"got {self.key!r}; allowed: {', '.join(RAMPABLE)}")
+        if self.end_s <= self.start_s:
+            raise ctx.key("end_s").error(f"got {self.end_s}; allowed: greater than start_s ({self.start_s})")
+
+
+RAMPABLE = tuple([f"weather.{f.name}" for f in fields(Weather)] + ["time_of_day_h", "road.wear", "road.asphalt_brightness"]
+                 + [f"camera_effects.{k}" for k in ("noise", "vignetting", "chromatic_aberration_px", "exposure_ev")])
+
+
+@dataclass(frozen=True)
 class ScenarioSpec:
     name: str
     map: str
@@ -269,6 +329,13 @@ class ScenarioSpec:
     actors: tuple[ActorSpec, ...] = ()
     traffic_light_cycle_s: tuple[float, float, float] = (12.0, 3.0, 2.0)  # green, yellow, all-red
     traffic_light_offset_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})  # phase at t=0
+    time_of_day_h: float | None = field(default=None, metadata={"range": (0.0, 24.0)})  # sets the sun (overrides weather)
+    road: Road = Road()
+    appearance: Appearance = Appearance()
+    sensor_jitter: SensorJitter = SensorJitter()
+    camera_effects: CameraEffectsSpec = CameraEffectsSpec()
+    randomize: dict[str, Any] = field(default_factory=dict)  # dotted key -> distribution (sampled per episode)
+    ramps: tuple[Ramp, ...] = ()
     plugins: tuple[str, ...] = ()  # Python modules (or .py files next to the scenario) registering behaviours
 
     def validate(self, ctx: Ctx) -> None:
@@ -369,14 +436,38 @@ def load_scenario_source(path: str | Path, overrides: list[str] = ()) -> Scenari
 
 
 def concretise(src: ScenarioSource, *, rng: np.random.Generator) -> tuple[ScenarioSpec, dict]:
-    """Sample parameters and validate the result: returns the typed concrete spec and the sampled values."""
+    """Sample parameters, then the ``randomize:`` section, and validate the result.
+
+    ``randomize`` maps dotted scenario keys (``weather.fog_density``, ``time_of_day_h``, ``scenery.density``,
+    ``road.wear``, ``actors.lead.speed_mps`` ...) to distributions in the parameter syntax; each episode draws a
+    value and writes it at that key, so it is validated like the file.  Returns the concrete spec and all
+    sampled values (randomised ones as ``randomize.<key>``).
+    """
     raw = dict(src.raw)
     params = raw.get("parameters", {}) or {}
     values = sample_parameters(params, rng=rng, file=src.path)
-    body = substitute({k: v for k, v in raw.items() if k != "parameters"}, values, file=src.path)
-    body["parameters"] = {k: v for k, v in values.items()}
+    body = substitute({k: v for k, v in raw.items() if k not in ("parameters", "randomize")}, values, file=src.path)
+    rand = raw.get("randomize") or {}
+    if not isinstance(rand, dict):
+        raise InputError(f"got {rand!r}; allowed: a mapping of dotted keys to distributions", file=src.path, key="randomize")
+    if rand:
+        names = {k: "r" + str(i) for i, k in enumerate(rand)}
+        for key in rand:
+            if key.split(".")[0] in ("randomize", "parameters", "ramps", "name", "map"):
+                raise InputError(f"cannot randomize {key!r}", file=src.path, key=f"randomize.{key}")
+        drawn = sample_parameters({names[k]: substitute(v, values, file=src.path) for k, v in rand.items()}, rng=rng,
+                                  file=src.path)
+        body = apply_overrides(body, [f"{k}={_yaml_scalar(drawn[names[k]])}" for k in rand], file=src.path)
+        values.update({f"randomize.{k}": drawn[names[k]] for k in rand})
+    body["parameters"] = {k: v for k, v in values.items() if not k.startswith("randomize.")}
     spec = from_dict(ScenarioSpec, body, Ctx(src.path))
     return spec, values
+
+
+def _yaml_scalar(v) -> str:
+    import yaml
+
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def scenario_to_dict(spec: ScenarioSpec) -> dict:
