@@ -184,18 +184,44 @@ def distorted_pixel_rays(K: np.ndarray, dist, width: int, height: int) -> tuple[
     return d, float(np.linalg.norm(xy, axis=1).max() * 1.02)
 
 
-def undistort_pixels(uv: np.ndarray, K: np.ndarray, dist) -> np.ndarray:
-    """Normalised undistorted coordinates (N,2) of distorted pixel positions (N,2) (iterative, OpenCV)."""
-    import cv2
+def undistort_normalized(xy_d: np.ndarray, dist, iterations: int = 30) -> np.ndarray:
+    """Invert Brown–Conrady on normalised coordinates (N,2) by Newton's method with the analytic Jacobian.
 
-    pts = np.asarray(uv, np.float64).reshape(-1, 1, 2)
-    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
-    d = np.asarray(dist, np.float64)
-    if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x
-        out = cv2.undistortPointsIter(pts, K, d, None, None, crit)
-    else:  # OpenCV 5: criteria moved into undistortPoints
-        out = cv2.undistortPoints(pts, K, d, None, None, None, crit)
-    return out.reshape(-1, 2)
+    (OpenCV's fixed-point iteration stops short in the periphery of strongly distorted lenses; Newton converges
+    wherever the model is locally invertible.)
+    """
+    k1, k2, p1, p2, k3 = (float(v) for v in dist)
+    xd = np.asarray(xy_d, np.float64)
+    x, y = xd[:, 0].copy(), xd[:, 1].copy()
+    for _ in range(iterations):
+        r2 = x * x + y * y
+        rad = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2**3
+        D = 2 * k1 + 4 * k2 * r2 + 6 * k3 * r2 * r2
+        fx = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xd[:, 0]
+        fy = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - xd[:, 1]
+        a = rad + D * x * x + 2 * p1 * y + 6 * p2 * x
+        b = D * x * y + 2 * p1 * x + 2 * p2 * y
+        c = D * x * y + 2 * p1 * x + 2 * p2 * y
+        d = rad + D * y * y + 6 * p1 * y + 2 * p2 * x
+        det = a * d - b * c
+        det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+        dx = (d * fx - b * fy) / det
+        dy = (-c * fx + a * fy) / det
+        n = np.hypot(dx, dy)
+        lim = 0.25 * (1.0 + np.hypot(x, y))  # damped: no step longer than a quarter of the radius (+0.25)
+        sc = np.where(n > lim, lim / np.maximum(n, 1e-300), 1.0)
+        x -= dx * sc
+        y -= dy * sc
+        if max(np.abs(fx).max(initial=0.0), np.abs(fy).max(initial=0.0)) < 1e-12:
+            break
+    return np.stack([x, y], axis=1)
+
+
+def undistort_pixels(uv: np.ndarray, K: np.ndarray, dist) -> np.ndarray:
+    """Normalised undistorted coordinates (N,2) of distorted pixel positions (N,2)."""
+    uv = np.asarray(uv, np.float64).reshape(-1, 2)
+    xy_d = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]], axis=1)
+    return undistort_normalized(xy_d, dist)
 
 
 def box_edge_points(corners: np.ndarray, n: int = 9) -> np.ndarray:

@@ -24,7 +24,7 @@ asynchronous mode if the world was asynchronous, frozen traffic lights are relea
   the CARLA blueprint of its kind whose bounding box is closest to those dimensions (ties broken at random from
   the episode seed); the dimensions *reported* (static info and every frame) are CARLA's bounding box, i.e. what
   was rendered.  Lane placements are checked against ``map.get_waypoint_xodr`` through the one lane mapping in
-  :class:`~simgen.world.opendrive.OpenDriveLayout` (and take their height from it).
+  :class:`~simgen.world.opendrive.OpenDriveLayout`: a mismatch of more than 0.5 m is an error.
 - **Behaviours** (simgen semantics, CARLA mechanisms): ``lane_follow`` on a lane → Traffic Manager autopilot
   with the desired speed, no automatic lane changes, ``obey_lights``/``obstacles`` mapped to the TM's ignore
   percentages, the builtin route through junctions (straight on) given with ``set_path``; ``lane_change`` →
@@ -747,6 +747,8 @@ class CarlaSession:
         for p in plans:
             if p.lane is None or p.lane not in self.layout.lanes:
                 continue
+            if not 0.0 <= p.lane_s <= self.sim_world.map.lanes[p.lane].centre.length:
+                continue  # placed beyond the lane's end (allowed by relative placements): nothing to compare
             ref = self.layout.lane_ref(p.lane)
             s_road = float(self.layout.road_s(p.lane, p.lane_s))
             wp = self.map.get_waypoint_xodr(ref.road_id, ref.lane_id, s_road)
@@ -757,7 +759,6 @@ class CarlaSession:
             if math.hypot(got[0] - cx, got[1] - cy) > 0.5:
                 raise RunError(f"lane {p.lane} at s={p.lane_s:.1f}: CARLA's waypoint is at ({got[0]:.2f}, {got[1]:.2f}), the builtin "
                                f"map's lane centre at ({cx:.2f}, {cy:.2f}); the OpenDRIVE export and the map disagree")
-            p.z = float(got[2])
 
     def _candidates(self, kind: str) -> list:
         lib = self.world.get_blueprint_library()
@@ -998,12 +999,14 @@ class CarlaSession:
                 if b.speed_mps is not None:
                     act.speed_cmd = b.speed_mps
             act.mode = "walk" if act.driver == "walker" else ("kinematic" if act.driver == "prop" else "straight")
+            self._coast(act)
             return
         if b.type in ("brake", "stop"):
             act.decel = b.decel_mps2
             if not initial:
                 act.speed_cmd = self._speed_now(act)
             act.mode = "ramp"
+            self._coast(act)
             return
         # lane_follow / lane_change
         target = b.speed_mps if b.speed_mps is not None else (max(act.speed_cmd, 0.1) if act.speed_cmd > 0 else 10.0)
@@ -1012,6 +1015,7 @@ class CarlaSession:
             if not initial:
                 act.heading = self._yaw_now(act)
             act.mode = "walk" if act.driver == "walker" else ("kinematic" if act.driver == "prop" else "straight")
+            self._coast(act)
             return
         a = act.actor
         if act.mode != "tm":
@@ -1035,6 +1039,11 @@ class CarlaSession:
         path = self._route_path(act.plan.lane)
         if path:
             tm.set_path(a, path)
+
+    def _coast(self, act: _Actor) -> None:
+        """Release the throttle a Traffic Manager may have left applied (the target velocity then rules the motion)."""
+        if act.driver == "vehicle":
+            act.actor.apply_control(self.carla.VehicleControl(throttle=0.0, steer=0.0, brake=0.0))
 
     def _hold(self, act: _Actor) -> None:
         carla = self.carla

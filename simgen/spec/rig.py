@@ -52,6 +52,21 @@ class CameraAttributes:
     def validate(self, ctx: Ctx) -> None:
         if any(abs(v) > 2.0 for v in self.distortion):
             raise ctx.key("distortion").error(f"got {list(self.distortion)}; allowed: coefficients within ±2")
+        k1, k2, p1, p2, k3 = self.distortion
+        if any(self.distortion):
+            # the radial model r_d = r (1 + k1 r^2 + k2 r^4 + k3 r^6) must stay increasing up to the image corner
+            f = self.image_size_x / (2.0 * np.tan(np.deg2rad(self.fov) / 2.0))
+            r_corner = np.hypot(self.image_size_x / 2, self.image_size_y / 2) / f
+            r = np.linspace(0.0, 6.0, 6001)
+            g = r * (1 + k1 * r**2 + k2 * r**4 + k3 * r**6)
+            dg = np.diff(g)
+            stop = int(np.argmax(dg <= 0)) if np.any(dg <= 0) else len(dg)
+            reach = g[: stop + 1].max()
+            if reach < r_corner * (1.0 + 2 * (abs(p1) + abs(p2))) + 1e-3:
+                raise ctx.key("distortion").error(
+                    f"got {list(self.distortion)}; the lens model folds over before the image corner (it reaches "
+                    f"normalised radius {reach:.2f}, the corner needs {r_corner:.2f}); allowed: coefficients whose "
+                    "radial curve keeps increasing over the image (smaller |k1|/|k3|, or a narrower fov)")
 
 
 @dataclass(frozen=True)

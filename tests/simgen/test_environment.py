@@ -57,7 +57,17 @@ def test_ramp_applied_per_frame_and_recorded(small_rig):
     assert contrast[-1] < 0.6 * contrast[0]
 
 
-@pytest.mark.parametrize("dist", [(-0.32, 0.09, 0.0, 0.0, -0.01), (0.15, 0.0, 0.002, -0.002, 0.0)])
+LENSES = [(-0.25, 0.06, 0.0, 0.0, 0.0), (0.12, 0.0, 0.002, -0.002, 0.0)]
+
+
+def test_folding_lens_is_rejected():
+    from simgen.errors import InputError
+
+    with pytest.raises(InputError, match="distortion.*folds over"):
+        _rig(distortion=[-0.32, 0.09, 0.0, 0.0, -0.01])
+
+
+@pytest.mark.parametrize("dist", LENSES)
 def test_lens_distortion_keeps_masks_boxes_depth_aligned(dist):
     rig = _rig(distortion=list(dist))
     s = session_for("dense_traffic.yaml", rig, seed=3, overrides=["traffic.vehicles=14", "traffic.pedestrians=4"])
@@ -81,7 +91,7 @@ def test_lens_distortion_keeps_masks_boxes_depth_aligned(dist):
     assert checked >= 3
 
 
-@pytest.mark.parametrize("dist", [(-0.32, 0.09, 0.0, 0.0, -0.01), (0.15, 0.0, 0.002, -0.002, 0.0)])
+@pytest.mark.parametrize("dist", LENSES)
 def test_camera_rays_invert_the_forward_lens_model(dist):
     """The rays the camera casts go through the distorted pixel centres: pushing them through the forward
     Brown–Conrady model (written out independently here) lands on the pixel centres."""
