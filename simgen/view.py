@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from simgen.classes import PALETTE
-from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, pose_matrix, project
+from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, pose_matrix, project_distorted
 from simgen.io.episode import Episode
 
 _EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
@@ -37,15 +37,19 @@ def camera_panel(ep: Episode, cam: str, k: int, boxes: dict) -> tuple[np.ndarray
     ids, sizes = boxes["id"], boxes["size"]
     T_wb = pose_matrix(boxes["center_world"][:, 0], boxes["center_world"][:, 1], boxes["center_world"][:, 2], boxes["yaw_world"])
     corners = box_corners(T_opt_w @ T_wb, sizes)
+    g = ep.f[f"sensors/{cam}"]
+    dist = g.attrs.get("distortion")
+    r_max = float(g.attrs.get("r_max", 0.0)) or None
     for j in range(1, len(ids)):
         if lab["visible_pixels"][j] <= 0:
             continue
         col = _bgr(PALETTE[boxes["semantic"][j]].astype(int) // 2 + 127)
         cj = corners[j]
         if np.all(cj[:, 2] > 0.1):
-            uv, _ = project(c["K"], cj)
-            for a, b in _EDGES:
-                cv2.line(img, tuple(np.round(uv[a]).astype(int)), tuple(np.round(uv[b]).astype(int)), col, 1, cv2.LINE_AA)
+            for a, b in _EDGES:  # edges as polylines: a lens bends them
+                seg = cj[a] + np.linspace(0, 1, 9)[:, None] * (cj[b] - cj[a])
+                uv, _ = project_distorted(c["K"], dist, seg, r_max)
+                cv2.polylines(img, [np.round(uv).astype(np.int32)], False, col, 1, cv2.LINE_AA)
         x0, y0, x1, y1 = lab["bbox_mask"][j]
         cv2.rectangle(img, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), (255, 255, 255), 1)
         vf = lab["visible_fraction"][j]

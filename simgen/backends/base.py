@@ -42,6 +42,7 @@ class LidarData:
     instance: np.ndarray  # (N,) uint32
     time_s: np.ndarray  # (N,) float64 absolute simulation time of each return
     channel: np.ndarray  # (N,) uint16 laser index, 0 = top
+    false_return: np.ndarray | None = None  # (N,) uint8: 0 a real surface, 1 fog backscatter, 2 rain/snow clutter
 
 
 @dataclass

@@ -154,7 +154,8 @@ class EpisodeWriter:
                 self._ds(f"sensors/{s.name}/offsets", (n_frames + 1,), np.int64)
                 f[f"sensors/{s.name}/offsets"][0] = 0
                 for name, shape, dt in [("xyz", (3,), np.float32), ("intensity", (), np.float32), ("semantic", (), np.uint8),
-                                        ("instance", (), np.uint32), ("time_s", (), np.float64), ("channel", (), np.uint16)]:
+                                        ("instance", (), np.uint32), ("time_s", (), np.float64), ("channel", (), np.uint16),
+                                        ("false_return", (), np.uint8)]:
                     ds = self._grow(f"sensors/{s.name}/{name}", shape, dt, chunk=65536, **_IMG)
                     self._appenders[ds.name] = _Appender(ds, self._pool, self._pending, _IMG_LEVEL)
                 self._ds(f"{lg}/n_points", (n_frames, A), np.int32)
@@ -214,6 +215,9 @@ class EpisodeWriter:
             f[lo + name][k] = getattr(labels, name)
         for name, cam in frame.cameras.items():
             g = f"sensors/{name}/"
+            if k == 0:  # lens model, for projecting boxes into the image (see simgen.geometry.project_distorted)
+                f[g].attrs["distortion"] = np.zeros(5) if cam.distortion is None else np.asarray(cam.distortion, float)
+                f[g].attrs["r_max"] = float(cam.r_max or 0.0)
             f[g + "T_world_from_sensor"][k] = cam.T_world_from_sensor
             f[g + "K"][k] = cam.K
             for key, arr in (("rgb", cam.rgb), ("depth", cam.depth), ("semantic", cam.semantic),
@@ -228,7 +232,9 @@ class EpisodeWriter:
             g = f"sensors/{name}/"
             f[g + "T_world_from_sensor"][k] = ld.T_world_from_sensor
             f[g + "T_world_from_sensor_start"][k] = ld.T_world_from_sensor_start
-            for attr in ("xyz", "intensity", "semantic", "instance", "time_s", "channel"):
+            if ld.false_return is None:
+                ld.false_return = np.zeros(len(ld.xyz), np.uint8)
+            for attr in ("xyz", "intensity", "semantic", "instance", "time_s", "channel", "false_return"):
                 self._appenders[f["/sensors/" + name + "/" + attr].name].append(getattr(ld, attr))
             self._offsets[name] += len(ld.xyz)
             f[g + "offsets"][k + 1] = self._offsets[name]
@@ -289,7 +295,8 @@ class Episode:
     def lidar(self, name: str, k: int) -> dict:
         g = self.f[f"sensors/{name}"]
         a, b = g["offsets"][k], g["offsets"][k + 1]
-        out = {key: g[key][a:b] for key in ("xyz", "intensity", "semantic", "instance", "time_s", "channel")}
+        out = {key: g[key][a:b] for key in ("xyz", "intensity", "semantic", "instance", "time_s", "channel", "false_return")
+               if key in g}
         out["T_world_from_sensor"] = g["T_world_from_sensor"][k]
         out["T_world_from_sensor_start"] = g["T_world_from_sensor_start"][k]
         return out
