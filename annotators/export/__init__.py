@@ -7,7 +7,7 @@ non-empty folder needs ``overwrite=True``, which removes only the format's own e
 written last, records the options, the source episodes and the counts.
 
 Formats are registered by name in :data:`EXPORTERS`; each module provides ``OWNED`` (its top-level output
-names, or ``owned(ctx)``), ``CLASS_SECTION`` (its section of the class map or None), ``validate(ctx)`` and ``run(ctx) -> dict``.
+names, or ``owned(ctx)``), ``OPTIONS`` (its format-specific keyword options), ``CLASS_SECTION`` (its section of the class map or None), ``validate(ctx)`` and ``run(ctx) -> dict``.
 The details of each layout are in docs/export.md.
 """
 from __future__ import annotations
@@ -70,6 +70,10 @@ def export(src, fmt: str, out, *, camera: str | None = None, lidar: str | None =
     if int(stride) < 1:
         raise InputError(f"got {stride}; allowed: 1 or more", key="--stride")
     mod = importlib.import_module(EXPORTERS[fmt])
+    unknown = sorted(set(options) - set(getattr(mod, "OPTIONS", ())))
+    if unknown:
+        raise TypeError(f"export(): unknown option(s) {unknown} for format {fmt!r}; "
+                        f"allowed: {sorted(getattr(mod, 'OPTIONS', ()))}")
     src, out = Path(src), Path(out)
     refs, skipped = find_episodes(src)
     for s in skipped:
@@ -112,7 +116,7 @@ def export(src, fmt: str, out, *, camera: str | None = None, lidar: str | None =
                     "val_fraction": float(val_fraction),
                     "filters": {"min_visible": f.min_visible, "min_points": f.min_points, "max_distance": f.max_distance,
                                 "classes": sorted(f.classes) if f.classes else None},
-                    "class_map": cmap, **{k: v for k, v in sorted(options.items())}},
+                    "class_map": cmap, **{k: v for k, v in sorted(ctx.options.items())}},
         "episodes": [{"index": i, "file": r.rel, "uid": r.uid, "split": s}
                      for i, (r, s) in enumerate(zip(refs, ctx.splits))],
         "counts": counts,

@@ -53,8 +53,14 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 def cmd_export(a) -> int:
     from annotators.export import export
     from annotators.export.common import parse_filters
+    from simgen.errors import InputError
 
     filters = parse_filters(a.min_visible, a.min_points, a.max_distance, a.classes)
+    for flag, value, default, fmt in (("--bbox2d", a.bbox2d, "proj", "kitti"),
+                                      ("--version", a.nusc_version, "v1.0-trainval", "nuscenes"),
+                                      ("--keyframe-every", a.keyframe_every, 1, "nuscenes")):
+        if value != default and a.format != fmt:
+            raise InputError(f"got {value!r}; this option applies to --format {fmt} only", key=flag)
     options = {}
     if a.format == "kitti":
         options["bbox2d"] = a.bbox2d

@@ -32,6 +32,7 @@ from annotators.export.common import EpisodeReader, ImageWriter, check_sensor, j
 
 OWNED = ["images", "annotations"]
 CLASS_SECTION = "coco"
+OPTIONS = ()
 COCO_IDS = {"person": (1, "person"), "bicycle": (2, "vehicle"), "car": (3, "vehicle"), "motorcycle": (4, "vehicle"),
             "bus": (6, "vehicle"), "train": (7, "vehicle"), "truck": (8, "vehicle"), "sports ball": (37, "sports")}
 _KEYS = ("bbox_mask", "bbox_proj", "visible_pixels", "visible_fraction", "truncation", "occlusion")

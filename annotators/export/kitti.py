@@ -37,6 +37,7 @@ from annotators.export.common import (EpisodeReader, ImageWriter, Rectifiers, T_
 
 OWNED = ["training", "ImageSets", "simgen_frames.txt"]
 CLASS_SECTION = "kitti"
+OPTIONS = ("bbox2d",)
 BBOX_MODES = ("proj", "mask")
 DONTCARE_TAIL = "-1 -1 -1 -1000 -1000 -1000 -10"
 _LABEL_KEYS = ("bbox_proj", "bbox_mask", "visible_pixels", "visible_fraction", "truncation", "occlusion", "in_fov",

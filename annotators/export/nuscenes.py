@@ -44,6 +44,7 @@ from annotators.export.common import (NUSCENES_CATEGORIES, EpisodeReader, ImageW
                                       jnum, opencv_K, quat_wxyz, token, write_bytes, write_text)
 
 CLASS_SECTION = "nuscenes"
+OPTIONS = ("version", "keyframe_every")
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log", "scene",
           "sample", "sample_data", "sample_annotation", "map")
 ATTRIBUTES = {

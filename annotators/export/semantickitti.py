@@ -31,6 +31,7 @@ from annotators.export.common import (EpisodeReader, T_optical_from_sensor, chec
 
 OWNED = ["sequences", "semantic-kitti.yaml"]
 CLASS_SECTION = None
+OPTIONS = ()
 
 
 def validate(ctx) -> int:
@@ -42,7 +43,7 @@ def validate(ctx) -> int:
             if ctx.filters.min_visible is not None and not r.cameras:
                 raise InputError(f"the rig of {ref.rel} has no camera to measure visibility", key="--min-visible")
             if int(r.actor_ids.max(initial=0)) > 0xFFFF:
-                raise InputError(f"actor ids above 65535 do not fit the 16-bit instance field", file=ref.rel)
+                raise InputError("actor ids above 65535 do not fit the 16-bit instance field", file=ref.rel)
             total += len(ctx.frames(r.n))
     return total
 
