@@ -72,10 +72,8 @@ class Camera:
         """
         R = T_world_from_sensor[:3, :3].astype(np.float32)
         o1 = T_world_from_sensor[:3, 3].astype(np.float32)
-        rays = self._rays
-        d = np.matmul(self.d_body, R.T, out=self._d)
-        rays[:, :3] = o1
-        rays[:, 3:] = d
+        rays, d = self._rays, self._d
+        kernels.fill_rays(self.d_body, R, o1, rays, d)
         o = rays[:, :3]
         h = render.cast_static(static, o, d, rays=rays)
         T_opt_from_world = np.linalg.inv(T_world_from_sensor @ T_BODY_FROM_OPTICAL)
@@ -96,10 +94,8 @@ class Camera:
         # --- shading: two fused parallel passes (simgen.sensors.kernels) around the shadow-ray casts
         sun_up = bool(light.sun_rgb.max() > 0)
         facing = kernels.prepare(h.t, h.normal, d, light.sun_dir, sun_up)
-        fidx = np.nonzero(facing)[0]
+        fidx, lit_idx = kernels.compact(facing)
         occ = self._shadows(fidx, o1, d, h, light, static, actors, poses, corners, T_opt_from_world)
-        lit_idx = np.full(len(d), -1, np.int64)
-        lit_idx[fidx] = np.arange(len(fidx))
         n = len(d)
         rgb = np.empty((n, 3), np.uint8)
         depth = np.empty(n, np.float32)

@@ -135,45 +135,56 @@ def _gauss(seed, idx):
 
 
 @njit(parallel=True, cache=True)
-def _k_blur_rain(src, dec, flow, gfx, gfy, per_pixel, blur, layer, rain, rain_lum, out):
-    """Pass 1: decode to linear, optional motion blur (mean of taps along ±flow/2, nearest pixel, linear light),
-    optional rain-streak blend ``out = out·(1−a) + a·rain_lum`` with ``a = layer/255``."""
+def _k_blur_rain(src, dec, flow, gfx, gfy, per_pixel, blur, max_taps, layer, rain, rain_lum, out):
+    """Pass 1: decode to linear, optional motion blur (mean of n taps evenly spaced on p + t·flow,
+    t ∈ [−½, ½], n = ⌈|flow|⌉ + 1 ≤ max_taps, nearest pixel, linear light, borders clamped), optional rain-streak
+    blend ``out = out·(1−a) + a·rain_lum`` with ``a = layer/255``."""
     H, W = src.shape[0], src.shape[1]
+    big = float(4 * (H + W) + 16)  # shift so that int() truncation is floor()
     for y in prange(H):
         for x in range(W):
-            r = 0.0
-            g = 0.0
-            b = 0.0
+            fx = gfx
+            fy = gfy
+            if per_pixel:
+                fx = flow[y, x, 0]
+                fy = flow[y, x, 1]
+            n = 1
             if blur:
-                if per_pixel:
-                    fx = flow[y, x, 0]
-                    fy = flow[y, x, 1]
-                else:
-                    fx = gfx
-                    fy = gfy
                 n = int(math.ceil(math.sqrt(fx * fx + fy * fy))) + 1
-                if n > 64:
-                    n = 64
-                if n < 2:
-                    n = 1
+                if n > max_taps:
+                    n = max_taps
+            if n == 1:
+                r = dec[src[y, x, 0]]
+                g = dec[src[y, x, 1]]
+                b = dec[src[y, x, 2]]
+            else:
+                r = np.float32(0.0)
+                g = np.float32(0.0)
+                b = np.float32(0.0)
+                sx = fx / (n - 1)
+                sy = fy / (n - 1)
+                px = x - 0.5 * fx + 0.5 + big
+                py = y - 0.5 * fy + 0.5 + big
+                xa = int(px) - int(big)
+                ya = int(py) - int(big)
+                xb = int(px + fx) - int(big)
+                yb = int(py + fy) - int(big)
+                inside = min(xa, xb) >= 0 and max(xa, xb) < W and min(ya, yb) >= 0 and max(ya, yb) < H
+                ib = int(big)
                 for k in range(n):
-                    t = (k / (n - 1) - 0.5) if n > 1 else 0.0
-                    xs = int(math.floor(x + fx * t + 0.5))
-                    ys = int(math.floor(y + fy * t + 0.5))
-                    xs = 0 if xs < 0 else (W - 1 if xs >= W else xs)
-                    ys = 0 if ys < 0 else (H - 1 if ys >= H else ys)
+                    xs = int(px + k * sx) - ib
+                    ys = int(py + k * sy) - ib
+                    if not inside:
+                        xs = 0 if xs < 0 else (W - 1 if xs >= W else xs)
+                        ys = 0 if ys < 0 else (H - 1 if ys >= H else ys)
                     r += dec[src[ys, xs, 0]]
                     g += dec[src[ys, xs, 1]]
                     b += dec[src[ys, xs, 2]]
                 r /= n
                 g /= n
                 b /= n
-            else:
-                r = dec[src[y, x, 0]]
-                g = dec[src[y, x, 1]]
-                b = dec[src[y, x, 2]]
             if rain:
-                a = layer[y, x] * (1.0 / 255.0)
+                a = layer[y, x] * np.float32(1.0 / 255.0)
                 if a > 0.0:
                     r = r * (1.0 - a) + a * rain_lum
                     g = g * (1.0 - a) + a * rain_lum
@@ -342,10 +353,10 @@ def _pipeline(rgb, *, flow=None, precipitation=0.0, wind=0.0, ca_px=0.0, vig=0.0
         lin = np.empty((H, W, 3), np.float32)
         lum = _rain_luminance(rgb) if layer is not None else 0.0
         if blur:
-            _k_blur_rain(rgb, _DEC, farr, gfx, gfy, per_pixel, True, layer if layer is not None else _DUMMYLAYER,
-                         layer is not None, lum, lin)
+            _k_blur_rain(rgb, _DEC, farr, gfx, gfy, per_pixel, True, MAX_BLUR_SAMPLES,
+                         layer if layer is not None else _DUMMYLAYER, layer is not None, lum, lin)
         else:
-            _k_blur_rain(rgb, _DEC, _DUMMYFLOW, 0.0, 0.0, False, False, layer, True, lum, lin)
+            _k_blur_rain(rgb, _DEC, _DUMMYFLOW, 0.0, 0.0, False, False, 1, layer, True, lum, lin)
         src8, srcf, from_u8 = _DUMMY8, lin, False
         per_pixel_ops = True  # the linear image must be encoded anyway
     else:

@@ -27,6 +27,35 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 
 @njit(parallel=True, cache=True)
+def fill_rays(d_body, R, o, rays, d):
+    """World ray directions d = R d_body and the (N,6) cast buffer [o, d] in one pass."""
+    n = d_body.shape[0]
+    for i in prange(n):
+        for c in range(3):
+            v = R[c, 0] * d_body[i, 0] + R[c, 1] * d_body[i, 1] + R[c, 2] * d_body[i, 2]
+            d[i, c] = v
+            rays[i, 3 + c] = v
+            rays[i, c] = o[c]
+
+
+@njit(cache=True)
+def compact(flags):
+    """Indices of the set flags, and for every element its rank among them (-1 where unset)."""
+    n = flags.shape[0]
+    rank = np.empty(n, np.int64)
+    idx = np.empty(n, np.int64)
+    k = 0
+    for i in range(n):
+        if flags[i]:
+            rank[i] = k
+            idx[k] = i
+            k += 1
+        else:
+            rank[i] = -1
+    return idx[:k], rank
+
+
+@njit(parallel=True, cache=True)
 def prepare(t, normal, d, sun_dir, sun_up):
     """In place: normals face the viewer.  Returns uint8 flags: 1 = hit facing the sun."""
     n = t.shape[0]
