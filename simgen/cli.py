@@ -30,8 +30,24 @@ def _p_run(sub):
                    help="override a scenario value by dotted path, e.g. weather.fog_density=40 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output directory")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--carla-host", default="127.0.0.1")
-    p.add_argument("--carla-port", type=int, default=2000)
+    _carla_args(p)
+
+
+def _carla_args(p) -> None:
+    g = p.add_argument_group("carla backend")
+    g.add_argument("--carla-host", default="127.0.0.1")
+    g.add_argument("--carla-port", type=int, default=2000, help="RPC port (streaming port = port + 1)")
+    g.add_argument("--carla-tm-port", type=int, help="Traffic Manager port (default: derived from --carla-port)")
+    g.add_argument("--carla-drive", default="auto", choices=["auto", "carla", "simgen"],
+                   help="who moves the actors: CARLA's controllers, simgen's simulator (CARLA renders), or auto")
+    g.add_argument("--carla-root", help="launch a CARLA server from this installation if none answers (or $CARLA_ROOT)")
+
+
+def _carla_options(a) -> dict:
+    if a.backend != "carla":
+        return {}
+    return {"host": a.carla_host, "port": a.carla_port, "tm_port": a.carla_tm_port, "drive": a.carla_drive,
+            "carla_root": a.carla_root}
 
 
 def resolve_scenario(arg: str) -> str:
@@ -49,9 +65,7 @@ def resolve_scenario(arg: str) -> str:
 def cmd_run(a) -> int:
     from simgen.runner import run
 
-    opts = {}
-    if a.backend == "carla":
-        opts = {"host": a.carla_host, "port": a.carla_port}
+    opts = _carla_options(a)
     s = run(resolve_scenario(a.scenario), rig=a.rig, out=a.out, seed=a.seed, episodes=a.episodes, frames=a.frames,
             backend=a.backend, overrides=a.overrides, overwrite=a.overwrite, progress=not a.no_progress,
             backend_options=opts)
@@ -65,7 +79,7 @@ def cmd_run(a) -> int:
 def cmd_replay(a) -> int:
     from simgen.runner import replay
 
-    opts = {"host": a.carla_host, "port": a.carla_port} if a.backend == "carla" else {}
+    opts = _carla_options(a)
     s = replay(a.episode, out=a.out, rig=a.rig, overrides=a.overrides, backend=a.backend, overwrite=a.overwrite,
                progress=not a.no_progress, backend_options=opts)
     print(f"replayed {a.episode} ({s['episodes'][0]['frames']} frames) into {a.out}/episodes")
@@ -120,7 +134,24 @@ def cmd_maps(a) -> int:
         for name in MAPS:
             print(f"{name:14s} {get_map(name).description}")
         return 0
-    raise InputError(f"unknown maps action {a.action!r}; allowed: list")
+    if a.action == "export":
+        from pathlib import Path
+
+        from simgen.world.opendrive import export_opendrive
+
+        if not a.name or a.name not in MAPS:
+            raise InputError(f"got {a.name!r}; allowed: {', '.join(MAPS)}", key="NAME")
+        if not a.out:
+            raise InputError("--out FILE.xodr is required", key="--out")
+        out = Path(a.out)
+        if out.exists() and not a.overwrite:
+            raise InputError("exists; pass --overwrite to replace it", file=str(out))
+        tmp = out.with_name(out.name + ".partial")
+        export_opendrive(a.name, tmp)
+        tmp.replace(out)
+        print(f"wrote {out}")
+        return 0
+    raise InputError(f"unknown maps action {a.action!r}; allowed: list, export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="builtin")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--carla-host", default="127.0.0.1")
-    p.add_argument("--carla-port", type=int, default=2000)
+    _carla_args(p)
     p = sub.add_parser("validate", help="check scenario or rig files without running")
     p.add_argument("files", nargs="+")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -156,8 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--memory-frames", type=int, default=0, help="also run this many frames and report memory growth")
-    p = sub.add_parser("maps", help="builtin road maps")
-    p.add_argument("action", choices=["list"])
+    p = sub.add_parser("maps", help="builtin road maps: list, or export one to OpenDRIVE 1.7 for CARLA")
+    p.add_argument("action", choices=["list", "export"])
+    p.add_argument("name", nargs="?", help="map name (export)")
+    p.add_argument("--out", help="output .xodr file (export)")
+    p.add_argument("--overwrite", action="store_true")
     import importlib
 
     for mod in PLUGIN_MODULES:

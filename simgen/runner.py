@@ -26,7 +26,7 @@ import simgen
 from simgen.errors import InputError
 from simgen.seeding import streams
 from simgen.spec.rig import RigSpec, default_rig_path, load_rig, rig_to_dict
-from simgen.spec.scenario import ScenarioSource, concretise, load_scenario_source, scenario_to_dict
+from simgen.spec.scenario import ScenarioSource, concretise, is_carla_town, load_scenario_source, scenario_to_dict
 
 
 def versions() -> dict:
@@ -83,7 +83,8 @@ def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int =
     for i, ss in enumerate(children):
         s_param, s_sim = streams(ss, 2)
         spec, values = concretise(src, rng=np.random.default_rng(s_param))
-        World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
+        if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
+            World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
         plans.append(EpisodePlan(first + i, ss, spec, values, s_sim))
     return plans
 
@@ -106,6 +107,8 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         "episode_index": plan.index, "tick_hz": plan.spec.tick_hz, "map": plan.spec.map, "backend": backend.name,
         "versions_json": json.dumps(versions()),
     })
+    if hasattr(session, "provenance"):
+        meta["backend_provenance_json"] = json.dumps(session.provenance(), default=str)
     writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=session.static_info())
     crit = EpisodeCriticality(session.static_info())
     try:
@@ -159,6 +162,8 @@ def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 
     finally:
         if bar is not None:
             bar.close()
+        if hasattr(be, "close"):  # e.g. stop a CARLA server the backend launched
+            be.close()
     summary = {
         "format": "simgen-run", "scenario": src.name, "scenario_file": str(scenario), "seed": seed, "backend": backend,
         "episodes": results, "versions": versions(),
@@ -205,6 +210,8 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
     finally:
         if bar is not None:
             bar.close()
+        if hasattr(be, "close"):
+            be.close()
     summary = {"format": "simgen-run", "replay_of": str(episode), "scenario": spec.name, "backend": backend,
                "episodes": [res], "versions": versions(), "overrides": list(overrides)}
     write_atomic(out_dir / "run.json", json.dumps(summary, indent=2, default=float))

@@ -73,7 +73,10 @@ class Session(Protocol):
 class Backend(Protocol):
     name: str
 
-    def open(self, scenario, rig, *, seed: np.random.SeedSequence, source: str) -> Session: ...
+    def open(self, scenario, rig, *, seed: np.random.SeedSequence, source: str, n_frames: int | None = None,
+             record=None) -> Session:
+        """``record`` (simgen.io.record.Record): re-render recorded actor states instead of simulating."""
+        ...
 
 
 BACKENDS = {"builtin": "simgen.backends.builtin:BuiltinBackend", "carla": "simgen.backends.carla:CarlaBackend"}

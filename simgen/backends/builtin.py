@@ -166,6 +166,11 @@ class BuiltinSession:
         """``record`` (a :class:`simgen.io.record.Record`) replays recorded actor states instead of simulating."""
         from simgen.world import meshes
 
+        from simgen.errors import InputError
+        from simgen.spec.scenario import is_carla_town
+
+        if is_carla_town(scenario.map):
+            raise InputError(f"map {scenario.map!r} is a CARLA town: run it with --backend carla", file=source, key="map")
         s_world, s_scenery, s_sensors = streams(seed, 3)
         self.scenario, self.rig = scenario, rig
         self.world = World(scenario, rng=np.random.default_rng(s_world), source=source)

@@ -17,25 +17,40 @@ asynchronous mode if the world was asynchronous, frozen traffic lights are relea
   ("Town03", ...) is loaded with ``client.load_world``.
 - **Time**: synchronous mode, ``fixed_delta_seconds = 1 / tick_hz``, physics substeps of at most 0.01 s with
   ``max_substep_delta_time * max_substeps >= fixed_delta_seconds`` and ``max_substeps <= 16``
-  (:func:`substep_settings`); the Traffic Manager in synchronous mode, seeded from the episode seed.  Frame *k* is
-  the *k*-th tick after spawning, at ``time_s = k / tick_hz``.
+  (:func:`substep_settings`).  Frame *k* is the *k*-th tick after spawning, at ``time_s = k / tick_hz``.
 - **Actors**: the same actors as the builtin backend: the builtin :class:`~simgen.sim.world.World` is built from
-  the same seed stream, so placements, traffic, dimensions asked for and colours are identical.  Each actor gets
-  the CARLA blueprint of its kind whose bounding box is closest to those dimensions (ties broken at random from
-  the episode seed); the dimensions *reported* (static info and every frame) are CARLA's bounding box, i.e. what
-  was rendered.  Lane placements are checked against ``map.get_waypoint_xodr`` through the one lane mapping in
+  the same seed stream (``simgen.seeding.streams``), so placements, traffic, dimensions asked for and colours are
+  identical; sensors get the same jittered mountings.  Each actor gets the CARLA blueprint of its kind whose
+  bounding box is closest to those dimensions (ties broken at random from the episode seed); the dimensions
+  *reported* (static info and every frame) are CARLA's bounding box, i.e. what was rendered.  Lane placements are
+  checked against ``map.get_waypoint_xodr`` through the one lane mapping in
   :class:`~simgen.world.opendrive.OpenDriveLayout`: a mismatch of more than 0.5 m is an error.
-- **Behaviours** (simgen semantics, CARLA mechanisms): ``lane_follow`` on a lane → Traffic Manager autopilot
-  with the desired speed, no automatic lane changes, ``obey_lights``/``obstacles`` mapped to the TM's ignore
-  percentages, the builtin route through junctions (straight on) given with ``set_path``; ``lane_change`` →
-  ``force_lane_change`` (the TM decides the manoeuvre's length, not ``duration_s``); ``brake``/``stop`` → autopilot
-  off and a target-velocity ramp ``v ← max(0, v − decel·dt)`` each tick, then the hand brake; ``parked``/``stand``
-  → hand brake / zero walker speed; ``walk`` (and any pedestrian motion) → ``WalkerControl`` towards the heading
-  for ``distance_m``; vehicles off any lane move straight by target velocity; props (ball, debris) are moved
-  kinematically with ``set_transform``.  Triggers are evaluated on the client before each tick with the builtin
-  semantics (:func:`evaluate_triggers`, checked against the builtin simulator in the tests); traffic-light phases
-  follow the scenario's cycle and are set on CARLA's lights through the API (lights frozen).  Collisions are the
-  builtin's footprint test on the reported boxes; crashed actors stop, as in the builtin simulator.
+- **Who moves the actors** (``drive``):
+
+  - ``"carla"``: CARLA's controllers, with simgen's semantics.  ``lane_follow`` → Traffic Manager autopilot (in
+    synchronous mode, seeded from the episode seed) with the desired speed, no automatic lane changes,
+    ``obey_lights``/``obstacles`` mapped to the TM's ignore percentages, the builtin route through junctions
+    (``turns``, then straight on) given with ``set_path``; ``scripted`` → the TM with the profile's speed each
+    tick, ignoring everything; ``lane_change`` → ``force_lane_change`` (the TM decides the manoeuvre's length, not
+    ``duration_s``); ``brake``/``stop`` → autopilot off, throttle released and a target-velocity ramp
+    ``v ← max(0, v − decel·dt)`` each tick, then the hand brake; ``parked``/``stand`` → hand brake / zero walker
+    speed; ``open_door`` → hand brake and ``open_door``; ``walk`` (and any pedestrian motion) → ``WalkerControl``
+    towards the heading for ``distance_m``, with the hesitation pause; vehicles off any lane move straight by
+    target velocity; props (ball, debris) are moved kinematically with ``set_transform``.  Triggers are evaluated
+    before each tick by ``World.check_events`` itself on the observed states (the builtin World kept in step with
+    CARLA; a small shim of it on a CARLA town), so their semantics are the builtin ones by construction.  Collisions
+    are the builtin's footprint test on the reported boxes; crashed actors stop, as in the builtin simulator.
+  - ``"simgen"``: the builtin simulator steps the scenario (every behaviour, plugin and trigger) and CARLA renders
+    it: vehicles and props are teleported to its poses with physics off, walkers are put one tick short of their
+    pose and walked into it (so they animate).  Events, lights and collisions are the simulator's; velocities too.
+  - ``"auto"`` (default): ``"carla"`` unless the scenario uses something CARLA's controllers cannot play
+    (:func:`physics_unsupported`: wrong-way driving, AEB, ``stop_at_line``, plugin behaviours), then ``"simgen"``
+    with a warning.  ``open(..., record=...)`` replays a recorded episode the ``"simgen"`` way.
+
+  Traffic-light phases are the scenario's cycle (``World.light_states``), set on CARLA's lights through the API
+  (lights frozen).  Weather (with ramps and time of day, :mod:`simgen.sim.environment`) is set before every tick
+  it changes; ``Frame.applied`` lists the values used.  Lens distortion (``distortion``) is not supported: CARLA
+  renders pinhole cameras (an InputError says so).
 - **Sensors** from the same rig: per camera ``sensor.camera.rgb``, ``.depth``, ``.semantic_segmentation`` and
   ``.instance_segmentation`` with the rig's attributes; per LiDAR a ``sensor.lidar.ray_cast_semantic`` with the
   rig's geometry attributes.  All data is queued by frame id; a step waits (with a timeout) for every sensor's
@@ -82,7 +97,7 @@ import numpy as np
 from simgen.backends.base import CameraData, Frame, LidarData
 from simgen.backends.carla_frames import (
     T_actor_from_box_bottom, bbox_dims, location_to_carla, matrix_from_carla, matrix_to_carla, points_from_carla,
-    pose_to_carla, vector_to_carla, xyz_from_carla,
+    vector_to_carla, xyz_from_carla,
 )
 from simgen.backends.carla_server import CarlaServer, CarlaServerLost, find_carla_root, is_server_failure, port_plan, retrying
 from simgen.classes import ACTOR_KINDS, ActorKind
@@ -227,85 +242,6 @@ def choose_blueprint(candidates: dict[str, np.ndarray], target_lwh, rng: np.rand
     score = np.abs(np.log(np.maximum(dims, 1e-3) / np.maximum(np.asarray(target_lwh, float), 1e-3))).sum(axis=1)
     near = np.flatnonzero(score <= score.min() + tol)
     return ids[int(near[rng.integers(len(near))])]
-
-
-def light_phases(t: float, cycle: tuple[float, float, float], lights: list[tuple[str, str]]) -> dict[str, str]:
-    """Phase of each (light id, group) at time t: groups NS and EW alternate green, yellow, all-red (the builtin
-    simulator's schedule, ``World.light_states``)."""
-    g, y, r = cycle
-    period = 2 * (g + y + r)
-    ph = t % period
-    ns = "green" if ph < g else "yellow" if ph < g + y else "red"
-    ph2 = (ph - (g + y + r)) % period
-    ew = "green" if ph2 < g else "yellow" if ph2 < g + y else "red"
-    return {lid: (ns if group == "NS" else ew) for lid, group in lights}
-
-
-# --------------------------------------------------------------------------------------------------------- triggers
-@dataclass
-class TriggerActor:
-    """What a trigger needs of an actor: world xy (m), planar velocity (m/s), box length (m), events, crashed."""
-
-    name: str
-    xy: np.ndarray
-    velocity: np.ndarray
-    length: float
-    events: tuple[Event, ...] = ()
-    crashed: bool = False
-
-
-@dataclass
-class TriggerState:
-    """Per-episode trigger bookkeeping: event key → time its conditions first held; keys already applied."""
-
-    fired: dict[str, float] = field(default_factory=dict)
-    applied: set[str] = field(default_factory=set)
-
-
-def ttc_to_ego(ego: TriggerActor, a: TriggerActor) -> float:
-    """Time to collision (s) between ``a`` and the ego along the line joining them (inf when not closing); the
-    builtin simulator's definition (centre distance minus half lengths over the closing speed)."""
-    rel = a.xy - ego.xy
-    dist = float(np.linalg.norm(rel)) - (ego.length + a.length) / 2
-    closing = -float(np.dot(a.velocity - ego.velocity, rel)) / max(float(np.linalg.norm(rel)), 1e-6)
-    return dist / closing if closing > 1e-3 else float("inf")
-
-
-def evaluate_triggers(actors: list[TriggerActor], state: TriggerState, time_s: float) -> list[tuple[int, str, Behaviour | None]]:
-    """Evaluate every pending event at ``time_s`` with the builtin simulator's semantics; mutates ``state``.
-
-    ``actors[0]`` is the ego.  Returns (actor index, event key, behaviour to start — None when the actor has
-    crashed) for each event applied now, in order.  Conditions of one trigger are ANDed; ``delay_s`` counts from
-    the time they first held; ``after`` sees events applied earlier in the same evaluation.
-    """
-    by_name = {a.name: a for a in actors}
-    ego = actors[0]
-    out = []
-    for i, a in enumerate(actors):
-        for j, e in enumerate(a.events):
-            key = e.name or f"{a.name}#{j}"
-            if key in state.applied:
-                continue
-            if key not in state.fired:
-                w = e.when
-                ok = True
-                if w.time_s is not None:
-                    ok &= time_s >= w.time_s - 1e-9
-                if w.distance_m is not None:
-                    p = by_name[w.actor] if w.actor else a
-                    q = by_name[w.to]
-                    ok &= float(np.hypot(*(p.xy - q.xy))) <= w.distance_m
-                if w.ttc_s is not None:
-                    p = by_name[w.actor] if w.actor else a
-                    ok &= p is not ego and ttc_to_ego(ego, p) <= w.ttc_s
-                if w.after is not None:
-                    ok &= w.after in state.applied
-                if ok:
-                    state.fired[key] = time_s
-            if key in state.fired and time_s >= state.fired[key] + e.when.delay_s - 1e-9:
-                state.applied.add(key)
-                out.append((i, key, None if a.crashed else e.do))
-    return out
 
 
 def footprints(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
@@ -514,10 +450,32 @@ def estimate_amodal(K: np.ndarray, T_world_from_sensor: np.ndarray, T_world_from
 # Backend and session
 # =====================================================================================================================
 
+DRIVES = ("auto", "carla", "simgen")
+# behaviours CARLA's own controllers can play (drive="carla"); the rest need the builtin simulator (drive="simgen")
+PHYSICS_BEHAVIOURS = ("lane_follow", "scripted", "brake", "stop", "lane_change", "parked", "stand", "open_door", "walk")
+DOOR_OPEN_RAD = math.radians(70.0)  # the builtin simulator's full door opening
+
+
+def physics_unsupported(spec: ScenarioSpec, builtin_map: bool) -> list[str]:
+    """What in a scenario CARLA's own controllers (``drive="carla"``) cannot play; empty when everything can."""
+    items = [("ego", spec.ego.behaviour, spec.ego.events)] + [(a.id, a.behaviour, a.events) for a in spec.actors]
+    out = []
+    for who, b0, events in items:
+        for b in [b0] + [e.do for e in events]:
+            if b.type not in PHYSICS_BEHAVIOURS:
+                out.append(f"{who}: behaviour {b.type!r}")
+            if b.reverse:
+                out.append(f"{who}: reverse (wrong-way driving)")
+            if b.aeb:
+                out.append(f"{who}: aeb")
+            if b.turns and not builtin_map:
+                out.append(f"{who}: turns on a CARLA town")
+    return sorted(set(out))
+
 
 @dataclass
 class _Plan:
-    """An actor to spawn, in simgen terms (world frame, metres, radians)."""
+    """An actor to spawn, in simgen terms (world frame, metres, radians); ``row`` is its index in the builtin World."""
 
     sid: int
     name: str
@@ -537,6 +495,7 @@ class _Plan:
     lateral: float = 0.0
     walk_left: float | None = None
     traffic: bool = False
+    row: int = 0
 
 
 @dataclass
@@ -550,11 +509,16 @@ class _Actor:
     colour: np.ndarray
     driver: str  # vehicle | walker | prop
     behaviour: Behaviour = field(default_factory=Behaviour)
-    mode: str = "idle"  # tm | ramp | straight | hold | walk | idle | kinematic
+    mode: str = "idle"  # tm | profile | ramp | straight | hold | walk | kinematic | idle
     speed_cmd: float = 0.0
     decel: float = 0.0
     heading: float = 0.0  # world yaw of straight / walking motion (rad)
     walk_left: float | None = None
+    walked: float = 0.0
+    hesitate_until: float | None = None
+    t0: float = 0.0  # time the current behaviour started (s)
+    door_sign: float = 0.0  # open_door: +1 left front door, -1 right front door
+    door_opened: bool = False
     crashed: bool = False
     kin_pose: np.ndarray | None = None  # props: x, y, z (box bottom), yaw
     kin_velocity: np.ndarray | None = None  # props: commanded world velocity (m/s); CARLA reports 0 for teleports
@@ -568,9 +532,34 @@ class _Actor:
         return self.plan.name
 
 
+class _TriggerShim:
+    """Duck-types what ``World.check_events`` reads, over CARLA-observed states (CARLA towns have no builtin
+    World), so trigger semantics come from the one implementation in :mod:`simgen.sim.world`."""
+
+    def __init__(self, plans: list[_Plan]):
+        import types
+
+        self.actors = [types.SimpleNamespace(name=p.name, events=p.events, x=p.x, y=p.y, yaw=p.yaw, speed=p.speed,
+                                             dims=np.asarray(p.dims, float), crashed=False, behaviour=p.behaviour)
+                       for p in plans]
+        self.fired: dict[str, float] = {}
+        self.applied: set[str] = set()
+        self.event_log: list = []
+        self.time_s = 0.0
+
+    def _start_behaviour(self, a, b) -> None:
+        a.behaviour = b
+
+    def ttc_to_ego(self, a) -> float:
+        from simgen.sim.world import World
+
+        return World.ttc_to_ego(self, a)
+
+
 class CarlaBackend:
     """``--backend carla``.  Options: ``host``, ``port`` (RPC), ``timeout_s`` (client RPC timeout),
     ``tm_port`` (default RPC + 6000), ``sensor_timeout_s`` (wait for a tick's sensor data), ``tick_timeout_s``,
+    ``drive`` ("auto", "carla": CARLA's controllers, "simgen": the builtin simulator decides the motion),
     ``carla_root`` (launch and manage a server from this CARLA folder; $CARLA_ROOT is used when no server answers),
     ``quality`` (Low/Epic), ``gpu`` (graphics adapter of a launched server), ``open_attempts`` (fresh-server
     retries when opening an episode fails because the server is lost), ``carla_module`` (tests only)."""
@@ -578,14 +567,18 @@ class CarlaBackend:
     name = "carla"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2000, *, timeout_s: float = 20.0, tm_port: int | None = None,
-                 sensor_timeout_s: float = 10.0, tick_timeout_s: float = 60.0, carla_root: str | None = None,
-                 quality: str = "Epic", gpu: int | None = None, open_attempts: int = 2, carla_module=None):
+                 sensor_timeout_s: float = 10.0, tick_timeout_s: float = 60.0, drive: str = "auto",
+                 carla_root: str | None = None, quality: str = "Epic", gpu: int | None = None, open_attempts: int = 2,
+                 carla_module=None):
+        if drive not in DRIVES:
+            raise InputError(f"got {drive!r}; allowed: {', '.join(DRIVES)}", key="drive")
         self.carla = carla_module if carla_module is not None else _load_carla()
         self.host, self.port = host, int(port)
         self.timeout_s = float(timeout_s)
         self.tm_port = int(tm_port) if tm_port is not None else port_plan(0, self.port)["tm"]
         self.sensor_timeout_s = float(sensor_timeout_s)
         self.tick_timeout_s = float(tick_timeout_s)
+        self.drive = drive
         self.open_attempts = int(open_attempts)
         root = find_carla_root(carla_root)
         self.server = CarlaServer(self.carla, host, self.port, root=root, quality=quality, gpu=gpu,
@@ -593,10 +586,14 @@ class CarlaBackend:
         self._bp_boxes: dict[tuple, object] = {}  # (server version, blueprint id) -> carla.BoundingBox
 
     def open(self, scenario: ScenarioSpec, rig: RigSpec, *, seed: np.random.SeedSequence, source: str = "<scenario>",
-             n_frames: int | None = None) -> "CarlaSession":
+             n_frames: int | None = None, record=None) -> "CarlaSession":
+        """Open an episode; with ``record`` (a :class:`simgen.io.record.Record`) the recorded actor states are
+        re-rendered instead of simulated (``simgen replay --backend carla``)."""
+
         def attempt(i: int) -> CarlaSession:
             host, port = self.server.ensure()
-            return CarlaSession(self, scenario, rig, seed=seed, source=source, n_frames=n_frames, host=host, port=port)
+            return CarlaSession(self, scenario, rig, seed=seed, source=source, n_frames=n_frames, host=host, port=port,
+                                record=record)
 
         def on_failure(i: int, exc: BaseException) -> None:
             if self.server.managed:
@@ -610,15 +607,24 @@ class CarlaBackend:
 
 
 class CarlaSession:
-    """One episode in CARLA.  ``step()`` ticks once and returns that tick's Frame; ``close()`` cleans up."""
+    """One episode in CARLA.  ``step()`` ticks once and returns that tick's Frame; ``close()`` cleans up.
+
+    ``drive``: "carla" — CARLA's controllers move the actors (Traffic Manager, target velocities, walker
+    controls) and simgen's trigger logic switches their behaviours; "simgen" — the builtin simulator steps the
+    scenario and CARLA's actors are placed where it says (vehicles and props teleported with physics off, walkers
+    walked into place); "replay" — like "simgen" with the states of a recorded episode.
+    """
 
     def __init__(self, backend: CarlaBackend, scenario: ScenarioSpec, rig: RigSpec, *, seed: np.random.SeedSequence,
-                 source: str, n_frames: int | None, host: str, port: int):
+                 source: str, n_frames: int | None, host: str, port: int, record=None):
+        from simgen.backends.builtin import jittered_mounts
+        from simgen.seeding import streams
         from simgen.world.roads import MAPS
 
         self.backend, self.carla = backend, backend.carla
         self.scenario, self.rig, self.source = scenario, rig, source
-        self.n_frames = n_frames or scenario.n_frames
+        self.record = record
+        self.n_frames = n_frames or (record.n_frames if record is not None else scenario.n_frames)
         self.dt = 1.0 / scenario.tick_hz
         self.builtin_map = scenario.map in MAPS
         self._closed = False
@@ -631,22 +637,48 @@ class CarlaSession:
         self._lights_frozen = False
         self.cleanup_errors: list[str] = []
         self.actors: list[_Actor] = []
-        s_world, s_carla, s_sensors = seed.spawn(3)  # same World stream as the builtin backend
+        for s in rig.cameras:
+            if any(s.camera.distortion):
+                raise InputError("the carla backend renders pinhole cameras; lens distortion is not supported yet",
+                                 key=f"sensors.{s.name}.attributes.distortion")
+        self.drive = self._choose_drive(backend.drive)
+        s_world, s_carla, s_sensors = streams(seed, 3)  # the builtin backend's streams: same World, same sensor rngs
         self._s_world = s_world
-        s_bp, s_tm = s_carla.spawn(2)
+        s_bp, s_tm = streams(s_carla, 2)
         self._rng_bp = np.random.default_rng(s_bp)
         self._tm_seed = int(s_tm.generate_state(1, np.uint32)[0])
-        self._sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, s_sensors.spawn(len(rig.sensors)))}
+        sensor_streams = streams(s_sensors, len(rig.sensors) + 1)
+        self._sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, sensor_streams)}
+        self._mounts = jittered_mounts(rig, scenario.sensor_jitter, np.random.default_rng(sensor_streams[-1]))
         self._k = 0
+        self._t_now = 0.0
         self._prev_lidar_pose: dict[str, np.ndarray] = {}
         self._last_states = None
-        self._trig = TriggerState()
         self._lights_cmd: dict[str, str] = {}
+        self._weather_set = None
         try:
             self._open(host, port)
         except BaseException:
             self.close()
             raise
+
+    def _choose_drive(self, want: str) -> str:
+        if self.record is not None:
+            if not self.builtin_map:
+                raise InputError("replaying an episode in CARLA needs a builtin map", key="map")
+            return "replay"
+        unsupported = physics_unsupported(self.scenario, self.builtin_map)
+        if want == "simgen" or (want == "auto" and unsupported):
+            if not self.builtin_map:
+                raise InputError(f"CARLA's controllers cannot play {'; '.join(unsupported)}, and drive='simgen' needs a builtin map",
+                                 file=self.source)
+            if want == "auto":
+                log.warning("%s: CARLA's controllers cannot play %s; the builtin simulator drives the actors (drive='simgen')",
+                            self.scenario.name, "; ".join(unsupported))
+            return "simgen"
+        if unsupported:
+            raise InputError(f"drive='carla' cannot play {'; '.join(unsupported)}; use drive='simgen' or 'auto'", file=self.source)
+        return "carla"
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _open(self, host: str, port: int) -> None:
@@ -668,17 +700,27 @@ class CarlaSession:
         self._world_for_restore = self.world
         self.map = self.world.get_map()
         self._configure_time()
-        self._tm = self.client.get_trafficmanager(be.tm_port)
-        self._tm.set_synchronous_mode(True)
-        self._tm_sync_set = True
-        self._tm.set_random_device_seed(self._tm_seed)
-        self.world.set_weather(self._weather())
+        if self.drive == "carla":
+            self._tm = self.client.get_trafficmanager(be.tm_port)
+            self._tm.set_synchronous_mode(True)
+            self._tm_sync_set = True
+            self._tm.set_random_device_seed(self._tm_seed)
+        self._applied = self._apply_environment(0.0)
         plans = self._plans()
         self._setup_lights()
         self._spawn_actors(plans)
         self._spawn_sensors()
-        for act in self.actors:
-            self._start_behaviour(act, act.plan.behaviour, initial=True)
+        if self.drive == "carla":
+            self._trig = self.sim_world if self.builtin_map else _TriggerShim([a.plan for a in self.actors])
+            self._trig_actor = {a.sid: self._trig.actors[a.plan.row] for a in self.actors} if self.builtin_map else \
+                {a.sid: wa for a, wa in zip(self.actors, self._trig.actors)}
+            for act in self.actors:
+                self._trig_actor[act.sid].dims = np.asarray(act.dims, float)  # trigger distances use the rendered boxes
+                self._start_behaviour(act, act.plan.behaviour, initial=True)
+        else:
+            for act in self.actors:
+                if act.driver != "walker":
+                    act.actor.set_simulate_physics(False)  # placed each tick where the simulator says
 
     def _load_map(self, world):
         carla, name = self.carla, self.scenario.map
@@ -711,12 +753,19 @@ class CarlaSession:
         st.max_substep_delta_time, st.max_substeps = substep_settings(self.dt)
         self.world.apply_settings(st)
 
-    def _weather(self):
-        w = self.carla.WeatherParameters()
-        for f in dataclasses.fields(self.scenario.weather):
-            if hasattr(w, f.name):
-                setattr(w, f.name, float(getattr(self.scenario.weather, f.name)))
-        return w
+    def _apply_environment(self, t: float) -> dict[str, float]:
+        """Weather (and sun from time of day) at time t on the server; returns the values applied (Frame.applied)."""
+        from simgen.sim import environment
+
+        spec_t = environment.at(self.scenario, t)
+        if spec_t.weather != self._weather_set:
+            w = self.carla.WeatherParameters()
+            for f in dataclasses.fields(spec_t.weather):
+                if hasattr(w, f.name):
+                    setattr(w, f.name, float(getattr(spec_t.weather, f.name)))
+            self.world.set_weather(w)
+            self._weather_set = spec_t.weather
+        return environment.applied(spec_t, list(self.scenario.randomize))
 
     # ------------------------------------------------------------------------------------------------ actors
     def _plans(self) -> list[_Plan]:
@@ -728,6 +777,8 @@ class CarlaSession:
         from simgen.sim.world import World
 
         w = World(self.scenario, rng=np.random.default_rng(self._s_world), source=self.source)
+        if self.record is not None:
+            self.record.apply_to(w)
         self.sim_world = w
         n_scn = 1 + len(self.scenario.actors)
         plans = []
@@ -737,13 +788,13 @@ class CarlaSession:
                 s, lat = (float(v) for v in w.map.lanes[a.lane].centre.project(np.array([a.x, a.y])))
             plans.append(_Plan(a.id, a.name, a.kind, a.is_ego, np.asarray(a.dims, float), np.asarray(a.colour, np.float32),
                                a.x, a.y, a.z, a.yaw, a.speed, a.behaviour, tuple(a.events), a.lane, s, lat,
-                               a.walk_left_m, traffic=i >= n_scn))
+                               a.walk_left_m, traffic=i >= n_scn, row=i))
         self._check_waypoints(plans)
         return plans
 
     def _check_waypoints(self, plans: list[_Plan]) -> None:
         """Lane placements through CARLA's waypoints: the OpenDRIVE lane of the simgen lane must be where the builtin
-        map says (else the export and the builtin map disagree), and gives the road height."""
+        map says (else the export and the builtin map disagree)."""
         for p in plans:
             if p.lane is None or p.lane not in self.layout.lanes:
                 continue
@@ -828,7 +879,8 @@ class CarlaSession:
             if bp.has_attribute("is_invincible"):
                 bp.set_attribute("is_invincible", "false")
             # put the box's bottom centre at the planned footprint centre, SPAWN_LIFT_M above the ground
-            T_bottom = pose_matrix(p.x, p.y, p.z + SPAWN_LIFT_M, p.yaw)
+            lift = SPAWN_LIFT_M if self.drive == "carla" or not p.kind.vehicle else 0.0
+            T_bottom = pose_matrix(p.x, p.y, p.z + lift, p.yaw)
             tf = matrix_to_carla(T_bottom @ invert(T_actor_from_box_bottom(boxes[bp_id])), carla)
             a = self.world.try_spawn_actor(bp, tf)
             if a is None:
@@ -852,16 +904,19 @@ class CarlaSession:
         keys = np.array(sorted(self._by_cid), np.int64)
         self._cid_keys, self._cid_vals = keys, np.array([self._by_cid[k] for k in keys.tolist()], np.uint32)
         self._ids = np.array([a.sid for a in self.actors], np.int32)
+        self._rows = np.array([a.plan.row for a in self.actors], int)
+        self._row = {a.sid: i for i, a in enumerate(self.actors)}
         self._dims = np.array([a.dims for a in self.actors], float)
-        for act in self.actors:  # initial motion
-            if act.driver == "vehicle" and act.speed_cmd > 0:
-                act.actor.set_target_velocity(vector_to_carla(act.speed_cmd * np.array([math.cos(act.heading), math.sin(act.heading), 0.0]), carla))
+        if self.drive == "carla":
+            for act in self.actors:  # initial motion
+                if act.driver == "vehicle" and act.speed_cmd > 0:
+                    v = act.speed_cmd * np.array([math.cos(act.heading), math.sin(act.heading), 0.0])
+                    act.actor.set_target_velocity(vector_to_carla(v, carla))
 
     # ------------------------------------------------------------------------------------------------ sensors
     def _spawn_sensors(self) -> None:
         carla = self.carla
         lib = self.world.get_blueprint_library()
-        keys = []
         specs = []
         for s in self.rig.sensors:
             if s.type == "camera":
@@ -878,7 +933,6 @@ class CarlaSession:
                 specs.append((s, "lidar", "sensor.lidar.ray_cast_semantic", attrs))
         keys = [f"{s.name}:{stream}" for s, stream, _, _ in specs]
         self.collector = FrameCollector(keys)
-        T_ego_actor_from_bottom = self.ego.T_actor_from_bottom
         for (s, stream, bp_id, attrs), key in zip(specs, keys):
             bp = lib.find(bp_id)
             for k, v in attrs.items():
@@ -889,12 +943,11 @@ class CarlaSession:
                 bp.set_attribute("sensor_tick", "0.0")
             if bp.has_attribute("role_name"):
                 bp.set_attribute("role_name", f"simgen/{key}")
-            tf = matrix_to_carla(T_ego_actor_from_bottom @ s.mount.matrix(), carla)
+            tf = matrix_to_carla(self.ego.T_actor_from_bottom @ self._mounts[s.name], carla)  # the jittered mounting
             sensor = self.world.spawn_actor(bp, tf, attach_to=self.ego.actor)
             self._spawned.append(sensor.id)
             self._sensors.append(sensor)
             sensor.listen(self.collector.callback(key))
-        self._mounts = {s.name: s.mount.matrix() for s in self.rig.sensors}
         self._K = {s.name: intrinsics_from_fov(s.camera.image_size_x, s.camera.image_size_y, s.camera.fov) for s in self.rig.cameras}
         self._resolver = InstanceResolver(self._by_cid)
 
@@ -905,7 +958,6 @@ class CarlaSession:
         self._tl_actor: dict[str, object] = {}
         if self.builtin_map:
             m = self.sim_world.map
-            self._light_groups = [(tl.id, tl.group) for tl in m.traffic_lights]
             by_odr = {}
             for a in tls:
                 try:
@@ -923,56 +975,64 @@ class CarlaSession:
                     a = min(cands, key=lambda c: c[0])[1] if cands else None
                 if a is None:
                     warnings.warn(f"traffic light {tl.id} has no CARLA traffic-light actor: its phases are labelled and obeyed "
-                                  "by simgen's triggers but not rendered", RuntimeWarning, stacklevel=2)
+                                  "by simgen's logic but not rendered", RuntimeWarning, stacklevel=2)
                     continue
                 taken.add(a.id)
                 self._tl_actor[tl.id] = a
             self.world.freeze_all_traffic_lights(True)
             self._lights_frozen = True
+            self.light_ids = [tl.id for tl in m.traffic_lights]
         else:
-            self._light_groups = []
             for a in tls:
                 try:
                     odr = str(a.get_opendrive_id())
                 except Exception:  # noqa: BLE001
                     odr = ""
                 self._tl_actor[f"tl_{odr or a.id}"] = a
-        self.light_ids = [lid for lid, _ in self._light_groups] if self.builtin_map else sorted(self._tl_actor)
+            self.light_ids = sorted(self._tl_actor)
 
-    def _apply_lights(self, t: float) -> dict[str, str]:
-        carla = self.carla
-        if not self.builtin_map:
-            states = {}
-            for lid, a in self._tl_actor.items():
-                st = str(a.get_state()).rsplit(".", 1)[-1].lower()
-                if st not in LIGHT_NAMES:
-                    if lid not in self._lights_cmd:
-                        log.warning("traffic light %s is %s; labelled red", lid, st)
-                    st = "red"
-                states[lid] = st
-            self._lights_cmd = states
-            return states
-        want = light_phases(t, self.scenario.traffic_light_cycle_s, self._light_groups)
-        code = {"red": carla.TrafficLightState.Red, "yellow": carla.TrafficLightState.Yellow, "green": carla.TrafficLightState.Green}
+    def _set_lights(self, want: dict[str, str]) -> dict[str, str]:
+        """Command the CARLA lights of a builtin map to ``want`` (id -> red/yellow/green); returns it."""
+        code = {"red": self.carla.TrafficLightState.Red, "yellow": self.carla.TrafficLightState.Yellow,
+                "green": self.carla.TrafficLightState.Green}
         for lid, st in want.items():
             if self._lights_cmd.get(lid) != st and lid in self._tl_actor:
                 self._tl_actor[lid].set_state(code[st])
-        self._lights_cmd = want
+        self._lights_cmd = dict(want)
         return want
 
-    # ------------------------------------------------------------------------------------------------ behaviours
-    def _route_path(self, lane_id: str | None) -> list:
-        """Locations through the junctions on the builtin route from ``lane_id`` (straight on), for TM set_path."""
+    def _town_lights(self) -> dict[str, str]:
+        """States of a CARLA town's own lights (Off/Unknown are labelled red: the episode format has no code for them)."""
+        states = {}
+        for lid, a in self._tl_actor.items():
+            st = str(a.get_state()).rsplit(".", 1)[-1].lower()
+            if st not in LIGHT_NAMES:
+                if lid not in self._lights_cmd:
+                    log.warning("traffic light %s is %s; labelled red", lid, st)
+                st = "red"
+            states[lid] = st
+        self._lights_cmd = states
+        return states
+
+    # ------------------------------------------------------------------------------------------------ drive="carla"
+    def _route_path(self, lane_id: str | None, turns=()) -> list:
+        """Locations through the junctions on the builtin route from ``lane_id`` (``turns`` at each choice, then
+        straight on), for the Traffic Manager's ``set_path``."""
         if not self.builtin_map or lane_id is None:
             return []
         m = self.sim_world.map
-        locs, seen, lane = [], set(), m.lanes.get(lane_id)
+        locs, seen, lane, choice = [], set(), m.lanes.get(lane_id), 0
         while lane is not None and lane.id not in seen:
             seen.add(lane.id)
             succ = lane.successors
             if not succ:
                 break
-            nxt = m.lanes[succ["straight"] if "straight" in succ else next(iter(succ.values()))]
+            if len(succ) > 1:
+                turn = turns[choice] if choice < len(turns) else "straight"
+                choice += 1
+            else:
+                turn = "straight" if "straight" in succ else next(iter(succ))
+            nxt = m.lanes[succ.get(turn, next(iter(succ.values())))]
             if nxt.kind == "connector":
                 exit_lane = m.lanes[nxt.successors["straight"]]
                 for s in (1.0, min(20.0, exit_lane.centre.length)):
@@ -983,16 +1043,21 @@ class CarlaSession:
 
     def _start_behaviour(self, act: _Actor, b: Behaviour, initial: bool = False) -> None:
         """Switch an actor to behaviour ``b`` (the builtin ``World._start_behaviour`` semantics, CARLA mechanisms)."""
-        carla, tm = self.carla, self._tm
+        tm = self._tm
         act.behaviour = b
-        if act.mode == "tm" and b.type not in ("lane_follow", "lane_change"):
+        act.t0 = self._t_now
+        if act.mode in ("tm", "profile") and b.type not in ("lane_follow", "lane_change", "scripted"):
             act.actor.set_autopilot(False, self.backend.tm_port)
-        if b.type in ("parked", "stand"):
+        if b.type in ("parked", "stand", "open_door"):
             act.speed_cmd = 0.0
             act.mode = "hold"
             self._hold(act)
+            if b.type == "open_door" and act.driver == "vehicle":
+                act.door_sign = 1.0 if b.direction == "left" else -1.0
+                self._open_door(act)
             return
         if b.type == "walk":
+            act.walked, act.hesitate_until = 0.0, None
             if not initial:
                 act.heading = float(self._yaw_now(act) + math.radians(b.heading_deg))
                 act.walk_left = b.distance_m
@@ -1008,7 +1073,7 @@ class CarlaSession:
             act.mode = "ramp"
             self._coast(act)
             return
-        # lane_follow / lane_change
+        # lane_follow / lane_change / scripted
         target = b.speed_mps if b.speed_mps is not None else (max(act.speed_cmd, 0.1) if act.speed_cmd > 0 else 10.0)
         if act.driver != "vehicle" or (self.builtin_map and act.plan.lane is None):
             # as in the builtin simulator: off-lane vehicles and non-vehicles keep their speed and move straight
@@ -1018,27 +1083,39 @@ class CarlaSession:
             self._coast(act)
             return
         a = act.actor
-        if act.mode != "tm":
+        if act.mode not in ("tm", "profile"):
             a.set_autopilot(True, self.backend.tm_port)
-        act.mode = "tm"
         tm.auto_lane_change(a, False)
-        tm.set_desired_speed(a, float(target * KMH))
         tm.distance_to_leading_vehicle(a, TM_FOLLOW_GAP_M)
-        tm.ignore_lights_percentage(a, 0.0 if b.obey_lights else 100.0)
-        tm.ignore_vehicles_percentage(a, 100.0 if b.obstacles == "none" else 0.0)
-        tm.ignore_walkers_percentage(a, 0.0 if b.obstacles == "all" else 100.0)
+        if b.type == "scripted":  # follows its lane with the profile's speed, ignoring everything else
+            act.mode = "profile"
+            tm.set_desired_speed(a, float(np.interp(0.0, *np.array(b.speed_profile).T)) * KMH)
+            for f in (tm.ignore_lights_percentage, tm.ignore_vehicles_percentage, tm.ignore_walkers_percentage):
+                f(a, 100.0)
+        else:
+            act.mode = "tm"
+            tm.set_desired_speed(a, float(target * KMH))
+            tm.ignore_lights_percentage(a, 0.0 if b.obey_lights else 100.0)
+            tm.ignore_vehicles_percentage(a, 100.0 if b.obstacles == "none" else 0.0)
+            tm.ignore_walkers_percentage(a, 0.0 if b.obstacles == "all" else 100.0)
         if b.type == "lane_change":
-            lane = self.sim_world.map.lanes.get(act.plan.lane) if self.builtin_map and act.plan.lane else None
             if self.builtin_map:
+                lane = self.sim_world.map.lanes.get(act.plan.lane) if act.plan.lane else None
                 nxt = getattr(lane, b.direction) if lane is not None else None
                 if nxt is None:
                     raise InputError(f"{act.name} cannot change lanes {b.direction}: lane {act.plan.lane} has no lane to its {b.direction}",
                                      file=self.source, key=f"{act.name}.events")
                 act.plan.lane = nxt
             tm.force_lane_change(a, b.direction == "right")  # TM: True = to the right (LocalizationStage)
-        path = self._route_path(act.plan.lane)
+        path = self._route_path(act.plan.lane, b.turns)
         if path:
             tm.set_path(a, path)
+
+    def _open_door(self, act: _Actor) -> None:
+        door = getattr(self.carla, "VehicleDoor", None)
+        if door is not None and hasattr(act.actor, "open_door") and not act.door_opened:
+            act.actor.open_door(door.FL if act.door_sign > 0 else door.FR)  # CARLA animates the door itself
+            act.door_opened = True
 
     def _coast(self, act: _Actor) -> None:
         """Release the throttle a Traffic Manager may have left applied (the target velocity then rules the motion)."""
@@ -1063,6 +1140,28 @@ class CarlaSession:
             return act.speed_cmd
         return float(np.linalg.norm(self._last_states.velocity[self._row[act.sid], :2]))
 
+    def _physics_events(self, t_prev: float) -> list:
+        """Triggers at ``t_prev`` on the observed states, by ``World.check_events`` itself (the builtin World,
+        kept in step with CARLA, or a shim on a town); started behaviours are handed to CARLA's controllers."""
+        from simgen.sim.world import World
+
+        st, w = self._last_states, self._trig
+        before = {}
+        for i, act in enumerate(self.actors):
+            wa = self._trig_actor[act.sid]
+            wa.x, wa.y, wa.yaw = float(st.pose[i, 0]), float(st.pose[i, 1]), float(st.pose[i, 3])
+            wa.speed = float(np.linalg.norm(st.velocity[i, :2]))
+            wa.crashed = act.crashed
+            before[act.sid] = wa.behaviour
+        w.time_s = t_prev
+        n = len(w.event_log)
+        World.check_events(w)
+        for act in self.actors:
+            wa = self._trig_actor[act.sid]
+            if wa.behaviour is not before[act.sid]:
+                self._start_behaviour(act, wa.behaviour)
+        return list(w.event_log[n:])
+
     def _controls(self, first: bool) -> None:
         """Per-tick commands for the motion of the coming tick (one batch)."""
         carla, cmd = self.carla, self.carla.command
@@ -1070,12 +1169,15 @@ class CarlaSession:
         batch = []
         for act in self.actors:
             if act.crashed and act.mode not in ("hold", "idle"):
-                if act.mode == "tm":
+                if act.mode in ("tm", "profile"):
                     act.actor.set_autopilot(False, self.backend.tm_port)
                 act.mode, act.speed_cmd = "hold", 0.0
                 self._hold(act)
                 continue
-            if act.mode == "ramp":
+            if act.mode == "profile":
+                v = float(np.interp(self._t_now + dt - act.t0, *np.array(act.behaviour.speed_profile).T))
+                self._tm.set_desired_speed(act.actor, v * KMH)
+            elif act.mode == "ramp":
                 if not first:
                     act.speed_cmd = max(0.0, act.speed_cmd - act.decel * dt)
                 yaw = self._yaw_now(act)
@@ -1091,11 +1193,7 @@ class CarlaSession:
                     act.heading = yaw
                     self._kinematic(act, batch)
             elif act.mode in ("walk", "straight", "kinematic"):
-                step = act.speed_cmd * dt
-                if act.walk_left is not None:
-                    step = min(step, max(act.walk_left, 0.0))
-                    act.walk_left -= step
-                speed = step / dt
+                speed = self._walk_speed(act, dt)
                 if act.mode == "walk":
                     batch.append(cmd.ApplyWalkerControl(act.cid, self._walker_control(act.heading, speed)))
                 elif act.mode == "straight":
@@ -1107,6 +1205,27 @@ class CarlaSession:
             for r in self.client.apply_batch_sync(batch, False):
                 if getattr(r, "error", None):
                     log.warning("CARLA command failed: %s", r.error)
+
+    def _walk_speed(self, act: _Actor, dt: float) -> float:
+        """Commanded speed for the coming tick of a straight mover: distance budget and hesitation as in the
+        builtin ``World._walk``."""
+        b = act.behaviour
+        if act.hesitate_until is not None:
+            if self._t_now + 1e-9 < act.hesitate_until:
+                return 0.0
+            act.hesitate_until = None
+            act.speed_cmd = b.speed_mps if b.speed_mps is not None else 1.4
+        step = act.speed_cmd * dt
+        pause = b.type == "walk" and b.hesitate_at_m is not None and b.hesitate_s > 0 and act.walked < b.hesitate_at_m <= act.walked + step
+        if pause:
+            step = b.hesitate_at_m - act.walked
+        if act.walk_left is not None:
+            step = min(step, max(act.walk_left, 0.0))
+            act.walk_left -= step
+        act.walked += step
+        if pause:
+            act.hesitate_until = self._t_now + dt + b.hesitate_s
+        return step / dt
 
     def _walker_control(self, yaw: float, speed: float):
         carla = self.carla
@@ -1122,6 +1241,61 @@ class CarlaSession:
         batch.append(self.carla.command.ApplyTransform(act.cid, matrix_to_carla(T, self.carla)))
         act.kin_velocity = v * np.array([math.cos(act.heading), math.sin(act.heading), 0.0])
 
+    def _door_angles(self, t: float) -> np.ndarray:
+        """Door opening (rad, signed as in the builtin World) of actors playing open_door: the builtin schedule
+        (full opening over ``duration_s``); CARLA's own door animation may run at another pace."""
+        out = np.zeros(len(self.actors))
+        for i, act in enumerate(self.actors):
+            if act.door_sign and act.behaviour.type == "open_door":
+                out[i] = act.door_sign * min(DOOR_OPEN_RAD, DOOR_OPEN_RAD * (t - act.t0) / act.behaviour.duration_s)
+        return out
+
+    # ------------------------------------------------------------------------------------------------ drive="simgen"/"replay"
+    def _follow(self, target) -> None:
+        """Place the CARLA actors where ``target`` (the spawned rows of an ActorStates) says before the tick:
+        vehicles and props teleported (physics off), walkers put one tick short of the target and walked into it
+        (so they animate)."""
+        carla, cmd = self.carla, self.carla.command
+        batch = []
+        for i, act in enumerate(self.actors):
+            x, y, z, yaw = target.pose[i]
+            v = target.velocity[i]
+            if act.driver == "walker":
+                speed = float(np.hypot(v[0], v[1]))
+                T = pose_matrix(x - v[0] * self.dt, y - v[1] * self.dt, z, yaw) @ invert(act.T_actor_from_bottom)
+                batch.append(cmd.ApplyTransform(act.cid, matrix_to_carla(T, carla)))
+                heading = math.atan2(v[1], v[0]) if speed > 1e-3 else yaw
+                batch.append(cmd.ApplyWalkerControl(act.cid, self._walker_control(heading, speed)))
+            else:
+                T = pose_matrix(x, y, z, yaw) @ invert(act.T_actor_from_bottom)
+                batch.append(cmd.ApplyTransform(act.cid, matrix_to_carla(T, carla)))
+            door = target.door[i] if target.door is not None else 0.0
+            if door and act.driver == "vehicle" and not act.door_opened:
+                act.door_sign = 1.0 if door > 0 else -1.0
+                self._open_door(act)
+        for r in self.client.apply_batch_sync(batch, False):
+            if getattr(r, "error", None):
+                log.warning("CARLA command failed: %s", r.error)
+
+    def _target(self):
+        """(ActorStates of the spawned actors, lights, collisions, events, time) from the simulator or the record."""
+        k = self._k
+        if self.drive == "simgen":
+            w = self.sim_world
+            n_ev = len(w.event_log)
+            collisions = w.step() if k > 0 else []
+            st, lights, events, t = w.states(), w.light_states(), list(w.event_log[n_ev:]), w.time_s
+        else:
+            st, lights, collisions, events, t = self.record.frame(k)
+        rows = self._rows
+        keep = set(self._ids.tolist())
+        st = dataclasses.replace(st, ids=st.ids[rows], names=tuple(st.names[r] for r in rows),
+                                 kinds=tuple(st.kinds[r] for r in rows), semantic=st.semantic[rows], pose=st.pose[rows],
+                                 velocity=st.velocity[rows], accel=st.accel[rows], dims=st.dims[rows],
+                                 door=st.door[rows] if st.door is not None else None)
+        collisions = [(a, b) for a, b in collisions if a in keep and b in keep]
+        return st, lights, collisions, events, float(t)
+
     # ------------------------------------------------------------------------------------------------ stepping
     def static_info(self) -> dict:
         return {
@@ -1135,8 +1309,8 @@ class CarlaSession:
         }
 
     def provenance(self) -> dict:
-        """CARLA-specific facts worth storing with the episode (versions, blueprints chosen)."""
-        return {"server_version": self.server_version, "client_version": self.client_version,
+        """CARLA-specific facts worth storing with the episode (versions, drive mode, blueprints chosen)."""
+        return {"server_version": self.server_version, "client_version": self.client_version, "drive": self.drive,
                 "blueprints": {a.name: a.blueprint for a in self.actors}}
 
     def _tick(self) -> int:
@@ -1151,29 +1325,31 @@ class CarlaSession:
         if self._closed:
             raise RunError("the CARLA session is closed")
         k, dt = self._k, self.dt
-        events = []
-        if k > 0:
-            t_prev = (k - 1) * dt
-            st = self._last_states
-            tacts = [TriggerActor(a.name, st.pose[i, :2].copy(), st.velocity[i, :2].copy(), float(a.dims[0]), a.plan.events, a.crashed)
-                     for i, a in enumerate(self.actors)]
-            for i, key, beh in evaluate_triggers(tacts, self._trig, t_prev):
-                events.append((t_prev, self.actors[i].name, key))
-                if beh is not None:
-                    self._start_behaviour(self.actors[i], beh)
-        t = k * dt
-        lights = self._apply_lights(t)
-        self._controls(first=(k == 0))
+        follow = None
+        if self.drive == "carla":
+            events = []
+            if k > 0:
+                self._t_now = (k - 1) * dt
+                events = self._physics_events(self._t_now)
+            t = k * dt
+            lights = self._set_lights(self.sim_world.light_states(t)) if self.builtin_map else self._town_lights()
+            self._controls(first=(k == 0))
+        else:
+            follow, lights, collisions, events, t = self._target()
+            self._set_lights(lights)
+            self._follow(follow)
+        applied = self._apply_environment(t)
         frame_id = self._tick()
         snap = self.world.get_snapshot()
         if int(snap.frame) != frame_id:
             raise RunError(f"world snapshot is of frame {snap.frame}, the tick returned frame {frame_id}")
         data = self.collector.wait(frame_id, self.backend.sensor_timeout_s)
-        states = self._states(snap)
-        collisions = self._collisions(states)
+        states = self._states(snap, follow, t)
+        if follow is None:
+            collisions = self._collisions(states)
         T_we = matrix_from_carla(snap.find(self.ego.cid).get_transform()) @ self.ego.T_actor_from_bottom
         frame = Frame(index=k, time_s=t, T_world_from_ego=T_we, actors=states, lights=dict(lights), collisions=collisions,
-                      events=events, T_ego_from_sensor=dict(self._mounts))
+                      events=events, T_ego_from_sensor=dict(self._mounts), applied=applied)
         T_wb = pose_matrix(states.pose[:, 0], states.pose[:, 1], states.pose[:, 2] + states.dims[:, 2] / 2, states.pose[:, 3])
         for s in self.rig.cameras:
             frame.cameras[s.name] = self._camera(s, data, states, T_wb)
@@ -1183,7 +1359,9 @@ class CarlaSession:
         self._k += 1
         return frame
 
-    def _states(self, snap):
+    def _states(self, snap, follow, t: float):
+        """Actor states of the rendered frame: poses from CARLA's snapshot (what was rendered); velocities and
+        accelerations from CARLA (drive="carla") or from the simulator/record the actors were placed by."""
         from simgen.sim.world import ActorStates
 
         A = len(self.actors)
@@ -1194,15 +1372,22 @@ class CarlaSession:
                 raise RunError(f"actor {act.name} (CARLA id {act.cid}) is missing from frame {snap.frame}")
             T = matrix_from_carla(s.get_transform()) @ act.T_actor_from_bottom
             pose[i] = (T[0, 3], T[1, 3], T[2, 3], math.atan2(T[1, 0], T[0, 0]))
+            if follow is not None:
+                continue
             v = act.kin_velocity if act.driver == "prop" else None
             vel[i] = v if v is not None else xyz_from_carla(s.get_velocity())
             acc[i] = float(xyz_from_carla(s.get_acceleration()) @ T[:3, 0]) if v is None else 0.0
-        self._row = {a.sid: i for i, a in enumerate(self.actors)}
+        if follow is not None:
+            vel, acc = follow.velocity.copy(), follow.accel.copy()
+            door = follow.door.copy() if follow.door is not None else np.zeros(A)
+        else:
+            door = self._door_angles(t)
         return ActorStates(ids=self._ids.copy(), names=tuple(a.name for a in self.actors), kinds=tuple(a.plan.kind.name for a in self.actors),
                            semantic=np.array([a.plan.kind.semantic for a in self.actors], np.uint8), pose=pose, velocity=vel,
-                           accel=acc, dims=self._dims.copy())
+                           accel=acc, dims=self._dims.copy(), door=door)
 
     def _collisions(self, states) -> list[tuple[int, int]]:
+        """The builtin footprint test on the rendered boxes (drive="carla"); crashed actors stop as in the builtin World."""
         from simgen.sim.world import overlapping_pairs
 
         out = []
@@ -1250,7 +1435,8 @@ class CarlaSession:
         T_start = self._prev_lidar_pose.get(s.name, T_ws)
         self._prev_lidar_pose[s.name] = T_ws
         return LidarData(T_ws, T_start, xyz[idx], intensity[idx], pts["tag"][idx], inst,
-                         np.full(len(idx), t, np.float64), pts["channel"][idx])
+                         np.full(len(idx), t, np.float64), pts["channel"][idx],
+                         false_return=np.zeros(len(idx), np.uint8))  # CARLA simulates no fog/rain returns
 
     # ------------------------------------------------------------------------------------------------ clean-up
     def _destroy(self, ids: list[int]) -> None:
@@ -1378,7 +1564,7 @@ class _TownPlanner:
             walk_left = behaviour.distance_m
             speed = behaviour.speed_mps if behaviour.speed_mps is not None else speed
         return _Plan(sid, name, kind, sid == 1, dims, np.asarray(colour, np.float32), x, y, z, yaw, float(speed), behaviour,
-                     tuple(events), lane, 0.0, 0.0, walk_left, traffic)
+                     tuple(events), lane, 0.0, 0.0, walk_left, traffic, row=sid - 1)
 
     def plans(self) -> list[_Plan]:
         sc = self.se.scenario

@@ -39,6 +39,7 @@ def add_subcommand(sub) -> None:
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     p.add_argument("--executors", default="local,ray", help="comma-separated executors (default local,ray)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is kept (default 1)")
     p.add_argument("--threads", default="auto",
                    help="comma-separated per-worker thread settings for the local executor: auto, N, pinN "
                         "(e.g. auto,1,pin1); default auto")
@@ -60,7 +61,7 @@ def cmd_bench(a) -> int:
 
     return main(episodes=a.episodes, frames=a.frames, workers=[int(x) for x in a.workers.split(",") if x],
                 executors=[x for x in a.executors.split(",") if x], threads=[x for x in a.threads.split(",") if x],
-                as_json=a.json)
+                repeat=a.repeat, as_json=a.json)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,7 +101,6 @@ class Job:
     episodes: int
     src: object  # ScenarioSource
     rig_spec: object  # RigSpec
-    frames_per_episode: int  # frames of episode 0 (for progress/ETA only)
 
     def seed(self, plan_seed: int) -> np.random.SeedSequence:
         """The job's SeedSequence: child ``index`` of ``SeedSequence(plan_seed)``."""
@@ -169,25 +168,27 @@ def episode_seed(plan_seed: int, job_index: int, episode: int) -> np.random.Seed
 def plan_one(src, seed: np.random.SeedSequence, index: int):
     """One episode's :class:`simgen.runner.EpisodePlan` from its own SeedSequence.
 
-    Mirrors the loop body of :func:`simgen.runner.plan_episodes` (which takes an int seed): parameter stream and
-    simulation stream spawned from the episode's sequence, placement checked with a World built from the
-    simulation stream's first child.  ``tests/simgen/test_batch.py`` checks the two agree.
+    Mirrors the loop body of :func:`simgen.runner.plan_episodes` (which takes an int seed and spawns the
+    episodes' sequences itself): parameter and simulation streams from :func:`simgen.seeding.streams`, placement
+    checked with a World.  ``tests/simgen/test_batch.py`` checks the two agree stream for stream.
     """
     from simgen.runner import EpisodePlan
+    from simgen.seeding import streams
     from simgen.sim.world import World
     from simgen.spec.scenario import concretise
 
-    s_param, s_sim = seed.spawn(2)
+    s_param, s_sim = streams(seed, 2)
     spec, values = concretise(src, rng=np.random.default_rng(s_param))
-    World(spec, rng=np.random.default_rng(s_sim.spawn(1)[0]), source=src.path)  # placement checks only
+    World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
     return EpisodePlan(index, seed, spec, values, s_sim)
 
 
 def sample_params(task: EpisodeTask) -> dict:
     """The sampled scenario parameters of one episode (no simulation)."""
+    from simgen.seeding import streams
     from simgen.spec.scenario import concretise
 
-    s_param, _ = task.seed.spawn(2)
+    s_param, _ = streams(task.seed, 2)
     return concretise(task.job.src, rng=np.random.default_rng(s_param))[1]
 
 
@@ -238,13 +239,13 @@ def load_plan(path: str | Path) -> Plan:
             if rig_path not in rigs:
                 rigs[rig_path] = load_rig(rig_path)
             src = load_scenario_source(scen, list(overrides))
-            ep0 = plan_one(src, episode_seed(spec.seed, j, 0), 0)
+            plan_one(src, episode_seed(spec.seed, j, 0), 0)  # episode 0 samples and places
         except InputError as e:
             raise jctx.error(str(e)) from None
         if any(job.name == name for job in jobs):
             raise jctx.key("name").error(f"duplicate job name {name!r}; give the jobs distinct names")
         jobs.append(Job(j, name, str(scen), overrides, str(rig_path), js.frames, js.backend, js.episodes, src,
-                        rigs[rig_path], js.frames or ep0.spec.n_frames))
+                        rigs[rig_path]))
     ident = {"format": "simgen-batch-plan/1", "seed": spec.seed, "jobs": [
         {"name": jb.name, "backend": jb.backend, "frames": jb.frames, "scenario": jb.src.raw,
          "rig": rig_to_dict(jb.rig_spec)} for jb in jobs]}

@@ -21,7 +21,7 @@ from annotators.ground_truth import FrameLabels
 from simgen.backends.base import Frame
 from simgen.spec.schema import to_dict
 
-LIGHT_CODES = {"red": 0, "yellow": 1, "green": 2}
+LIGHT_CODES = {"red": 0, "yellow": 1, "green": 2, "off": 3}
 _IMG = dict(compression="gzip", compression_opts=1, shuffle=True)
 _IMG_LEVEL = 1
 try:  # ISA-L emits standard zlib streams (what HDF5's deflate filter reads) about 4x faster than zlib

@@ -24,7 +24,7 @@ import yaml
 from simgen.errors import InputError
 from simgen.sim.world import ActorStates
 
-LIGHT_NAMES = {0: "red", 1: "yellow", 2: "green"}
+LIGHT_NAMES = {0: "red", 1: "yellow", 2: "green", 3: "off"}
 SUPPORTED = (1,)
 
 

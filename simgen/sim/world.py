@@ -435,7 +435,8 @@ class World:
         ew = "green" if ph2 < g else "yellow" if ph2 < g + y else "red"
         return {tl.id: (ns if tl.group == "NS" else ew) for tl in self.map.traffic_lights}
 
-    def _ttc_to_ego(self, a: Actor) -> float:
+    def ttc_to_ego(self, a: Actor) -> float:
+        """Time-to-collision (s) from the ego to actor ``a`` along the line joining them (inf if not closing)."""
         ego = self.actors[0]
         rel = np.array([a.x - ego.x, a.y - ego.y])
         dist = np.linalg.norm(rel) - (ego.dims[0] + a.dims[0]) / 2
@@ -444,7 +445,9 @@ class World:
         closing = -np.dot(va - ve, rel) / max(np.linalg.norm(rel), 1e-6)
         return float(dist / closing) if closing > 1e-3 else float("inf")
 
-    def _check_events(self) -> None:
+    def check_events(self) -> None:
+        """Fire events whose triggers hold now (after their delay) and start their behaviours.  Public: the carla
+        backend evaluates triggers with it on the states CARLA reports."""
         by_name = {a.name: a for a in self.actors}
         for a in self.actors:
             for j, e in enumerate(a.events):
@@ -462,7 +465,7 @@ class World:
                         ok &= float(np.hypot(p.x - q.x, p.y - q.y)) <= w.distance_m
                     if w.ttc_s is not None:
                         p = by_name[w.actor] if w.actor else a
-                        ok &= p is not self.actors[0] and self._ttc_to_ego(p) <= w.ttc_s
+                        ok &= p is not self.actors[0] and self.ttc_to_ego(p) <= w.ttc_s
                     if w.after is not None:
                         ok &= w.after in self.applied
                     if w.position is not None:
@@ -483,7 +486,7 @@ class World:
     def step(self) -> list[tuple[int, int]]:
         """Advance one tick; returns the actor-id pairs in collision after the step."""
         dt = self.dt
-        self._check_events()
+        self.check_events()
         lights = self.light_states()
         pos = np.array([[a.x, a.y] for a in self.actors])
         vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])

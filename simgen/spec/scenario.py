@@ -341,8 +341,9 @@ class ScenarioSpec:
     def validate(self, ctx: Ctx) -> None:
         from simgen.world.roads import MAPS
 
-        if self.map not in MAPS:
-            raise ctx.key("map").error(f"got {self.map!r}; allowed: {', '.join(MAPS)}")
+        if self.map not in MAPS and not is_carla_town(self.map):
+            raise ctx.key("map").error(f"got {self.map!r}; allowed: {', '.join(MAPS)}, or a CARLA town (Town01 ... Town15, "
+                                       "carla backend only)")
         ids = {"ego"}
         for i, a in enumerate(self.actors):
             if a.id in ids:
@@ -385,6 +386,13 @@ class ScenarioSpec:
     @property
     def n_frames(self) -> int:
         return max(1, int(round(self.duration_s * self.tick_hz)))
+
+
+def is_carla_town(name: str) -> bool:
+    """CARLA's own maps (Town01, Town10HD_Opt, ...), which only the carla backend can load."""
+    import re
+
+    return re.fullmatch(r"Town\d\d[A-Za-z_]*", name) is not None
 
 
 @dataclass(frozen=True)
