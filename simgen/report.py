@@ -11,7 +11,8 @@ next to it:
 - **randomised values** — per-episode means of every value recorded under ``applied/`` that varies in the run
   (constant ones are listed), and of the scenario's sampled parameters (``parameters_json``);
 - **weather × time of day** — 2-D histograms of fog density and precipitation against sun altitude, per frame
-  from ``applied/`` (or per episode from the stored scenario, ``scenario_yaml``, for episodes without it);
+  from ``applied/`` (or per episode from the stored scenario, ``scenario_yaml``, for episodes without it), and
+  per LiDAR the points per frame and the share of false returns (``sensors/<lidar>/false_return``);
 - **criticality** — minimum time-to-collision per episode and the collision rate (``summary_json``);
 - **samples** — a few camera frames with their semantic segmentation blended over them.
 
@@ -52,7 +53,8 @@ def find_episodes(run_dir: str | Path) -> tuple[list[Path], list[tuple[Path, str
     if root.is_file():
         cands = [root]
     else:
-        cands = sorted(p for p in root.rglob("*") if p.is_file() and (p.suffix == ".h5" or p.name.endswith(".h5.partial")))
+        cands = sorted(p for p in root.rglob("*")
+                       if p.is_file() and (p.suffix == ".h5" or p.name.endswith(".h5.partial")))
     good, skipped = [], []
     for p in cands:
         if p.name.endswith(".partial"):
@@ -84,6 +86,8 @@ class _Stats:
     backends: Counter = field(default_factory=Counter)
     versions: Counter = field(default_factory=Counter)
     sensors: dict = field(default_factory=dict)  # name -> type
+    lidar_returns: dict = field(default_factory=lambda: defaultdict(lambda: np.zeros(4, np.int64)))  # name -> [real,
+    # fog, precipitation, frames]
     objects_by_kind: Counter = field(default_factory=Counter)  # distinct objects seen at least once
     frames_by_kind: Counter = field(default_factory=Counter)  # object-frames seen
     frames_by_class: Counter = field(default_factory=Counter)
@@ -136,6 +140,15 @@ def _gather_episode(path: Path, st: _Stats) -> None:
             st.sensors[name] = typ
             if typ == "camera":
                 cams.append(name)
+            elif typ == "lidar" and "offsets" in g:
+                acc = st.lidar_returns[name]
+                acc[3] += n
+                if "false_return" in g:
+                    fr = g["false_return"]
+                    for a in range(0, fr.shape[0], 1 << 22):  # in slices: bounded memory
+                        acc[:3] += np.bincount(np.minimum(fr[a:a + (1 << 22)], 2), minlength=3)[:3]
+                else:
+                    acc[0] += int(g["offsets"][-1])
         # objects
         static = _attr_json(f, "static_json", {}).get("actors", [])
         if "actors/kind" in f and "labels/objects/seen" in f:
@@ -334,7 +347,8 @@ def _plot_criticality(st: _Stats, out: Path) -> str:
 
 
 def _plot_samples(st: _Stats, out: Path, n_samples: int, camera: str | None) -> str | None:
-    pairs = [(p, nf, cams, lab) for p, nf, cams, lab in st.episodes if nf > 0 and cams and (camera is None or camera in cams)]
+    pairs = [(p, nf, cams, lab) for p, nf, cams, lab in st.episodes
+             if nf > 0 and cams and (camera is None or camera in cams)]
     total = sum(nf for _, nf, _, _ in pairs)
     if not total:
         return None
@@ -503,6 +517,15 @@ def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera:
         B.append(("img", cov, "weather by time of day"))
     else:
         B.append(("p", "No weather information found."))
+
+    if st.lidar_returns:
+        rows = []
+        for name, (real, fog, prec, frames) in sorted(st.lidar_returns.items()):
+            tot = max(int(real + fog + prec), 1)
+            rows.append([name, int(real + fog + prec), f"{(real + fog + prec) / max(frames, 1):.0f}",
+                         f"{100.0 * fog / tot:.2f} %", f"{100.0 * prec / tot:.2f} %"])
+        B.append(("p", "LiDAR returns (false returns are labelled per point: sensors/<lidar>/false_return):"))
+        B.append(("table", ["lidar", "points", "points per frame", "fog backscatter", "rain/snow clutter"], rows))
 
     B.append(("h", 2, "Criticality"))
     ttc = [v for v in st.min_ttc if v is not None]

@@ -168,9 +168,13 @@ def format_behaviours(folder: str | Path | None = None) -> str:
     from simgen.sim.behaviours import BEHAVIOURS, BUILTIN_BEHAVIOURS, TRIGGERS
     from simgen.spec.scenario import load_plugins
 
+    problems = []
     for e in library(folder):
         if e.plugins:
-            load_plugins({"plugins": list(e.plugins)}, str(e.path))
+            try:
+                load_plugins({"plugins": list(e.plugins)}, str(e.path))
+            except InputError as err:  # list what is there; say what could not be loaded
+                problems.append(f"  (not loaded: {err})")
 
     def doc(fn) -> str:
         first = (fn.__doc__ or "").strip().splitlines()
@@ -183,7 +187,7 @@ def format_behaviours(folder: str | Path | None = None) -> str:
     out.append("built-in trigger conditions: time_s, distance_m, ttc_s, after, position, custom (+ delay_s)")
     out.append("registered custom triggers:" + ("" if TRIGGERS else " none"))
     out += [f"  {n}  ({f.__module__})  {doc(f)}" for n, f in sorted(TRIGGERS.items())]
-    return "\n".join(out)
+    return "\n".join(out + problems)
 
 
 def cmd_scenarios(a) -> int:

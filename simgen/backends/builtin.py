@@ -47,6 +47,35 @@ def door_mesh(dims: np.ndarray, angle: float, side: str) -> Mesh:
     return Mesh.build(v, tris, M.PAINT, 0)
 
 
+EXPOSURE_S = 1.0 / 60.0  # camera exposure time for motion blur
+
+
+def _effects_on(fx, weather) -> bool:
+    return bool(fx.noise or fx.vignetting or fx.chromatic_aberration_px or fx.motion_blur or fx.exposure_ev
+                or fx.jpeg_quality is not None or (fx.rain_streaks and weather.precipitation > 0))
+
+
+def ego_motion_flow(cd, ego_prev: np.ndarray, ego_now: np.ndarray, T_ego_from_sensor: np.ndarray, fraction: float) -> np.ndarray:
+    """(H,W,2) image motion in pixels of static scene points while the shutter is open (``fraction`` of the
+    tick): back-project with the depth image, move the camera back along the ego motion, re-project."""
+    from simgen.geometry import T_BODY_FROM_OPTICAL, invert, project_distorted, undistort_pixels
+
+    H, W = cd.depth.shape
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    uv = np.stack([u.ravel(), v.ravel()], 1)
+    xy = undistort_pixels(uv, cd.K, cd.distortion) if cd.distortion is not None else \
+        (uv - cd.K[[0, 1], [2, 2]]) / cd.K[[0, 1], [0, 1]]
+    z = np.minimum(cd.depth.ravel().astype(float), 200.0)
+    p = np.concatenate([xy * z[:, None], z[:, None]], 1)
+    T_now = pose_matrix(*ego_now[:3], ego_now[3]) @ T_ego_from_sensor @ T_BODY_FROM_OPTICAL
+    back = ego_now + fraction * (ego_prev - ego_now)
+    T_back = pose_matrix(*back[:3], back[3]) @ T_ego_from_sensor @ T_BODY_FROM_OPTICAL
+    q = (invert(T_back) @ T_now)
+    pb = p @ q[:3, :3].T + q[:3, 3]
+    uv2, _ = project_distorted(cd.K, cd.distortion, pb, cd.r_max)
+    return np.nan_to_num(uv2 - uv).reshape(H, W, 2).astype(np.float32)
+
+
 def jittered_mounts(rig: RigSpec, jitter, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """T_ego_from_sensor per sensor, perturbed uniformly within ± the scenario's sensor_jitter (drawn always,
     so the stream does not depend on whether jitter is on)."""
@@ -261,7 +290,8 @@ class BuiltinSession:
         # GIL, so the two overlap on a multi-core machine.  Each sensor has its own RNG: results do not depend
         # on the interleaving.
         futures = {name: self._pool.submit(lid.capture, self._prev_time, time_s, ego_prev, ego_now, self.static,
-                                           self.actor_geoms, prev[rows], states.pose[rows], rng=self.sensor_rngs[name])
+                                           self.actor_geoms, prev[rows], states.pose[rows], rng=self.sensor_rngs[name],
+                                           weather=spec_t.weather)
                    for name, lid in self.lidars.items()}
         for name, cam in self.cameras.items():
             frame.cameras[name] = cam.capture(T_we @ self.mounts[name], self.static, self.actor_geoms,
@@ -269,6 +299,17 @@ class BuiltinSession:
                                               road=spec_t.road, lights=artificial_lights(
                                                   self.street_lamps, states, spec_t.weather.sun_altitude_angle,
                                                   spec_t.weather.fog_density, (T_we @ self.mounts[name])[:3, 3]))
+        fx = spec_t.camera_effects
+        if _effects_on(fx, spec_t.weather):
+            from simgen.sensors.effects import apply_camera_effects
+
+            for name, cd in frame.cameras.items():
+                flow = None
+                if fx.motion_blur:
+                    flow = ego_motion_flow(cd, ego_prev, ego_now, self.mounts[name], EXPOSURE_S / w.dt)
+                cd.rgb = apply_camera_effects(cd.rgb, fx, rng=self.sensor_rngs[name], flow=flow,
+                                              precipitation=spec_t.weather.precipitation,
+                                              wind=spec_t.weather.wind_intensity)
         for name, fut in futures.items():
             frame.lidars[name] = fut.result()
         self._prev = states

@@ -14,9 +14,11 @@ def add_subcommand(sub) -> None:
                        description="Run every job of PLAN into DIR.  Re-running the same command resumes: finished "
                                    "episodes (checksums verified) are skipped.")
     p.add_argument("plan", help="plan YAML file (docs/batch.md)")
-    p.add_argument("--out", required=True, help="output directory (created; resumed when it holds this plan's batch)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (created; resumed when it holds this plan's batch)")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="local: a process pool on this machine (default); ray: Ray tasks on a local instance or --ray-address")
+                   help="local: worker processes on this machine (default); ray: Ray actors on a local instance or "
+                        "--ray-address")
     p.add_argument("--workers", type=int, help="parallel builtin-backend workers (default: the CPU count; "
                                                "with --ray-address: the cluster's CPUs)")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local instance)")
@@ -24,7 +26,8 @@ def add_subcommand(sub) -> None:
                    help="start over: clear simgen's outputs in DIR (also needed for a DIR made from another plan)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads-per-worker", type=int, dest="threads",
-                   help="thread limit per local worker (OMP_NUM_THREADS ...; default: cores // workers)")
+                   help="thread limit per local worker (OMP_NUM_THREADS, NUMBA_NUM_THREADS ...; default: "
+                        "cores // workers; 0: no limit)")
     p.add_argument("--pin", action="store_true", help="pin each local worker to its share of the cores")
     p.add_argument("--carla-host", default="127.0.0.1", help="host of the CARLA servers (carla-backend jobs)")
     p.add_argument("--carla-port", type=int, default=2000,

@@ -137,7 +137,9 @@ def _k_blur_rain(src, dec, flow, gfx, gfy, per_pixel, blur, max_taps, layer, rai
     t ∈ [−½, ½], n = ⌈|flow|⌉ + 1 ≤ max_taps, nearest pixel, linear light, borders clamped), optional rain-streak
     blend ``out = out·(1−a) + a·rain_lum`` with ``a = layer/255``."""
     H, W = src.shape[0], src.shape[1]
-    big = float(4 * (H + W) + 16)  # shift so that int() truncation is floor()
+    flat = src.reshape(-1)
+    big = float(4 * (H + W) + 16)
+    ib = np.intp(big)
     for y in prange(H):
         for x in range(W):
             fx = gfx
@@ -147,9 +149,9 @@ def _k_blur_rain(src, dec, flow, gfx, gfy, per_pixel, blur, max_taps, layer, rai
                 fy = flow[y, x, 1]
             n = 1
             if blur:
-                n = int(math.ceil(math.sqrt(fx * fx + fy * fy))) + 1
-                if n > max_taps:
-                    n = max_taps
+                ln = math.sqrt(fx * fx + fy * fy)
+                if ln >= 0.5:  # (NaN fails this too)
+                    n = min(int(math.ceil(ln)) + 1, max_taps)
             if n == 1:
                 r = dec[src[y, x, 0]]
                 g = dec[src[y, x, 1]]
@@ -160,23 +162,15 @@ def _k_blur_rain(src, dec, flow, gfx, gfy, per_pixel, blur, max_taps, layer, rai
                 b = np.float32(0.0)
                 sx = fx / (n - 1)
                 sy = fy / (n - 1)
-                px = x - 0.5 * fx + 0.5 + big
+                px = x - 0.5 * fx + 0.5 + big  # + big: int() truncation is floor()
                 py = y - 0.5 * fy + 0.5 + big
-                xa = int(px) - int(big)
-                ya = int(py) - int(big)
-                xb = int(px + fx) - int(big)
-                yb = int(py + fy) - int(big)
-                inside = min(xa, xb) >= 0 and max(xa, xb) < W and min(ya, yb) >= 0 and max(ya, yb) < H
-                ib = int(big)
                 for k in range(n):
-                    xs = int(px + k * sx) - ib
-                    ys = int(py + k * sy) - ib
-                    if not inside:
-                        xs = 0 if xs < 0 else (W - 1 if xs >= W else xs)
-                        ys = 0 if ys < 0 else (H - 1 if ys >= H else ys)
-                    r += dec[src[ys, xs, 0]]
-                    g += dec[src[ys, xs, 1]]
-                    b += dec[src[ys, xs, 2]]
+                    xs = min(max(np.intp(px + k * sx) - ib, 0), W - 1)
+                    ys = min(max(np.intp(py + k * sy) - ib, 0), H - 1)
+                    o = np.uint64((ys * W + xs) * 3)  # unsigned: no negative-index wraparound checks
+                    r += dec[flat[o]]
+                    g += dec[flat[o + np.uint64(1)]]
+                    b += dec[flat[o + np.uint64(2)]]
                 r /= n
                 g /= n
                 b /= n
@@ -279,17 +273,15 @@ def _check(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def _flow_args(flow_px, shape) -> tuple[np.ndarray, float, float, bool, float]:
-    """(flow array, global fx, global fy, per_pixel, max length px) from a (2,) vector or (H, W, 2) field."""
+def _flow_args(flow_px, shape) -> tuple[np.ndarray, float, float, bool, bool]:
+    """(flow array, global fx, global fy, per_pixel, any blur) from a (2,) vector or (H, W, 2) field."""
     f = np.asarray(flow_px, np.float32)
     if f.shape == (2,):
         fx, fy = float(f[0]), float(f[1])
-        return _DUMMYFLOW, fx, fy, False, math.hypot(fx, fy)
+        return _DUMMYFLOW, fx, fy, False, bool(math.hypot(fx, fy) >= 0.5)
     if f.shape != (shape[0], shape[1], 2):
         raise ValueError(f"flow must be (2,) or (H, W, 2) = {(shape[0], shape[1], 2)}, got {f.shape}")
-    f = np.ascontiguousarray(np.nan_to_num(f, nan=0.0, posinf=0.0, neginf=0.0))
-    mx = float(np.sqrt((f * f).sum(axis=-1)).max()) if f.size else 0.0
-    return f, 0.0, 0.0, True, mx
+    return np.ascontiguousarray(f), 0.0, 0.0, True, True
 
 
 def _rain_layer(shape, precipitation: float, wind: float, rng: np.random.Generator) -> np.ndarray | None:
@@ -344,8 +336,7 @@ def _pipeline(rgb, *, flow=None, precipitation=0.0, wind=0.0, ca_px=0.0, vig=0.0
         layer = _rain_layer(rgb.shape, precipitation, wind, rng)
     blur = False
     if flow is not None:
-        farr, gfx, gfy, per_pixel, mx = _flow_args(flow, rgb.shape)
-        blur = mx >= 0.5
+        farr, gfx, gfy, per_pixel, blur = _flow_args(flow, rgb.shape)
     noisy = shot > 0.0 or read > 0.0
     seed = np.uint64(rng.integers(0, 2**63, dtype=np.int64)) if noisy else np.uint64(0)
     ca = ca_px != 0.0

@@ -22,6 +22,7 @@ from simgen.backends.base import LidarData
 from simgen.sensors import render
 from simgen.spec.rig import SensorSpec
 from simgen.geometry import wrap_angle
+from simgen.sensors.lidar_weather import apply_lidar_weather
 from simgen.world import materials as M
 
 
@@ -63,7 +64,8 @@ class Lidar:
 
     def capture(self, t_prev: float, t: float, ego_prev: np.ndarray, ego_now: np.ndarray,
                 static: render.StaticGeometry, actors: list[render.ActorGeometry], poses_prev: np.ndarray,
-                poses_now: np.ndarray, *, rng: np.random.Generator, reflectivity_scale: float = 1.0) -> LidarData:
+                poses_now: np.ndarray, *, rng: np.random.Generator, reflectivity_scale: float = 1.0,
+                weather=None) -> LidarData:
         """Sweep over (t_prev, t].  ``ego_*`` and ``poses_*`` are (4,)/(A,4) bottom-centre poses x,y,z,yaw."""
         from simgen.geometry import pose_matrix
 
@@ -112,17 +114,24 @@ class Lidar:
             t_hit, n, tri = render.cast_actor(act, o[idx], d[idx], pose)
             render.merge_actor_hits(h, idx, t_hit, n, tri, act)
         render.face_ray(h, d)
-        keep = np.isfinite(h.t) & (h.t <= a.range)
-        rng_m = h.t.astype(np.float64)
-        if a.noise_stddev > 0:
-            rng_m = rng_m + rng.normal(0.0, a.noise_stddev, len(rng_m))
+        hit = np.isfinite(h.t) & (h.t <= a.range)
+        rng_m = np.where(hit, h.t, np.inf).astype(np.float64)
         cos_inc = np.abs(np.einsum("ni,ni->n", h.normal, d))
         refl = np.clip(M.REFLECTIVITY_LUT[h.material] * reflectivity_scale, 0, 1)
-        intensity = (refl * cos_inc * np.exp(-a.atmosphere_attenuation_rate * h.t)).astype(np.float32)
+        intensity = np.where(hit, refl * cos_inc * np.exp(-a.atmosphere_attenuation_rate * np.where(hit, h.t, 0.0)), 0.0)
+        intensity = intensity.astype(np.float32)
+        false_ret = np.zeros(len(d), np.uint8)
+        keep = hit
+        if weather is not None:  # fog (Hahner et al. 2021), rain clutter and extinction, wet roads
+            rng_m, intensity, keep, false_ret = apply_lidar_weather(
+                rng_m, intensity, hit, h.semantic, d_s, weather, rng=rng, max_range=a.range)
+            intensity = intensity.astype(np.float32)
+        if a.noise_stddev > 0:
+            rng_m = rng_m + rng.normal(0.0, a.noise_stddev, len(rng_m))
         # drop-off: draw for every ray so the random stream does not depend on what was hit
         u1 = rng.random(len(keep))
         u2 = rng.random(len(keep))
-        keep &= u1 >= a.dropoff_general_rate
+        keep = keep & (u1 >= a.dropoff_general_rate)
         if a.dropoff_intensity_limit > 0:
             p_drop = a.dropoff_zero_intensity * np.clip(1.0 - intensity / a.dropoff_intensity_limit, 0.0, 1.0)
             keep &= u2 >= p_drop
@@ -131,5 +140,7 @@ class Lidar:
         times = t_prev + w[idx] * (t - t_prev)
         T_end = pose_matrix(*ego_now[:3], ego_now[3]) @ self.T_ego_from_sensor
         T_start = pose_matrix(*ego_prev[:3], ego_prev[3]) @ self.T_ego_from_sensor
-        return LidarData(T_end, T_start, xyz, intensity[idx], h.semantic[idx].astype(np.uint8),
-                         h.instance[idx].astype(np.uint32), times.astype(np.float64), ch[idx])
+        fr = false_ret[idx]
+        real = fr == 0  # false returns (fog backscatter, drops) carry no surface's labels
+        return LidarData(T_end, T_start, xyz, intensity[idx], np.where(real, h.semantic[idx], 0).astype(np.uint8),
+                         np.where(real, h.instance[idx], 0).astype(np.uint32), times.astype(np.float64), ch[idx], fr)

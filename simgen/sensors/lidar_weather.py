@@ -21,7 +21,8 @@ reports every surface within range, so every clear-weather return is credited wi
 weather change tiny amounts of the cloud.
 
 Fog — Hahner et al., "Fog Simulation on Real LiDAR Point Clouds for 3D Object Detection in Adverse Weather",
-ICCV 2021 (their model follows Rasshofer et al., Adv. Radio Sci. 9, 2011)
+ICCV 2021 (building on Rasshofer et al., "Influences of weather phenomena on automotive laser radar
+systems", Adv. Radio Sci. 9, 2011)
 --------------------------------------------------------------------------------------------------------------
 The received signal is the transmitted pulse ``P_T(t) = P₀ sin²(π t / (2τ_H))`` (0 ≤ t ≤ 2τ_H) convolved
 with the impulse response of the channel and the targets:
@@ -33,24 +34,24 @@ with the impulse response of the channel and the targets:
 - ξ is the crossover function (overlap of the beam with the receiver's field of view), rising linearly from 0
   at R₁ to 1 at R₂.
 
-Sensor constants (the paper treats them as sensor parameters; ours are in :class:`LidarWeatherModel`):
-half-power pulse width τ_H = 10 ns (the paper's sensor: 20 ns), R₁ = 0.9 m, R₂ = 10 m (full overlap of a
-biaxial automotive design).  With these, thin fog leaves the cloud nearly intact and thick fog replaces all
-but the near returns, as in the paper's figures; with a 20 ns pulse and overlap from 1 m even a 500 m
-visibility haze would swap most returns beyond 20 m for backscatter, which real sensors do not show.
+Sensor constants (sensor parameters in the paper; ours are in :class:`LidarWeatherModel`): half-power pulse
+width τ_H = 10 ns (Hahner et al.'s parameter set: 20 ns), R₁ = 0.9 m, R₂ = 10 m (full overlap of a biaxial
+automotive design).  With these, a thin haze leaves the cloud nearly intact and thick fog keeps only the near
+returns; with a 20 ns pulse and full overlap from 1 m, even a 500 m visibility haze would swap most returns
+beyond 20 m for backscatter, which real sensors do not show.
 
 The soft peak (value and range R_s) depends on α, β and R₀ only: it is tabulated per sweep over R₀ on a 0.1 m
-grid (the paper integrates numerically per α; here one discrete convolution plus a truncated tail, ~1 ms).
-Per ray, as in the paper, the hard and soft peaks are compared: if the soft one wins, the point moves to the
-soft target's range (``false_return = 1``, a point in the fog near the sensor, range jittered by the width of
-the broad soft peak, σ ≥ cτ_H/4), otherwise the hit stays with intensity ``ρ·T(R₀)``; peaks below the detection floor are
-dropped.  Rays that missed everything can return fog backscatter too.
+grid (the paper integrates numerically per α; here one discrete convolution plus a truncated tail, a few ms,
+cached per weather).  Per ray, as in the paper, the hard and soft peaks are compared: if the soft one wins, the
+point moves to the soft target's range (``false_return = 1``: a point in the fog near the sensor, its range
+jittered over the width of the broad soft peak, σ ≥ cτ_H/4); otherwise the hit stays, with intensity
+``ρ·T(R₀)``.  Peaks below the detection floor are dropped.  Rays that hit nothing can return backscatter too.
 
 Mapping from CARLA weather: extinction ``α = 0.06 /m · (fog_density/100)^1.5`` — exactly the camera's fog
 (:mod:`simgen.sensors.shading`), since fog droplets (≫ 1 µm) attenuate visible and 905 nm light alike, so
 both sensors see one atmosphere.  Meteorological optical range MOR = ln(20)/α ≈ 3/α: fog_density 100 → α = 0.06
-(MOR 50 m, the paper's densest setting), 50 → 141 m, 30 → 300 m, 20 → 560 m, 10 → 1.6 km, 0 → no fog.
-Backscatter ``β = 0.046/MOR`` (sr⁻¹ m⁻¹, the value used by Hahner et al. after Rasshofer et al.).
+(MOR 50 m, the default α of Hahner et al.'s parameter set), 50 → 141 m, 30 → 300 m, 20 → 560 m, 10 → 1.6 km, 0 → no fog.
+Backscatter ``β = 0.046/MOR`` (sr⁻¹ m⁻¹, as in Hahner et al.'s parameter set).
 ``fog_distance`` (CARLA: where the fog starts, m) gives fog only beyond that range; ``fog_falloff`` (height
 profile) is ignored — the fog is homogeneous along each ray.
 
@@ -70,12 +71,13 @@ Near-range clutter (``false_return = 2``), LISA's idea of a detectable particle 
 the beam (diameter ``w(r) = 1 cm + 3 mrad · r``) intercepts a fraction ``f = (D/w)²`` of the pulse at a drop of
 diameter D, which returns ``P = ξ(r) f ρ_d/(π r²) T(r)`` (ρ_d = 0.02 Lambertian-equivalent for a water drop:
 its ~2 % Fresnel reflection spread over all directions, raised by the sphere's backscatter glory; 0.3 for
-snowflakes).  Resulting clutter (120 m sensor): about 0.2 % of rays at precipitation 50, 1 % at 100 (rain); 5 % at 30 and
-20 % at 100 (snow).  Detectable drops
-(``P ≥ P_floor``) are those larger than ``D_min(r)`` — which grows ∝ r², so clutter lives within a few metres.
+snowflakes).  Detectable drops (``P ≥ P_floor``) are those larger than ``D_min(r)``, which grows ∝ r², so
+clutter lives within a few metres.
 The detectable drops along a ray form a Poisson process of rate ``λ(r) = π w²/4 · N₀/Λ · e^{−Λ D_min(r)}`` per
 metre; the nearest one is drawn by inverting its cumulative rate, its size from the exponential tail above
-D_min, and it competes with the other returns as the strongest peak.  Its density grows with the rain rate.
+D_min, and it competes with the other returns as the strongest peak.  Its density grows with the rain rate:
+with a 120 m sensor about 0.2 % of rays at precipitation 50 and 1 % at 100 (rain); 5 % at 30 and 20 % at 100
+(snow).
 
 Range noise: pulse timing jitter grows as the return weakens, ``σ_R = (cτ_H/2)·σ_noise/P``; a return weakened by
 fog/rain/wet surfaces gets the extra jitter ``√(σ_R(P)² − σ_R(P_clear)²)`` (so it grows with rain and range).
@@ -155,7 +157,8 @@ def fog_coefficients(fog_density: float, model: LidarWeatherModel = DEFAULT_MODE
     return alpha, model.beta_mor / mor, mor
 
 
-def precipitation_rate_mm_h(precipitation: float, kind: str = "rain", model: LidarWeatherModel = DEFAULT_MODEL) -> float:
+def precipitation_rate_mm_h(precipitation: float, kind: str = "rain",
+                            model: LidarWeatherModel = DEFAULT_MODEL) -> float:
     """CARLA ``precipitation`` 0–100 → rain rate (mm/h; water equivalent for snow), quadratic."""
     full = model.snow_rate_full_mm_h if kind == "snow" else model.rain_rate_full_mm_h
     return full * (float(np.clip(precipitation, 0.0, 100.0)) / 100.0) ** 2
@@ -195,7 +198,8 @@ def _soft_table(alpha_fog: float, beta: float, d0: float, alpha_p: float, r_end:
     N = int(math.ceil((r_end + L) / dr)) + 1
     r = np.arange(N) * dr
     with np.errstate(divide="ignore", invalid="ignore"):
-        g = np.where(r > max(d0, 0.0), _xi(r, m) / np.maximum(r, 1e-9) ** 2, 0.0) * _transmission(r, alpha_fog, d0, alpha_p)
+        g = np.where(r > max(d0, 0.0), _xi(r, m) / np.maximum(r, 1e-9) ** 2, 0.0)
+    g = g * _transmission(r, alpha_fog, d0, alpha_p)
     w = np.sin(np.pi * np.arange(J + 1) / J) ** 2
     full = beta * dr * np.convolve(g, w)[:N]  # P_soft(R_m) with all fog r < R_m
     # the running maximum (and where) of the untruncated signal: valid for R < R0

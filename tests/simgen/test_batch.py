@@ -82,7 +82,8 @@ def assert_same_episodes(a: Path, b: Path):
         x, y = episode_arrays(a / rel), episode_arrays(b / rel)
         assert x.keys() == y.keys(), rel
         for k in x:
-            assert np.array_equal(x[k], y[k]), f"{rel}: {k} differs"
+            u, v = np.asarray(x[k]), np.asarray(y[k])
+            assert np.array_equal(u, v, equal_nan=u.dtype.kind in "fc"), f"{rel}: {k} differs"
 
 
 def manifest(out: Path) -> list[dict]:
@@ -169,9 +170,9 @@ def test_expansion_is_deterministic_and_order_free(tmp_path):
     src = plan.jobs[0].src
     for i, p in enumerate(plan_episodes(src, seed=7, episodes=3)):
         q = plan_one(src, np.random.SeedSequence(7).spawn(3)[i], i)
-        assert q.params == p.params
-        assert q.sim_seed.spawn_key == p.sim_seed.spawn_key
-        assert q.sim_seed.n_children_spawned == p.sim_seed.n_children_spawned
+        assert q.params == p.params and q.spec == p.spec
+        for a, b in ((q.seed, p.seed), (q.sim_seed, p.sim_seed)):
+            assert (a.entropy, a.spawn_key, a.n_children_spawned) == (b.entropy, b.spawn_key, b.n_children_spawned)
     # the index does not depend on the order records were written (completion order)
     recs = {t.key: {"event": "done", "frames": 3, "params": in_order[t.key]} for t in tasks}
     shuffled_recs = dict(random.Random(1).sample(list(recs.items()), len(recs)))
@@ -207,10 +208,16 @@ def test_two_workers_reproduce_one_worker(reference, tmp_path):
 
 
 def test_ray_local_instance(reference, tmp_path):
+    """Ray (local instance, num_cpus=2) reproduces the local run, through a timed-out attempt (actor killed)
+    and an actor that dies, both retried."""
     pytest.importorskip("ray", reason="ray is not installed (pip install 'simgen[ray]')")
-    plan, ref = reference
-    res = run(plan, tmp_path / "out", executor="ray", workers=2)
+    _, ref = reference
+    plan = write_plan(tmp_path, timeout_s=10)  # same data as the reference plan (the hash leaves out timeout_s)
+    res = run(plan, tmp_path / "out", executor="ray", workers=2, faults="hang:job1:ep0:first1,exit:job0:ep1:first1")
     assert res.exit_code == 0 and res.done == 4, res.summary_text()
+    recs = {(r["job"], r["episode"]): r for r in manifest(tmp_path / "out") if r["event"] == "done"}
+    assert recs[("01-dense_traffic", 0)]["attempts"] == 2 and recs[("00-lead", 1)]["attempts"] == 2
+    assert "Timeout" in (tmp_path / "out" / "logs" / "01-dense_traffic" / "episode_000000.log").read_text()
     assert_same_episodes(ref, tmp_path / "out")
     assert stable(read_index(tmp_path / "out")) == stable(read_index(ref))
     import ray
@@ -310,12 +317,13 @@ def test_other_plan_refused_unless_overwrite(reference, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ failures
 def test_raise_and_hang_are_retried_then_recorded(tmp_path, capsys, monkeypatch):
-    """ep1 raises at frame 1, ep2 hangs past timeout_s: both retried once, then failed; ep0 fails only on its
-    first attempt and succeeds on the retry; the batch finishes the rest and exits 1 listing both."""
+    """ep1 raises at frame 1, ep2 hangs past timeout_s: both retried once, then failed; ep0 raises and ep3's
+    worker process dies only on the first attempt, both succeed on the retry; exit 1, the summary lists both."""
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"seed: 3\nrig: {SMALL}\nretries: 1\ntimeout_s: 4\njobs:\n"
                     f"  - {{scenario: {SCENARIOS / 'lead_vehicle_brakes.yaml'}, episodes: 4, frames: 3, name: lead}}\n")
-    monkeypatch.setenv("SIMGEN_BATCH_FAULT", "raise:job0:ep0:first1,raise:lead:ep1:frame1,hang:job0:ep2:frame2")
+    monkeypatch.setenv("SIMGEN_BATCH_FAULT",
+                       "raise:job0:ep0:first1,raise:lead:ep1:frame1,hang:job0:ep2:frame2,exit:job0:ep3:first1")
     out = tmp_path / "out"
     t0 = time.monotonic()
     code, stdout, err = cli(["batch", str(plan), "--out", str(out), "--workers", "2", "--no-progress"], capsys)
@@ -326,7 +334,8 @@ def test_raise_and_hang_are_retried_then_recorded(tmp_path, capsys, monkeypatch)
     assert "FAILED lead/episode_000002 after 2 attempt(s): Timeout" in stdout
     recs = {(r["job"], r["episode"]): r for r in manifest(out) if r["event"] in ("done", "failed")}
     assert recs[("lead", 0)]["event"] == "done" and recs[("lead", 0)]["attempts"] == 2
-    assert recs[("lead", 3)]["event"] == "done" and recs[("lead", 3)]["attempts"] == 1
+    assert recs[("lead", 3)]["event"] == "done" and recs[("lead", 3)]["attempts"] == 2  # its worker died once
+    assert "WorkerDied" in (out / "logs" / "lead" / "episode_000003.log").read_text()
     assert recs[("lead", 1)]["event"] == "failed" and recs[("lead", 1)]["error"]["type"] == "RuntimeError"
     assert recs[("lead", 2)]["event"] == "failed" and recs[("lead", 2)]["error"]["type"] == "Timeout"
     log1 = (out / "logs" / "lead" / "episode_000001.log").read_text()
@@ -338,3 +347,33 @@ def test_raise_and_hang_are_retried_then_recorded(tmp_path, capsys, monkeypatch)
     assert not (out / "jobs" / "lead" / "episodes" / "episode_000001.h5").exists()
     assert not (out / "jobs" / "lead" / "episodes" / "episode_000002.h5").exists()
     assert not leftovers(out)
+
+
+def test_carla_slots_get_distinct_ports_and_ray_gpus():
+    """carla slot k -> CARLA server at base + 10k; on Ray, carla slots hold a GPU, builtin slots a CPU."""
+    from simgen.batch.executor import RayPool, carla_port, make_slots
+
+    slots = make_slots({"builtin", "carla"}, workers=2, carla_workers=3, carla_host="gpu-node", carla_base_port=2000)
+    carla = [s for s in slots if s.backend == "carla"]
+    assert [s.options for s in carla] == [{"host": "gpu-node", "port": p} for p in (2000, 2010, 2020)]
+    assert [s.options for s in slots if s.backend == "builtin"] == [{}, {}]
+    assert carla_port(2000, 7) == 2070
+
+    class FakeActor:
+        def __init__(self, opts):
+            self.opts = opts
+
+        def remote(self, *args):
+            return self
+
+    class FakeCls:
+        def options(self, **opts):
+            return FakeActor(opts)
+
+    pool = RayPool.__new__(RayPool)  # no Ray needed: check the resources each slot's actor asks for
+    pool.cls, pool.threads = FakeCls(), None
+    for s in slots:
+        pool._start(s)
+    assert all(s.handle["actor"].opts["num_gpus"] == 1 for s in carla)
+    assert all("num_gpus" not in s.handle["actor"].opts and s.handle["actor"].opts["num_cpus"] == 1
+               for s in slots if s.backend == "builtin")

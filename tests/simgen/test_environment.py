@@ -116,3 +116,49 @@ def test_night_is_darker_and_lit_by_lamps(small_rig):
                                                                   "traffic.vehicles=0"]).step().cameras["front"].rgb
     assert night.mean() < 0.8 * day.mean()
     assert night.mean() > dark.mean() + 3  # street lamps and headlights light the scene
+
+
+def _lidar_rig():
+    return rig_from_dict({"name": "l", "sensors": [{"name": "top", "type": "lidar", "mount": {"z": 1.9}, "attributes": {
+        "channels": 32, "range": 120.0, "points_per_second": 400000, "rotation_frequency": 20.0, "upper_fov": 5.0,
+        "lower_fov": -25.0, "dropoff_general_rate": 0.0, "dropoff_zero_intensity": 0.0}}]}, file="<test>")
+
+
+def test_fog_lowers_far_lidar_returns_monotonically_and_adds_backscatter():
+    far, back = [], []
+    for fog in (0, 10, 20, 35, 90):
+        s = session_for("dense_traffic.yaml", _lidar_rig(), overrides=[f"weather.fog_density={fog}"])
+        ld = s.step().lidars["top"]
+        r = np.linalg.norm(ld.xyz, axis=1)
+        far.append(int(((r > 40) & (ld.false_return == 0)).sum()))
+        back.append(int((ld.false_return == 1).sum()))
+        assert np.all(ld.semantic[ld.false_return > 0] == 0) and np.all(ld.instance[ld.false_return > 0] == 0)
+    assert all(b < a for a, b in zip(far[:4], far[1:4])), far  # strictly fewer far returns as fog thickens
+    assert far[4] <= far[3], far
+    assert back[0] == 0 and back[-1] > 0, back
+
+
+def test_rain_adds_near_range_clutter():
+    near = []
+    for p in (0, 50, 100):
+        s = session_for("dense_traffic.yaml", _lidar_rig(), overrides=[f"weather.precipitation={p}"])
+        ld = s.step().lidars["top"]
+        near.append(int(((ld.false_return == 2) & (np.linalg.norm(ld.xyz, axis=1) < 10)).sum()))
+    assert near[0] == 0 and near[1] < near[2] and near[2] > 0, near
+
+
+def test_camera_effects_applied_and_deterministic(small_rig):
+    over = ["camera_effects.noise=0.5", "camera_effects.vignetting=0.6", "camera_effects.motion_blur=true",
+            "camera_effects.jpeg_quality=40", "ego.speed_mps=20", "ego.behaviour.speed_mps=20"]
+    a = session_for("lead_vehicle_brakes.yaml", small_rig, overrides=over)
+    b = session_for("lead_vehicle_brakes.yaml", small_rig, overrides=over)
+    c = session_for("lead_vehicle_brakes.yaml", small_rig, overrides=["ego.speed_mps=20", "ego.behaviour.speed_mps=20"])
+    for _ in range(2):
+        fa, fb, fc = a.step(), b.step(), c.step()
+    ra, rb, rc = fa.cameras["front"].rgb, fb.cameras["front"].rgb, fc.cameras["front"].rgb
+    assert np.array_equal(ra, rb)
+    assert not np.array_equal(ra, rc)
+    assert np.array_equal(fa.cameras["front"].instance, fc.cameras["front"].instance)  # labels untouched
+    H, W = ra.shape[:2]
+    corner = lambda im: im[: H // 6, : W // 6].astype(float).mean()  # noqa: E731
+    assert corner(ra) < corner(rc)  # vignetting darkens the corners
