@@ -1021,24 +1021,15 @@ class CarlaSession:
         if not self.builtin_map or lane_id is None:
             return []
         m = self.sim_world.map
-        locs, seen, lane, choice = [], set(), m.lanes.get(lane_id), 0
-        while lane is not None and lane.id not in seen:
-            seen.add(lane.id)
-            succ = lane.successors
-            if not succ:
-                break
-            if len(succ) > 1:
-                turn = turns[choice] if choice < len(turns) else "straight"
-                choice += 1
-            else:
-                turn = "straight" if "straight" in succ else next(iter(succ))
-            nxt = m.lanes[succ.get(turn, next(iter(succ.values())))]
-            if nxt.kind == "connector":
-                exit_lane = m.lanes[nxt.successors["straight"]]
+        if lane_id not in m.lanes:
+            return []
+        locs = []
+        for lane in m.lane_sequence(lane_id, turns)[1:]:
+            if lane.kind == "connector":
+                exit_lane = m.lanes[lane.successors["straight"]]
                 for s in (1.0, min(20.0, exit_lane.centre.length)):
                     x, y, _ = exit_lane.centre.pose_at(s)
                     locs.append(location_to_carla([x, y, 0.0], self.carla))
-            lane = nxt
         return locs
 
     def _start_behaviour(self, act: _Actor, b: Behaviour, initial: bool = False) -> None:
@@ -1545,18 +1536,10 @@ class _TownPlanner:
         return float(place.x), float(place.y), float(z), math.radians(place.yaw_deg)
 
     def _new(self, sid, name, kind_name, dims_spec, colour, pose, speed, behaviour, events, lane, traffic=False):
-        from simgen.sim.world import CAR_COLOURS, CLOTHING_COLOURS
+        from simgen.sim.world import sample_appearance
 
         kind = ACTOR_KINDS[kind_name]
-        if dims_spec is not None:
-            dims = np.array([dims_spec.length_m, dims_spec.width_m, dims_spec.height_m], float)
-        else:
-            lo = np.array([kind.length_m[0], kind.width_m[0], kind.height_m[0]])
-            hi = np.array([kind.length_m[1], kind.width_m[1], kind.height_m[1]])
-            dims = lo + self.rng.random(3) * (hi - lo)
-        if colour is None:
-            pal = CAR_COLOURS if kind.vehicle else CLOTHING_COLOURS
-            colour = pal[self.rng.integers(len(pal))]
+        dims, colour = sample_appearance(kind, dims_spec, colour, self.rng, self.se.scenario.appearance.colour_jitter)
         x, y, z, yaw = pose
         walk_left = None
         if behaviour.type == "walk":

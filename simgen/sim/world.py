@@ -205,19 +205,7 @@ class World:
 
     def _new_actor(self, name, kind_name, dims_spec, colour, place_res, speed, behaviour, events, key, is_ego=False):
         kind = ACTOR_KINDS[kind_name]
-        if dims_spec is not None:
-            dims = np.array([dims_spec.length_m, dims_spec.width_m, dims_spec.height_m], float)
-        else:
-            lo = np.array([kind.length_m[0], kind.width_m[0], kind.height_m[0]])
-            hi = np.array([kind.length_m[1], kind.width_m[1], kind.height_m[1]])
-            dims = lo + self._rng.random(3) * (hi - lo)
-        if colour is not None:
-            col = np.array(colour, np.float32)
-        else:
-            pal = CAR_COLOURS if kind.vehicle else CLOTHING_COLOURS
-            col = pal[self._rng.integers(len(pal))]
-            jitter = self._rng.normal(0.0, 0.15, 3)  # drawn always: the stream does not depend on the setting
-            col = np.clip(col + self.spec.appearance.colour_jitter * jitter, 0.0, 1.0).astype(np.float32)
+        dims, col = sample_appearance(kind, dims_spec, colour, self._rng, self.spec.appearance.colour_jitter)
         x, y, yaw, lane_id, s, lat = place_res
         a = Actor(
             id=len(self.actors) + 1, name=name, kind=kind, dims=dims, colour=col, x=x, y=y, yaw=float(wrap_angle(yaw)),
@@ -614,6 +602,22 @@ class World:
             dims=np.array([a.dims for a in A], float),
             door=np.array([a.door for a in A], float),
         )
+
+
+def sample_appearance(kind: ActorKind, dims_spec, colour, rng: np.random.Generator, colour_jitter: float):
+    """(dims l/w/h, colour) of a new actor: given values, or drawn within the kind's ranges and palette.  The
+    same draws in the same order whatever is given, so every backend builds the same actors from one stream."""
+    lo = np.array([kind.length_m[0], kind.width_m[0], kind.height_m[0]])
+    hi = np.array([kind.length_m[1], kind.width_m[1], kind.height_m[1]])
+    dims = lo + rng.random(3) * (hi - lo)
+    pal = CAR_COLOURS if kind.vehicle else CLOTHING_COLOURS
+    col = pal[rng.integers(len(pal))]
+    jitter = rng.normal(0.0, 0.15, 3)
+    if dims_spec is not None:
+        dims = np.array([dims_spec.length_m, dims_spec.width_m, dims_spec.height_m], float)
+    if colour is not None:
+        return dims, np.array(colour, np.float32)
+    return dims, np.clip(col + colour_jitter * jitter, 0.0, 1.0).astype(np.float32)
 
 
 def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:

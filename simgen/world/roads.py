@@ -477,15 +477,15 @@ class RoadMap:
                 best_i[near[hit]] = li
         return [ids[i] if i >= 0 else None for i in best_i]
 
-    def route(self, lane_id: str, turns: list[str] = (), min_length_m: float = 0.0) -> Polyline:
-        """Centre line from the start of ``lane_id`` following successors.  At the i-th lane offering a choice
-        (more than one successor) ``turns[i]`` is taken ("straight" once turns run out).  The result is extended
-        along its end tangent to at least ``min_length_m`` metres."""
-        parts, seen, choice = [], set(), 0
+    def lane_sequence(self, lane_id: str, turns=()) -> list[Lane]:
+        """The lanes from ``lane_id`` following successors: at the i-th lane offering a choice (more than one
+        successor) ``turns[i]`` is taken ("straight" once turns run out).  Raises ValueError for a turn the lane
+        does not offer."""
+        out, seen, choice = [], set(), 0
         lane = self.lanes[lane_id]
         while lane is not None and lane.id not in seen:
             seen.add(lane.id)
-            parts.append(lane.centre)
+            out.append(lane)
             succ = lane.successors
             if not succ:
                 break
@@ -497,7 +497,11 @@ class RoadMap:
             if turn not in succ:
                 raise ValueError(f"lane {lane.id!r} has no {turn!r} successor (has {sorted(succ)})")
             lane = self.lanes[succ[turn]]
-        path = Polyline.concat(parts)
+        return out
+
+    def route(self, lane_id: str, turns: list[str] = (), min_length_m: float = 0.0) -> Polyline:
+        """Centre line through :meth:`lane_sequence`, extended along its end tangent to at least ``min_length_m``."""
+        path = Polyline.concat([lane.centre for lane in self.lane_sequence(lane_id, turns)])
         if path.length < min_length_m:
             x, y, _ = path.pose_at(min_length_m + 1e-6)
             path = Polyline(np.concatenate([path.points, [[x, y]]]))
