@@ -21,7 +21,7 @@ from simgen.errors import InputError
 from simgen.geometry import wrap_angle
 from simgen.spec.scenario import ActorSpec, Behaviour, EgoSpec, Event, Placement, ScenarioSpec
 from simgen.world.roads import Polyline, RoadMap, get_map
-from simgen.classes import ROADS
+from simgen.classes import PEDESTRIAN, ROADS
 
 # IDM parameters (Treiber et al. 2000), typical urban values.
 IDM_A_MAX = 1.5  # m/s^2
@@ -374,25 +374,35 @@ class World:
         v = a.speed
         acc_free = IDM_A_MAX * (1 - (v / v0) ** 4)
         gap, dv = np.inf, 0.0
+        aeb_ttc = np.inf
         b = a.behaviour
-        if b.obstacles != "none" and a.path is not None and len(self.actors) > 1:
+        if a.path is not None and len(self.actors) > 1 and (b.obstacles != "none" or b.aeb):
             s_all, d_all = a.path.project(pos[:, :2])
             tan = a.path.pose_at(s_all)[2]
             ds = s_all - a.s
             others = np.ones(len(self.actors), bool)
             others[i] = False
-            if b.obstacles == "vehicles":
-                others &= np.array([o.kind.vehicle for o in self.actors])
             half_w = np.array([o.dims[1] for o in self.actors]) / 2 + a.dims[1] / 2 + 0.2
-            lat_now = a.lateral
             lengths = np.array([o.dims[0] for o in self.actors])
-            mask = others & (ds > 0) & (ds < 120) & (np.abs(d_all - lat_now) < half_w)
-            if np.any(mask):
-                gaps = ds - (lengths + a.dims[0]) / 2
+            ahead = others & (ds > 0) & (ds < 120) & (np.abs(d_all - a.lateral) < half_w)
+            gaps = ds - (lengths + a.dims[0]) / 2
+            v_lead = vel[:, 0] * np.cos(tan) + vel[:, 1] * np.sin(tan)
+            if b.aeb and np.any(ahead):  # emergency braking sees everything in the path, whatever the driver heeds
+                closing = v - v_lead
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ttc = np.where(ahead & (closing > 0), np.maximum(gaps, 0.0) / closing, np.inf)
+                aeb_ttc = float(ttc.min())
+                if v < 0.1 and np.min(np.where(ahead, gaps, np.inf)) < 3.0:
+                    aeb_ttc = 0.0  # after an emergency stop, hold the standstill while the obstacle is right ahead
+            mask = ahead.copy()
+            if b.obstacles == "vehicles":
+                mask &= np.array([o.kind.vehicle for o in self.actors])
+            if b.obstacles != "none" and np.any(mask):
                 j = np.argmin(np.where(mask, gaps, np.inf))
                 gap = gaps[j]
-                v_lead = vel[j, 0] * np.cos(tan[j]) + vel[j, 1] * np.sin(tan[j])
-                dv = v - v_lead
+                dv = v - v_lead[j]
+        if aeb_ttc < b.aeb_ttc_s:
+            return -b.aeb_decel_mps2
         if b.obey_lights or b.type == "stop_at_line":
             for stop_s, light in a.stop_points:
                 st = "red" if b.type == "stop_at_line" else lights.get(light)
@@ -405,8 +415,6 @@ class World:
                         gap, dv = d, v
         if not np.isfinite(gap):
             return acc_free
-        if b.aeb and dv > 0 and gap / dv < b.aeb_ttc_s:  # automatic emergency braking
-            return -b.aeb_decel_mps2
         s_star = IDM_S0 + max(0.0, v * IDM_T + v * dv / (2 * np.sqrt(IDM_A_MAX * IDM_B)))
         acc = IDM_A_MAX * (1 - (v / v0) ** 4 - (s_star / max(gap, 0.1)) ** 2)
         return float(max(acc, -9.0))
@@ -578,12 +586,18 @@ class World:
             a.z = float(zi)
 
     def _collisions(self) -> list[tuple[int, int]]:
+        """Actor pairs whose footprints overlap.  Walkers passing each other are not collisions (they step
+        aside in reality; the kinematic walkers do not model it).  A ball stops; what hits it does not."""
         pairs = overlapping_pairs(self._footprints())
         out = []
         for i, j in pairs:
             a, b = self.actors[i], self.actors[j]
+            if a.kind.semantic == PEDESTRIAN and b.kind.semantic == PEDESTRIAN:
+                continue
             out.append((a.id, b.id))
-            for x in (a, b):
+            for x, other in ((a, b), (b, a)):
+                if other.kind.name == "ball" and x.kind.name != "ball":
+                    continue
                 if x.kind.vehicle or x.speed > 0:
                     x.crashed = True
             self.collisions_total.add((a.id, b.id))

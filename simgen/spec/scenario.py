@@ -372,6 +372,8 @@ class ScenarioSpec:
                 v = getattr(e.when, k)
                 if v is not None and v not in ids:
                     raise ectx.key(k).error(f"unknown actor {v!r}; known: {', '.join(sorted(ids))}")
+            if owner == "ego" and e.when.ttc_s is not None and e.when.actor is None:
+                raise ectx.key("ttc_s").error("a ttc_s trigger on an ego event needs actor: (TTC is measured from the ego to it)")
             if e.when.after is not None and e.when.after not in events:
                 raise ectx.key("after").error(f"unknown event {e.when.after!r}; known: {', '.join(events) or 'none'}")
         # cycles between events ("after" chains)

@@ -733,13 +733,13 @@ def _corridor_map(name: str, description: str, ref: Polyline) -> RoadMap:
         for pre, sgn in (("fwd", -1.0), ("bwd", 1.0)):
             lanes[f"{pre}_{k}"] = Lane(
                 f"{pre}_{k}", "main", ref.offset(sgn * lat, reverse=sgn > 0), LANE_WIDTH,
-                left=f"{pre}_{other}" if k == 2 else None, right=f"{pre}_{other}" if k == 1 else None,
+                left=f"{pre}_{other}" if k == 2 else None, right=f"{pre}_{other}" if k == 1 else f"{pre}_shoulder",
                 speed_limit_mps=v, successors={}, kind="driving",
             )
     sh_lat = 2 * LANE_WIDTH + SHOULDER_WIDTH / 2
-    for pre, sgn in (("fwd", -1.0), ("bwd", 1.0)):
+    for pre, sgn in (("fwd", -1.0), ("bwd", 1.0)):  # shoulders neighbour the outer lane (merging, pulling over)
         lanes[f"{pre}_shoulder"] = Lane(f"{pre}_shoulder", "main", ref.offset(sgn * sh_lat, reverse=sgn > 0),
-                                        SHOULDER_WIDTH, None, None, v, {}, "shoulder")
+                                        SHOULDER_WIDTH, f"{pre}_2", None, v, {}, "shoulder")
 
     dense = _densify(ref, 2.0)
     base = _cross_section(dense, 0.0, L)
@@ -850,18 +850,18 @@ def intersection_map() -> RoadMap:
             o = 3 - k
             lanes[f"{arm}_in_{k}"] = Lane(
                 f"{arm}_in_{k}", arm, ref.offset(lat_k[k], reverse=True), LANE_WIDTH,
-                left=f"{arm}_in_{o}" if k == 2 else None, right=f"{arm}_in_{o}" if k == 1 else None,
+                left=f"{arm}_in_{o}" if k == 2 else None, right=f"{arm}_in_{o}" if k == 1 else f"{arm}_in_shoulder",
                 speed_limit_mps=v, successors={}, kind="driving", stop_s=stop_in_s, signal=tl_id,
             )
             lanes[f"{arm}_out_{k}"] = Lane(
                 f"{arm}_out_{k}", arm, ref.offset(-lat_k[k]), LANE_WIDTH,
-                left=f"{arm}_out_{o}" if k == 2 else None, right=f"{arm}_out_{o}" if k == 1 else None,
+                left=f"{arm}_out_{o}" if k == 2 else None, right=f"{arm}_out_{o}" if k == 1 else f"{arm}_out_shoulder",
                 speed_limit_mps=v, successors={}, kind="driving",
             )
         lanes[f"{arm}_in_shoulder"] = Lane(f"{arm}_in_shoulder", arm, ref.offset(sh_lat, reverse=True),
-                                           SHOULDER_WIDTH, None, None, v, {}, "shoulder")
+                                           SHOULDER_WIDTH, f"{arm}_in_2", None, v, {}, "shoulder")
         lanes[f"{arm}_out_shoulder"] = Lane(f"{arm}_out_shoulder", arm, ref.offset(-sh_lat),
-                                            SHOULDER_WIDTH, None, None, v, {}, "shoulder")
+                                            SHOULDER_WIDTH, f"{arm}_out_2", None, v, {}, "shoulder")
         parking += _parking(lanes[f"{arm}_out_shoulder"].centre, 30.0, arm_len - 5.0)
         parking += _parking(lanes[f"{arm}_in_shoulder"].centre, 5.0, arm_len - 30.0)
 
