@@ -73,20 +73,25 @@ class EpisodePlan:
     sim_seed: np.random.SeedSequence
 
 
-def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0) -> list[EpisodePlan]:
-    """Sample every episode's concrete scenario and check placements, before anything is written."""
+def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int) -> EpisodePlan:
+    """One episode from its own SeedSequence: sample the concrete scenario and check placements (nothing runs).
+
+    The episode's streams are the first children of ``seed`` (parameters, simulation), whatever was spawned
+    from it before (:func:`simgen.seeding.streams`), so runs, batches and replays agree stream for stream.
+    """
     from simgen.sim.world import World
 
-    root = np.random.SeedSequence(seed)
-    children = root.spawn(first + episodes)[first:]
-    plans = []
-    for i, ss in enumerate(children):
-        s_param, s_sim = streams(ss, 2)
-        spec, values = concretise(src, rng=np.random.default_rng(s_param))
-        if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
-            World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
-        plans.append(EpisodePlan(first + i, ss, spec, values, s_sim))
-    return plans
+    s_param, s_sim = streams(seed, 2)
+    spec, values = concretise(src, rng=np.random.default_rng(s_param))
+    if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
+        World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
+    return EpisodePlan(index, seed, spec, values, s_sim)
+
+
+def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0) -> list[EpisodePlan]:
+    """Every episode of a run (``SeedSequence(seed)`` spawns one child per episode), before anything is written."""
+    children = np.random.SeedSequence(seed).spawn(first + episodes)[first:]
+    return [plan_episode(src, ss, first + i) for i, ss in enumerate(children)]
 
 
 def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source: str, n_frames: int | None,

@@ -166,21 +166,10 @@ def episode_seed(plan_seed: int, job_index: int, episode: int) -> np.random.Seed
 
 
 def plan_one(src, seed: np.random.SeedSequence, index: int):
-    """One episode's :class:`simgen.runner.EpisodePlan` from its own SeedSequence.
+    """One episode's :class:`simgen.runner.EpisodePlan` from its own SeedSequence (the runner's own planner)."""
+    from simgen.runner import plan_episode
 
-    Mirrors the loop body of :func:`simgen.runner.plan_episodes` (which takes an int seed and spawns the
-    episodes' sequences itself): parameter and simulation streams from :func:`simgen.seeding.streams`, placement
-    checked with a World.  ``tests/simgen/test_batch.py`` checks the two agree stream for stream.
-    """
-    from simgen.runner import EpisodePlan
-    from simgen.seeding import streams
-    from simgen.sim.world import World
-    from simgen.spec.scenario import concretise
-
-    s_param, s_sim = streams(seed, 2)
-    spec, values = concretise(src, rng=np.random.default_rng(s_param))
-    World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
-    return EpisodePlan(index, seed, spec, values, s_sim)
+    return plan_episode(src, seed, index)
 
 
 def sample_params(task: EpisodeTask) -> dict:

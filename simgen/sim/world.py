@@ -68,6 +68,7 @@ class Actor:
     door: float = 0.0  # door opening angle (rad) for open_door: > 0 the left front door, < 0 the right one
     walked_m: float = 0.0
     hesitate_until: float | None = None
+    aeb_latched: bool = False  # emergency braking engaged: brake to a stop and hold while blocked
 
     @property
     def is_vehicle(self) -> bool:
@@ -392,8 +393,8 @@ class World:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ttc = np.where(ahead & (closing > 0), np.maximum(gaps, 0.0) / closing, np.inf)
                 aeb_ttc = float(ttc.min())
-                if v < 0.1 and np.min(np.where(ahead, gaps, np.inf)) < 3.0:
-                    aeb_ttc = 0.0  # after an emergency stop, hold the standstill while the obstacle is right ahead
+                if a.aeb_latched and np.min(np.where(ahead, gaps, np.inf)) < 10.0:
+                    aeb_ttc = 0.0  # once engaged, brake to a stop and hold while the obstacle is right ahead
             mask = ahead.copy()
             if b.obstacles == "vehicles":
                 mask &= np.array([o.kind.vehicle for o in self.actors])
@@ -401,7 +402,8 @@ class World:
                 j = np.argmin(np.where(mask, gaps, np.inf))
                 gap = gaps[j]
                 dv = v - v_lead[j]
-        if aeb_ttc < b.aeb_ttc_s:
+        a.aeb_latched = b.aeb and aeb_ttc < b.aeb_ttc_s
+        if a.aeb_latched:
             return -b.aeb_decel_mps2
         if b.obey_lights or b.type == "stop_at_line":
             for stop_s, light in a.stop_points:
