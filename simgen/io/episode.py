@@ -62,7 +62,7 @@ class _Appender:
             self.ds.resize(self.n_written + n_full, axis=0)
             for i in range(0, n_full, self.chunk):
                 offset = (self.n_written + i,) + (0,) * (self.ds.ndim - 1)
-                self.pending.append((self.ds.name, offset, self.pool.submit(_encode_chunk, data[i:i + self.chunk])))
+                self.pending.append((self.ds, offset, self.pool.submit(_encode_chunk, data[i:i + self.chunk])))
             self.n_written += n_full
             rest = data[n_full:]
             self.buf, self.n_buf = ([rest] if len(rest) else []), len(rest)
@@ -85,8 +85,10 @@ class EpisodeWriter:
         self.f = h5py.File(self.tmp, "w", libver="latest")
         self.k = 0
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simgen-compress")
-        self._pending: list = []  # (dataset name, chunk offset, future of compressed bytes)
+        self._pending: list = []  # (dataset, chunk offset, future of compressed bytes)
         self._appenders: dict[str, _Appender] = {}
+        self._rows: dict[str, list] = {}
+        self._cache: dict = {}
         self._offsets = {s.name: 0 for s in rig.lidars}
         f = self.f
         f.attrs["format"] = "simgen-episode"
@@ -176,23 +178,50 @@ class EpisodeWriter:
         ds.resize(n + len(arr), axis=0)
         ds[n:] = arr
 
+    ROW_BLOCK = 32  # frames of small per-frame arrays gathered before one write per dataset
+
+    def _put(self, name: str, k: int, value) -> None:
+        """Queue ``value`` for dataset ``name`` at frame ``k`` (written in blocks by :meth:`_flush_rows`)."""
+        self._rows.setdefault(name, []).append((k, np.asarray(value)))
+
+    def _dataset(self, name: str):
+        ds = self._cache.get(name)
+        if ds is None:
+            ds = self._cache[name] = self.f[name]
+        return ds
+
+    def _flush_rows(self) -> None:
+        for name, rows in self._rows.items():
+            ks = [k for k, _ in rows]
+            if name.endswith("/offsets_tail"):  # offsets[k + 1] (offsets[0] = 0 is written at creation)
+                name, ks = name[: -len("_tail")], [k + 1 for k in ks]
+                rows = [(k, v) for k, (_, v) in zip(ks, rows)]
+            ds = self._dataset(name)
+            data = np.stack([v for _, v in rows]).astype(ds.dtype, copy=False)
+            if ks == list(range(ks[0], ks[0] + len(ks))):
+                ds[ks[0]:ks[0] + len(ks)] = data
+            else:  # pragma: no cover - frames are written in order
+                for k, v in rows:
+                    ds[k] = v
+        self._rows.clear()
+
     def _flush_pending(self) -> None:
-        for name, offset, fut in self._pending:
-            self.f[name].id.write_direct_chunk(offset, fut.result())
+        for ds, offset, fut in self._pending:
+            ds.id.write_direct_chunk(offset, fut.result())
         self._pending.clear()
 
     def write(self, frame: Frame, labels: FrameLabels) -> None:
         self._flush_pending()  # the previous frame's images, compressed meanwhile
         f, k = self.f, self.k
         assert k < self.n, "more frames than declared"
-        f["frames/index"][k] = frame.index
-        f["frames/time_s"][k] = frame.time_s
-        f["frames/T_world_from_ego"][k] = frame.T_world_from_ego
-        f["actors/pose"][k] = frame.actors.pose
-        f["actors/velocity"][k] = frame.actors.velocity
-        f["actors/accel"][k] = frame.actors.accel
+        self._put("frames/index", k, frame.index)
+        self._put("frames/time_s", k, frame.time_s)
+        self._put("frames/T_world_from_ego", k, frame.T_world_from_ego)
+        self._put("actors/pose", k, frame.actors.pose)
+        self._put("actors/velocity", k, frame.actors.velocity)
+        self._put("actors/accel", k, frame.actors.accel)
         if frame.actors.door is not None:
-            f["actors/door"][k] = frame.actors.door
+            self._put("actors/door", k, frame.actors.door)
         if k == 0:
             for name, T in frame.T_ego_from_sensor.items():  # the mounting actually used (jitter included)
                 f[f"sensors/{name}/T_ego_from_sensor"][...] = T
@@ -200,9 +229,9 @@ class EpisodeWriter:
             name = "applied/" + key
             if name not in f:
                 f.create_dataset(name, shape=(self.n,), dtype=np.float64, fillvalue=np.nan)
-            f[name][k] = v
+            self._put(name, k, v)
         if self.lights:
-            f["lights/state"][k] = [LIGHT_CODES[frame.lights[i]] for i in self.lights]
+            self._put("lights/state", k, [LIGHT_CODES[frame.lights[i]] for i in self.lights])
         if frame.collisions:
             self._append(f["collisions"], np.array([(k, a, b) for a, b in frame.collisions], np.int32))
         if frame.events:
@@ -212,41 +241,44 @@ class EpisodeWriter:
             self._append(f["events/name"], np.array([e[2] for e in frame.events], dtype=object))
         lo = "labels/objects/"
         for name in ("center_world", "velocity_world", "center_ego", "velocity_ego", "yaw_world", "yaw_ego", "seen"):
-            f[lo + name][k] = getattr(labels, name)
+            self._put(lo + name, k, getattr(labels, name))
         for name, cam in frame.cameras.items():
             g = f"sensors/{name}/"
             if k == 0:  # lens model, for projecting boxes into the image (see simgen.geometry.project_distorted)
                 f[g].attrs["distortion"] = np.zeros(5) if cam.distortion is None else np.asarray(cam.distortion, float)
                 f[g].attrs["r_max"] = float(cam.r_max or 0.0)
-            f[g + "T_world_from_sensor"][k] = cam.T_world_from_sensor
-            f[g + "K"][k] = cam.K
+            self._put(g + "T_world_from_sensor", k, cam.T_world_from_sensor)
+            self._put(g + "K", k, cam.K)
             for key, arr in (("rgb", cam.rgb), ("depth", cam.depth), ("semantic", cam.semantic),
                              ("instance", cam.instance.astype(np.uint16))):
-                ds = f[g + key]
-                self._pending.append((ds.name, (k,) + (0,) * (ds.ndim - 1), self._pool.submit(_encode_chunk, arr)))
+                ds = self._dataset(g + key)
+                self._pending.append((ds, (k,) + (0,) * (ds.ndim - 1), self._pool.submit(_encode_chunk, arr)))
             cl = labels.cameras[name]
             for attr in ("bbox_mask", "bbox_proj", "visible_pixels", "amodal_pixels", "visible_fraction", "truncation",
                          "occlusion", "in_fov", "center_sensor", "quat_sensor"):
-                f[f"labels/{name}/{attr}"][k] = getattr(cl, attr)
+                self._put(f"labels/{name}/{attr}", k, getattr(cl, attr))
         for name, ld in frame.lidars.items():
             g = f"sensors/{name}/"
-            f[g + "T_world_from_sensor"][k] = ld.T_world_from_sensor
-            f[g + "T_world_from_sensor_start"][k] = ld.T_world_from_sensor_start
+            self._put(g + "T_world_from_sensor", k, ld.T_world_from_sensor)
+            self._put(g + "T_world_from_sensor_start", k, ld.T_world_from_sensor_start)
             if ld.false_return is None:
                 ld.false_return = np.zeros(len(ld.xyz), np.uint8)
             for attr in ("xyz", "intensity", "semantic", "instance", "time_s", "channel", "false_return"):
-                self._appenders[f["/sensors/" + name + "/" + attr].name].append(getattr(ld, attr))
+                self._appenders["/sensors/" + name + "/" + attr].append(getattr(ld, attr))
             self._offsets[name] += len(ld.xyz)
-            f[g + "offsets"][k + 1] = self._offsets[name]
+            self._put(g + "offsets_tail", k, self._offsets[name])
             ll = labels.lidars[name]
             for attr in ("n_points", "center_sensor", "quat_sensor"):
-                f[f"labels/{name}/{attr}"][k] = getattr(ll, attr)
+                self._put(f"labels/{name}/{attr}", k, getattr(ll, attr))
         self.k += 1
+        if self.k % self.ROW_BLOCK == 0:
+            self._flush_rows()
 
     def close(self, extra_attrs: dict | None = None) -> Path:
         """Finish: mark complete, flush, fsync and rename into place.  Returns the final path."""
         if self.k != self.n:
             raise RuntimeError(f"episode has {self.k} of {self.n} frames")
+        self._flush_rows()
         for ap in self._appenders.values():
             ap.finish()
         self._flush_pending()

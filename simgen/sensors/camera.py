@@ -108,7 +108,7 @@ class Camera:
                        wear, M.ROAD_PAINT, M.ASPHALT,
                        _NOISE_TABLE, light.sun_dir, light.sun_rgb, light.ambient_rgb, light.zenith_rgb, light.horizon_rgb,
                        light.fog_beta, light.fog_start_m, light.fog_rgb, light.exposure, M.PAINT, M.CLOTHING, SKY, FAR_M,
-                       *(lights if lights is not None else _NO_LIGHTS), M.HEADLIGHT, M.TAILLIGHT,
+                       *(lights if lights is not None else _NO_LIGHTS), M.HEADLIGHT, M.TAILLIGHT, kernels._TM_LUT,
                        rgb, depth, sem)
         return CameraData(self.K.copy(), T_world_from_sensor.copy(), rgb.reshape(self.H, self.W, 3),
                           depth.reshape(self.H, self.W), sem.reshape(self.H, self.W), h.instance.reshape(self.H, self.W),

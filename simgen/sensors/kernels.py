@@ -26,6 +26,22 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     config.THREADING_LAYER = "workqueue"
 
 
+# Tone map sqrt(1 - exp(-x)) (exponential curve, gamma 2) tabulated over u = sqrt(x): a table step is at most
+# 1/1024 in u, i.e. under a quarter of an 8-bit level even in the darks, and costs one sqrt instead of exp + sqrt.
+_TM_SCALE = 1024.0
+_TM_LUT = (np.sqrt(1.0 - np.exp(-(np.arange(4 * 1024 + 2) / _TM_SCALE) ** 2)) * 255.0 + 0.5).astype(np.float32)
+
+
+@njit(cache=True, inline="always")
+def _tonemap(x, lut):
+    u = np.sqrt(max(x, 0.0)) * _TM_SCALE
+    if u >= lut.shape[0] - 2:
+        return np.uint8(255)
+    i = int(u)
+    f = u - i
+    return np.uint8(lut[i] + f * (lut[i + 1] - lut[i]))
+
+
 @njit(parallel=True, cache=True)
 def fill_rays(d_body, R, o, rays, d):
     """World ray directions d = R d_body and the (N,6) cast buffer [o, d] in one pass."""
@@ -100,7 +116,7 @@ def finish(o, d, t, normal, material, instance, tri, sem_hit, lit_idx, occ, z_of
            colour_lut, specular_lut, actor_colour, lamp_on, lamp_lo, lamp_hi, wear, road_paint_id, asphalt_id, noise_table,
            sun_dir, sun_rgb, ambient, zenith, horizon, fog_beta, fog_start, fog_rgb, exposure,
            paint_id, clothing_id, sky_class, far_m,
-           light_pos, light_dir, light_rgb, light_cos, lamp_glow, headlight_id, taillight_id,
+           light_pos, light_dir, light_rgb, light_cos, lamp_glow, headlight_id, taillight_id, tm_lut,
            rgb, depth, semantic):
     """Write rgb (N,3) uint8, depth (N,) float32 and semantic (N,) uint8 for every ray.
 
@@ -220,6 +236,6 @@ def finish(o, d, t, normal, material, instance, tri, sem_hit, lit_idx, occ, z_of
             r = r * (1 - f) + fog_rgb[0] * f
             g = g * (1 - f) + fog_rgb[1] * f
             b = b * (1 - f) + fog_rgb[2] * f
-        rgb[i, 0] = np.uint8(np.sqrt(1.0 - np.exp(-r * exposure)) * 255.0 + 0.5)
-        rgb[i, 1] = np.uint8(np.sqrt(1.0 - np.exp(-g * exposure)) * 255.0 + 0.5)
-        rgb[i, 2] = np.uint8(np.sqrt(1.0 - np.exp(-b * exposure)) * 255.0 + 0.5)
+        rgb[i, 0] = _tonemap(r * exposure, tm_lut)
+        rgb[i, 1] = _tonemap(g * exposure, tm_lut)
+        rgb[i, 2] = _tonemap(b * exposure, tm_lut)

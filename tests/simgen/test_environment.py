@@ -162,3 +162,13 @@ def test_camera_effects_applied_and_deterministic(small_rig):
     H, W = ra.shape[:2]
     corner = lambda im: im[: H // 6, : W // 6].astype(float).mean()  # noqa: E731
     assert corner(ra) < corner(rc)  # vignetting darkens the corners
+
+
+def test_tonemap_table_matches_the_curve():
+    """The camera kernel's tabulated tone map equals sqrt(1 - exp(-x)) to within half an 8-bit level."""
+    from simgen.sensors.kernels import _TM_LUT, _tonemap
+
+    x = np.concatenate([np.linspace(0, 0.01, 500), np.linspace(0.01, 20, 5000)])
+    got = np.array([_tonemap(v, _TM_LUT) for v in x], float)
+    want = np.sqrt(1 - np.exp(-x)) * 255.0
+    assert np.abs(got - want).max() <= 0.75
