@@ -291,7 +291,7 @@ class BuiltinSession:
         # on the interleaving.
         futures = {name: self._pool.submit(lid.capture, self._prev_time, time_s, ego_prev, ego_now, self.static,
                                            self.actor_geoms, prev[rows], states.pose[rows], rng=self.sensor_rngs[name],
-                                           weather=spec_t.weather)
+                                           weather=spec_t.weather, precipitation_kind=spec_t.precipitation_type)
                    for name, lid in self.lidars.items()}
         for name, cam in self.cameras.items():
             frame.cameras[name] = cam.capture(T_we @ self.mounts[name], self.static, self.actor_geoms,

@@ -65,7 +65,7 @@ class Lidar:
     def capture(self, t_prev: float, t: float, ego_prev: np.ndarray, ego_now: np.ndarray,
                 static: render.StaticGeometry, actors: list[render.ActorGeometry], poses_prev: np.ndarray,
                 poses_now: np.ndarray, *, rng: np.random.Generator, reflectivity_scale: float = 1.0,
-                weather=None) -> LidarData:
+                weather=None, precipitation_kind: str = "rain") -> LidarData:
         """Sweep over (t_prev, t].  ``ego_*`` and ``poses_*`` are (4,)/(A,4) bottom-centre poses x,y,z,yaw."""
         from simgen.geometry import pose_matrix
 
@@ -124,7 +124,8 @@ class Lidar:
         keep = hit
         if weather is not None:  # fog (Hahner et al. 2021), rain clutter and extinction, wet roads
             rng_m, intensity, keep, false_ret = apply_lidar_weather(
-                rng_m, intensity, hit, h.semantic, d_s, weather, rng=rng, max_range=a.range)
+                rng_m, intensity, hit, h.semantic, d_s, weather, rng=rng, max_range=a.range,
+                precipitation_kind=precipitation_kind)
             intensity = intensity.astype(np.float32)
         if a.noise_stddev > 0:
             rng_m = rng_m + rng.normal(0.0, a.noise_stddev, len(rng_m))

@@ -330,6 +330,7 @@ class ScenarioSpec:
     traffic_light_cycle_s: tuple[float, float, float] = (12.0, 3.0, 2.0)  # green, yellow, all-red
     traffic_light_offset_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})  # phase at t=0
     time_of_day_h: float | None = field(default=None, metadata={"range": (0.0, 24.0)})  # sets the sun (overrides weather)
+    precipitation_type: Literal["rain", "snow"] = "rain"  # what weather.precipitation is (CARLA has rain only)
     road: Road = Road()
     appearance: Appearance = Appearance()
     sensor_jitter: SensorJitter = SensorJitter()

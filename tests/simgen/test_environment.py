@@ -172,3 +172,11 @@ def test_tonemap_table_matches_the_curve():
     got = np.array([_tonemap(v, _TM_LUT) for v in x], float)
     want = np.sqrt(1 - np.exp(-x)) * 255.0
     assert np.abs(got - want).max() <= 0.75
+
+
+def test_snow_clutters_the_lidar_more_than_rain_at_the_same_precipitation():
+    counts = {}
+    for kind in ("rain", "snow"):
+        s = session_for("dense_traffic.yaml", _lidar_rig(), overrides=["weather.precipitation=40", f"precipitation_type={kind}"])
+        counts[kind] = int((s.step().lidars["top"].false_return == 2).sum())
+    assert counts["snow"] > counts["rain"], counts
