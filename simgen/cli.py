@@ -87,10 +87,9 @@ def cmd_replay(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    import numpy as np
-
+    from simgen.runner import plan_episodes
     from simgen.spec.rig import load_rig
-    from simgen.spec.scenario import concretise, load_scenario_source
+    from simgen.spec.scenario import load_scenario_source
     from simgen.spec.schema import load_yaml
 
     for path in a.files:
@@ -100,15 +99,12 @@ def cmd_validate(a) -> int:
             print(f"{path}: ok (rig '{rig.name}', {len(rig.sensors)} sensors)")
             continue
         src = load_scenario_source(path, a.overrides)
-        from simgen.runner import plan_episodes
-
         plans = plan_episodes(src, seed=a.seed, episodes=max(1, a.sample))
         print(f"{path}: ok (scenario '{src.name}', map {plans[0].spec.map}, {plans[0].spec.n_frames} frames)")
         if a.sample:
             for p in plans:
                 vals = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.params.items())
                 print(f"  episode {p.index}: {vals or '(no parameters)'}")
-        del np
     return 0
 
 

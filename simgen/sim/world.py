@@ -19,7 +19,7 @@ import numpy as np
 from simgen.classes import ACTOR_KINDS, ActorKind
 from simgen.errors import InputError
 from simgen.geometry import wrap_angle
-from simgen.spec.scenario import ActorSpec, Behaviour, EgoSpec, Event, Placement, ScenarioSpec
+from simgen.spec.scenario import Behaviour, EgoSpec, Event, Placement, ScenarioSpec
 from simgen.world.roads import Polyline, RoadMap, get_map
 from simgen.classes import PEDESTRIAN, ROADS
 

@@ -2,7 +2,6 @@
 another weather or rig re-renders the same motion."""
 import h5py
 import numpy as np
-import pytest
 
 from simgen.cli import main
 from simgen.io.record import read_record

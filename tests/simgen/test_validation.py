@@ -1,6 +1,4 @@
 """Bad input: every case gets a one-line error naming file/key/value/allowed, exit code 2, nothing written."""
-from pathlib import Path
-
 import pytest
 
 from simgen.cli import main
