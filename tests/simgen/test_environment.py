@@ -180,3 +180,18 @@ def test_snow_clutters_the_lidar_more_than_rain_at_the_same_precipitation():
         s = session_for("dense_traffic.yaml", _lidar_rig(), overrides=["weather.precipitation=40", f"precipitation_type={kind}"])
         counts[kind] = int((s.step().lidars["top"].false_return == 2).sum())
     assert counts["snow"] > counts["rain"], counts
+
+
+def test_scattering_controls_change_sky_and_fog(small_rig):
+    def sky_and_fog(*over):
+        f = session_for("dense_traffic.yaml", small_rig, overrides=["scenery.density=0", *over]).step()
+        cam = f.cameras["front"]
+        sky = cam.rgb[cam.semantic == 11].astype(float)
+        return sky[:, 2].mean() - sky[:, 0].mean(), cam.rgb.astype(float).mean()
+
+    blue_default, _ = sky_and_fog()
+    blue_more, _ = sky_and_fog("weather.rayleigh_scattering_scale=0.09")
+    _, fog_lit = sky_and_fog("weather.fog_density=80")
+    _, fog_dark = sky_and_fog("weather.fog_density=80", "weather.scattering_intensity=0.2")
+    assert blue_more > blue_default + 5  # more Rayleigh scattering: a bluer sky
+    assert fog_dark < fog_lit - 10  # less light scattered by the fog: darker airlight
