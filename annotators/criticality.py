@@ -13,21 +13,41 @@ import numpy as np
 from simgen.backends.base import Frame
 
 
+def footprints(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    """(A,4,2) footprint corners from bottom-centre poses (A,4) and sizes (A,3)."""
+    c, s = np.cos(pose[:, 3]), np.sin(pose[:, 3])
+    hl, hw = dims[:, 0] / 2, dims[:, 1] / 2
+    local = np.stack([np.stack([hl, hw], -1), np.stack([hl, -hw], -1), np.stack([-hl, -hw], -1), np.stack([-hl, hw], -1)], 1)
+    R = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], 1)  # (A,2,2)
+    return np.einsum("aij,akj->aki", R, local) + pose[:, None, :2]
+
+
+def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ab = b - a
+    t = np.clip(np.einsum("...i,...i->...", p - a, ab) / np.maximum(np.einsum("...i,...i->...", ab, ab), 1e-12), 0, 1)
+    return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
+
+
 def gaps_and_ttc(pose: np.ndarray, vel: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gap (m) and TTC (s) from actor 0 (ego) to every actor; entry 0 is NaN."""
-    c = pose[:, :2]
-    rel = c - c[0]
+    """Gap (m): the exact distance between the ego's and each actor's footprint (0 when they overlap), and TTC
+    (s): gap over the closing speed along the line joining their centres (inf when not closing).  Entry 0 (the
+    ego itself) is NaN."""
+    from simgen.sim.world import overlapping_pairs
+
+    fp = footprints(pose, dims)
+    A = len(pose)
+    ego = fp[0]
+    e_a, e_b = ego, np.roll(ego, -1, axis=0)  # ego edges
+    o_a, o_b = fp, np.roll(fp, -1, axis=1)  # actor edges (A,4,2)
+    d1 = _point_segment_distance(ego[None, :, None, :], o_a[:, None, :, :], o_b[:, None, :, :])  # ego corners → actor edges
+    d2 = _point_segment_distance(fp[:, :, None, :], e_a[None, None, :, :], e_b[None, None, :, :])  # actor corners → ego edges
+    gap = np.minimum(d1.reshape(A, -1).min(1), d2.reshape(A, -1).min(1))
+    pairs = overlapping_pairs(fp)
+    if len(pairs):
+        gap[pairs[pairs[:, 0] == 0, 1]] = 0.0
+    rel = pose[:, :2] - pose[0, :2]
     dist = np.linalg.norm(rel, axis=1)
     u = rel / np.maximum(dist, 1e-9)[:, None]
-
-    def half_extent(i_yaw, l, w):
-        ex = np.stack([np.cos(i_yaw), np.sin(i_yaw)], axis=-1)
-        ey = np.stack([-np.sin(i_yaw), np.cos(i_yaw)], axis=-1)
-        return np.abs(np.einsum("ni,ni->n", u, ex)) * l / 2 + np.abs(np.einsum("ni,ni->n", u, ey)) * w / 2
-
-    ego_ext = half_extent(np.full(len(pose), pose[0, 3]), dims[0, 0], dims[0, 1])
-    oth_ext = half_extent(pose[:, 3], dims[:, 0], dims[:, 1])
-    gap = np.maximum(dist - ego_ext - oth_ext, 0.0)
     closing = -np.einsum("ni,ni->n", vel[:, :2] - vel[0, :2], u)
     with np.errstate(divide="ignore", invalid="ignore"):
         ttc = np.where(closing > 1e-3, gap / closing, np.inf)
