@@ -80,10 +80,8 @@ class Camera:
         amodal: dict[int, int] = {}
         dims = np.array([a.dims for a in actors]).reshape(-1, 3)
         corners = box_corners(_box_pose(poses, dims), dims) if len(actors) else np.zeros((0, 8, 3))
-        rois = []
         for k, act in enumerate(actors):
             roi = self.roi(T_opt_from_world, corners[k])
-            rois.append(roi)
             if roi is None:
                 amodal[act.id] = 0
                 continue

@@ -9,9 +9,8 @@ several times the casts themselves.  These kernels do it in two parallel passes 
    ray-traced shadows, sky ambient, specular, emissive lamps, sky for misses, fog, tone map and gamma, plus
    z-depth and the semantic image.
 
-The maths is the same as :mod:`simgen.sensors.shading`, which documents the model; the functions there remain
-the readable reference and are used for the sky and the tests.  Results are deterministic (each pixel is
-computed independently; no fastmath).
+:mod:`simgen.sensors.shading` derives the lighting inputs from the weather.  Results are deterministic (each
+pixel is computed independently; no fastmath).
 """
 from __future__ import annotations
 

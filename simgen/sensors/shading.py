@@ -1,9 +1,10 @@
 """Lighting from CARLA-style weather: sun direction, sky, ambient light, fog; and the camera shading model.
 
 Sun: ``sun_altitude_angle`` (degrees above the horizon) and ``sun_azimuth_angle`` (degrees clockwise from
-north = +y, as on a compass).  Shading is Lambert diffuse from the sun with ray-traced shadows, a hemispheric
-sky ambient term, a small specular lobe, emissive lamps, exponential fog by distance, an exponential tone
-map and gamma 2 (sqrt).  All arrays are float32 and vectorised.
+north = +y, as on a compass).  :class:`Lighting` turns the weather into the quantities the camera kernel
+(:mod:`simgen.sensors.kernels`) shades with: Lambert diffuse from the sun with ray-traced shadows, a
+hemispheric sky ambient term, a small specular lobe, emissive lamps, exponential fog by distance, an
+exponential tone map and gamma 2.  The fixed noise table behind the procedural surface texture is here too.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from simgen.spec.scenario import Weather
-from simgen.world import materials as M
 
 
 @dataclass(frozen=True)
@@ -53,84 +53,5 @@ class Lighting:
         return Lighting(sun_dir, sun_rgb, ambient.astype(np.float32), zenith, horizon, float(fog_beta),
                         float(w.fog_distance), fog_rgb.astype(np.float32), float(exposure))
 
-    def sky(self, d: np.ndarray) -> np.ndarray:
-        """(N,3) sky radiance for unit world directions."""
-        e = np.clip(d[:, 2:3], 0.0, 1.0)
-        col = self.horizon_rgb + (self.zenith_rgb - self.horizon_rgb) * np.sqrt(e)
-        glow = np.clip(d @ self.sun_dir, 0.0, 1.0) ** 64
-        return col + glow[:, None] * self.sun_rgb * 0.6
-
 
 _NOISE_TABLE = np.random.default_rng(20261123).random(1 << 16).astype(np.float32)  # fixed: textures never change
-
-
-def _cell_noise(p: np.ndarray, scale: float) -> np.ndarray:
-    """(N,) value in [0, 1) per lattice cell of size 1/scale metres (integer spatial hash into a fixed table)."""
-    q = np.floor(p * np.float32(scale)).astype(np.int32)
-    h = q[:, 0] * np.int32(73856093)
-    h ^= q[:, 1] * np.int32(19349663)
-    h ^= q[:, 2] * np.int32(83492791)
-    h ^= h >> 13
-    return _NOISE_TABLE[h & 0xFFFF]
-
-
-def procedural_variation(p: np.ndarray, scale: float = 2.0) -> np.ndarray:
-    """(N,) multiplicative albedo variation in about [0.88, 1.12] from world positions: two octaves of cell
-    noise (0.5 m and 7 cm cells) so asphalt, concrete and facades are not flat colours."""
-    v = _cell_noise(p, scale)
-    v *= np.float32(0.16)
-    v += np.float32(0.88)
-    v += np.float32(0.08) * _cell_noise(p, scale * 7.0)
-    return v
-
-
-def albedo(material: np.ndarray, instance: np.ndarray, actor_colour: np.ndarray) -> np.ndarray:
-    """(N,3) base colour: material table, with paint/clothing replaced by the owning actor's colour.
-
-    ``actor_colour`` is indexed by instance id (row 0 unused).
-    """
-    col = M.COLOUR_LUT[material]
-    own = ((material == M.PAINT) | (material == M.CLOTHING)) & (instance > 0)
-    if np.any(own):
-        col[own] = actor_colour[instance[own]]
-    return col
-
-
-def shade(light: Lighting, d: np.ndarray, t: np.ndarray, normal: np.ndarray, base: np.ndarray,
-          lit: np.ndarray, specular: np.ndarray, emissive: np.ndarray) -> np.ndarray:
-    """Linear radiance (N,3) for hit rays.
-
-    ``lit``: (N,) 1 where the sun is visible from the hit; ``specular``: (N,) strength; ``emissive``: (N,3).
-    """
-    ndl = normal @ light.sun_dir
-    np.maximum(ndl, 0.0, out=ndl)
-    ndl *= lit
-    hemi = normal[:, 2] * np.float32(0.45)
-    hemi += np.float32(0.55)
-    irr = ndl[:, None] * light.sun_rgb
-    irr += hemi[:, None] * light.ambient_rgb
-    irr *= base
-    spec_idx = np.nonzero((specular > 0) & (lit > 0))[0]
-    if len(spec_idx):
-        n = normal[spec_idx]
-        h = light.sun_dir[None, :] - d[spec_idx]
-        h /= np.linalg.norm(h, axis=1, keepdims=True) + np.float32(1e-9)
-        c = np.clip(np.einsum("ni,ni->n", n, h), 0, 1) ** 32 * specular[spec_idx]
-        irr[spec_idx] += c[:, None] * (light.sun_rgb * np.float32(0.5))
-    if emissive is not None:
-        irr += emissive
-    return irr
-
-
-def apply_fog(light: Lighting, rad: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    if light.fog_beta <= 0:
-        return rad
-    f = 1.0 - np.exp(-light.fog_beta * np.clip(dist - light.fog_start_m, 0.0, None))
-    f = np.where(np.isfinite(dist), f, 1.0).astype(np.float32)
-    return rad * (1 - f[:, None]) + light.fog_rgb * f[:, None]
-
-
-def tonemap(rad: np.ndarray, exposure: float) -> np.ndarray:
-    """Linear radiance → 8-bit sRGB-ish (exponential tone map, gamma 2)."""
-    x = 1.0 - np.exp(-np.asarray(rad, np.float32) * np.float32(exposure))
-    return (np.sqrt(x) * 255.0 + 0.5).astype(np.uint8)
