@@ -31,7 +31,7 @@ _FUNCS = {"min": min, "max": max, "abs": abs, "round": round, "sqrt": math.sqrt}
 _CONSTS = {"pi": math.pi}
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.Pow: operator.pow, ast.Mod: operator.mod}
-_KINDS = ("uniform", "normal", "choice", "randint")
+_KINDS = ("uniform", "normal", "choice", "randint", "grid")
 
 
 def evaluate(expr: str, values: dict[str, Any], *, file: str, key: str):
@@ -108,6 +108,9 @@ def check_parameters(params: dict, *, file: str) -> None:
             lo, hi = v.get("min", -math.inf), v.get("max", math.inf)
             if lo > hi:
                 raise InputError(f"min > max in {v!r}", file=file, key=f"{key}.normal")
+        elif k == "grid":
+            if not isinstance(v, list) or not v:
+                raise InputError(f"grid takes a non-empty list of values, got {v!r}", file=file, key=f"{key}.grid")
         elif k == "choice":
             if not isinstance(v, list) or not v:
                 raise InputError(f"choice takes a non-empty list, got {v!r}", file=file, key=f"{key}.choice")
@@ -117,16 +120,42 @@ def check_parameters(params: dict, *, file: str) -> None:
                     raise InputError(f"weights must be {len(v)} non-negative numbers with a positive sum, got {w!r}", file=file, key=f"{key}.weights")
 
 
-def sample_parameters(params: dict, *, rng: np.random.Generator, file: str) -> dict[str, Any]:
-    """Draw one concrete value per parameter, in declaration order."""
+def grid_axes(params: dict) -> list[tuple[str, list]]:
+    """The ``grid`` parameters (name, values) in declaration order: the axes of a full-factorial grid."""
+    return [(n, list(p["grid"])) for n, p in (params or {}).items() if isinstance(p, dict) and "grid" in p]
+
+
+def grid_size(params: dict) -> int:
+    """Number of points of the parameters' full-factorial grid (1 without grid parameters)."""
+    return int(np.prod([len(v) for _, v in grid_axes(params)], dtype=np.int64)) if grid_axes(params) else 1
+
+
+def grid_point(params: dict, index: int) -> dict[str, Any]:
+    """The values of grid point ``index mod grid_size``: the axes in declaration order, the last varying fastest
+    (row-major), so episodes 0 .. N-1 visit every point exactly once."""
+    axes = grid_axes(params)
+    k = int(index) % grid_size(params)
+    out = {}
+    for name, vals in reversed(axes):
+        k, r = divmod(k, len(vals))
+        out[name] = vals[r]
+    return {n: out[n] for n, _ in axes}
+
+
+def sample_parameters(params: dict, *, rng: np.random.Generator, file: str, grid_index: int = 0) -> dict[str, Any]:
+    """Draw one concrete value per parameter, in declaration order.  ``grid`` parameters take the values of grid
+    point ``grid_index`` (the episode index; see :func:`grid_point`) and draw nothing from ``rng``."""
     check_parameters(params, file=file)
+    point = grid_point(params, grid_index)
     values: dict[str, Any] = {}
     for name, spec in params.items():
         key = f"parameters.{name}"
         if isinstance(spec, dict):
             k = next(k for k in spec if k in _KINDS)
             v = spec[k]
-            if k == "uniform":
+            if k == "grid":
+                values[name] = substitute(point[name], values, file=file, key=f"{key}.grid")
+            elif k == "uniform":
                 values[name] = float(rng.uniform(float(v[0]), float(v[1])))
             elif k == "randint":
                 values[name] = int(rng.integers(int(v[0]), int(v[1]) + 1))
