@@ -122,14 +122,14 @@ def index_rows(tasks, recs: dict, params_of) -> list[dict]:
         row = {"job": t.job.name, "job_index": t.job.index, "scenario": Path(t.job.scenario).stem,
                "episode": t.episode, "seed_entropy": str(seed.entropy), "seed_spawn_key": list(seed.spawn_key),
                "status": r.get("event", "pending"), "attempts": r.get("attempts"), "frames": r.get("frames")}
-        if getattr(t.job, "grid_size", 1) > 1:
-            row["grid_point"] = t.episode % t.job.grid_size
         summary = r.get("summary") or {}
         for k in ("min_ttc_s", "min_gap_m", "collision"):
             row[k] = summary.get(k)
         for k, v in summary.items():
             if k not in row:
                 row[k] = v
+        if getattr(t.job, "grid_size", 1) > 1:
+            row["grid_point"] = t.episode % t.job.grid_size
         err = r.get("error")
         row.update({"elapsed_s": r.get("elapsed_s"), "path": t.rel_path if row["status"] == "done" else None,
                     "sha256": r.get("sha256"), "bytes": r.get("bytes"),

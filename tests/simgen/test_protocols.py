@@ -333,6 +333,25 @@ def test_scenario_runner_entries():
     assert w.impacts and w.impacts[0]["actor_b"] == "runner"
 
 
+def test_aeb_brakes_for_a_driver_who_ignores_obstacles(tmp_path):
+    """Issue 11: docs/scenario_language.md said AEB sees nothing with obstacles: none; the code brakes (the behaviour a
+    tester wants).  A non-reacting driver at 15 m/s with AEB stops short of a stationary car 60 m ahead; without AEB
+    it hits it."""
+    def run_(aeb):
+        p = write_scenario(tmp_path, {"duration_s": 8, "ego": {
+            "place": {"lane": "fwd_2", "s_m": 60}, "speed_mps": 15,
+            "behaviour": {"type": "lane_follow", "obstacles": "none", "aeb": aeb, "aeb_ttc_s": 1.5}},
+            "actors": [{"id": "stopped", "kind": "car", "place": {"relative_to": "ego", "ahead_m": 60},
+                        "behaviour": {"type": "parked"}}]}, name=f"aeb_{aeb}")
+        w, spec, _ = world_of(p)
+        predict_end(w, spec.n_frames)
+        return w
+
+    assert run_(False).impacts
+    w = run_(True)
+    assert not w.impacts and abs(w.actors[0].speed) < 0.05
+
+
 # ---------------------------------------------------------------------------------------- reversing, animals
 def test_reverse_backs_up_keeping_the_heading(tmp_path):
     """type: reverse at 2 m/s for 6 m: it ends 6 m behind its start on its lane, still facing +x."""
