@@ -626,15 +626,16 @@ class World:
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
             dims = np.array([a.dims[:2] for a in self.actors], float)
             i, j = np.triu_indices(len(self.actors), 1)
-            r = 0.5 * np.hypot(dims[:, 0], dims[:, 1])
-            travel = np.hypot(*(post[:, :2] - pre[:, :2]).T)
-            d_end = np.hypot(*(post[i, :2] - post[j, :2]).T)
-            near = d_end <= r[i] + r[j] + travel[i] + travel[j] + 1e-6
+            r = 0.5 * np.hypot(dims[:, 0], dims[:, 1])  # bounding circles (they contain the footprint at any yaw)
+            d0 = pre[i, :2] - pre[j, :2]  # centres move linearly within the tick: closest approach of the pair
+            dd = (post[i, :2] - post[j, :2]) - d0
+            u = np.clip(-np.einsum("pk,pk->p", d0, dd) / np.maximum(np.einsum("pk,pk->p", dd, dd), 1e-12), 0.0, 1.0)
+            near = np.hypot(*(d0 + u[:, None] * dd).T) <= r[i] + r[j] + 1e-6
             ped = np.array([a.kind.semantic == PEDESTRIAN for a in self.actors])
+            i, j = i[near & ~(ped[i] & ped[j])], j[near & ~(ped[i] & ped[j])]
             ids = np.array([a.id for a in self.actors])
-            old = np.array([(ids[a], ids[b]) in self.collisions_total for a, b in zip(i, j)], bool)
-            cand = near & ~(ped[i] & ped[j]) & ~old
-            i, j = i[cand], j[cand]
+            fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
+            i, j = i[fresh], j[fresh]
             if len(i):
                 f = first_contact(pre[i, :3], post[i, :3], dims[i], pre[j, :3], post[j, :3], dims[j])
                 hit = ~np.isnan(f)
@@ -947,18 +948,25 @@ def first_contact(a0, a1, da, b0, b1, db, *, samples: int = 16, iters: int = 40)
         return sat_overlap(_rects(pa[:, :2], pa[:, 2], da), _rects(pb[:, :2], pb[:, 2], db))
 
     fs = np.linspace(0.0, 1.0, samples + 1)
-    grid = np.stack([hit(np.full(P, f)) for f in fs], 1)  # (P, samples+1)
+    rep = lambda v: np.repeat(v, samples + 1, axis=0)  # noqa: E731 - all samples of all pairs in one SAT call
+    pa = _lerp_pose(rep(a0), rep(a1), np.tile(fs, P))
+    pb = _lerp_pose(rep(b0), rep(b1), np.tile(fs, P))
+    grid = sat_overlap(_rects(pa[:, :2], pa[:, 2], rep(da)), _rects(pb[:, :2], pb[:, 2], rep(db))).reshape(P, samples + 1)
     any_hit = grid.any(1)
+    if not any_hit.any():
+        return out
     k = np.argmax(grid, axis=1)
-    lo = np.where(k > 0, fs[np.maximum(k - 1, 0)], 0.0)
-    hi = fs[k].copy()
-    refine = any_hit & (k > 0)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        h = hit(mid)
-        hi = np.where(refine & h, mid, hi)
-        lo = np.where(refine & ~h, mid, lo)
-    out[any_hit] = hi[any_hit]
+    out[any_hit] = fs[k[any_hit]]
+    sel = np.flatnonzero(any_hit & (k > 0))  # bisect only the pairs that touch, between the last miss and first hit
+    if len(sel):
+        a0, a1, b0, b1, da, db = a0[sel], a1[sel], b0[sel], b1[sel], da[sel], db[sel]
+        lo, hi = fs[k[sel] - 1], fs[k[sel]]
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            h = hit(mid)
+            hi = np.where(h, mid, hi)
+            lo = np.where(h, lo, mid)
+        out[sel] = hi
     return out
 
 
