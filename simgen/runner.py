@@ -142,7 +142,7 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
                                frame.collisions, frame.events)
             if progress is not None:
                 progress.update(1)
-        ending = _ending(plan, monitor, end, n, cap, path)
+        ending = _ending(plan, monitor, end, n, cap, path) if record is None else {"end_reason": "replay", "end_cap_hit": False}
         sim = getattr(session, "sim_world", None) or getattr(session, "world", None)
         crit.set_impacts(list(sim.impacts) if isinstance(sim, World) else [])
         summary = {**crit.summary(), **ending}
