@@ -392,3 +392,13 @@ def test_animal_kinds(kind, tmp_path):
     w, spec, _ = world_of(p)
     predict_end(w, spec.n_frames)
     assert w.impacts and w.impacts[0]["kind_b"] == kind
+
+
+def test_animals_have_an_export_class_in_every_format():
+    """Without a default mapping every export would refuse episodes (``no mapping for kinds ...``)."""
+    from annotators.export.common import load_class_map
+
+    for section, want in (("kitti", "Misc"), ("nuscenes", "animal")):
+        m = load_class_map(None, section)
+        assert all(m[k] == want for k in ("deer", "dog", "animal"))
+    assert load_class_map(None, "coco")["dog"] == "dog"
