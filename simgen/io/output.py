@@ -58,9 +58,9 @@ def make_dir(path: Path, key: str = "--out") -> Path:
 class OutputLock:
     """Exclusive lock on an output folder (``with OutputLock(out, "simgen run"):``).  Refuses, never waits."""
 
-    def __init__(self, folder: str | Path, what: str | None = None):
+    def __init__(self, folder: str | Path, what: str | None = None, *, name: str = LOCK_NAME):
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self.what = what or " ".join(["simgen"] + sys.argv[1:])[:300]
         self.fd: int | None = None
 

@@ -269,3 +269,22 @@ def test_interrupted_export_prints_its_own_message(lead_run, tmp_path, monkeypat
     assert cli.main(["export", str(lead_run), "--format", "kitti", "--out", str(tmp_path / "k")]) == 130
     err = _err_line(capsys)
     assert "export" in err and "episodes are kept" not in err
+
+
+def test_batch_overwrite_keeps_user_files_in_jobs(tmp_path):
+    """issue 15 item 6 (batch): clearing a batch folder for --overwrite removes simgen's own files only."""
+    from simgen.batch.runner import _clear
+
+    out = tmp_path / "b"
+    ep = out / "jobs" / "lead" / "episodes"
+    ep.mkdir(parents=True)
+    (out / "logs" / "lead").mkdir(parents=True)
+    for rel in ("batch.json", "plan.yaml", "manifest.jsonl", "index.csv", "jobs/lead/episodes/episode_000000.h5",
+                "jobs/lead/episodes/.episode_000001.h5.a1-p9.h5", "jobs/lead/episodes/episode_000002.h5.partial",
+                "logs/lead/episode_000000.log"):
+        (out / rel).write_text("simgen's")
+    (ep / "my_labels.csv").write_text("mine")
+    (out / "README.txt").write_text("mine too")
+    _clear(out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["README.txt", "jobs/lead/episodes/my_labels.csv"]
