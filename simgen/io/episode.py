@@ -595,6 +595,21 @@ class Episode:
         g = f"labels/{sensor}/"
         return {key: self.read(g + key, k) for key in self.f[g]}
 
+    def verify(self) -> None:
+        """Read every dataset once, chunk by chunk (bounded memory), so bit rot in compressed data is found now
+        rather than midway through a long job; raises EpisodeError naming the first unreadable dataset."""
+        names: list[str] = []
+        with self.guard():
+            self.f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for name in names:
+            with self.guard(name):
+                ds = self.f[name]
+                if ds.chunks is None or ds.size == 0:
+                    ds[()]
+                else:
+                    for sel in ds.iter_chunks():
+                        ds[sel]
+
     def strings(self, name: str) -> list[str]:
         """A string dataset (``actors/name``, ``actors/kind``, ``lights/id``, ``events/*``) as a list of str."""
         with self.guard(name):

@@ -208,6 +208,10 @@ def test_chunk_bit_rot_is_reported_on_read(good_episode, tmp_path):
         with pytest.raises(EpisodeError, match="sensors/front/rgb"):
             with ep.guard("sensors/front/rgb"):
                 ep.f["sensors/front/rgb"][3]
+        with pytest.raises(EpisodeError, match="sensors/front/rgb"):
+            ep.verify()  # the up-front deep check finds it too
+    with Episode(good_episode) as ep:
+        ep.verify()  # and passes on the intact file
 
 
 def test_iter_episodes_over_batch_folder(good_episode, tmp_path):
