@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from simgen.backends.base import Frame
+from simgen.records import Frame
 from simgen.seeding import streams
 from simgen.geometry import pose_matrix
 from simgen.sensors import render

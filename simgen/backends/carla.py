@@ -94,7 +94,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simgen.backends.base import CameraData, Frame, LidarData
+from simgen.records import CameraData, Frame, LidarData
 from simgen.backends.carla_frames import (
     T_actor_from_box_bottom, bbox_dims, location_to_carla, matrix_from_carla, matrix_to_carla, points_from_carla,
     vector_to_carla, xyz_from_carla,
@@ -1353,7 +1353,7 @@ class CarlaSession:
     def _states(self, snap, follow, t: float):
         """Actor states of the rendered frame: poses from CARLA's snapshot (what was rendered); velocities and
         accelerations from CARLA (drive="carla") or from the simulator/record the actors were placed by."""
-        from simgen.sim.world import ActorStates
+        from simgen.records import ActorStates
 
         A = len(self.actors)
         pose, vel, acc = np.zeros((A, 4)), np.zeros((A, 3)), np.zeros(A)
