@@ -112,7 +112,10 @@ INSTALL_HINT = "the carla backend needs the CARLA client: pip install 'simgen[ca
 SUPPORTED_SERVERS = ("0.9.15", "0.9.16")
 MAX_SUBSTEP_S = 0.01  # CARLA: substeps should be at most 0.01 s (at least below 0.01666)
 MAX_SUBSTEPS = 16  # CARLA accepts 1..16
-SPAWN_LIFT_M = 0.15  # actors are spawned this far above the ground and settle during the first tick
+SPAWN_LIFT_M = 0.15  # actors are spawned this far above the ground (CARLA's own spawn points lift them too)
+SETTLE_S = 0.25  # ... and take 3-4 ticks (bouncing) to come to rest: this long is ticked, held, before frame 0
+SETTLE_MIN_TICKS = 4
+INSTANCE_ID_BITS = 16  # the instance camera encodes ids as G + 256 B: ids >= 65536 wrap
 FAR_M = 1000.0
 TM_FOLLOW_GAP_M = 2.0  # builtin IDM jam distance
 KMH = 3.6
@@ -120,12 +123,33 @@ KMH = 3.6
 # classes that can belong to an actor (CARLA 0.9.14+ ids) and surfaces that never occlude one
 THING_CLASSES = np.array([12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22], np.uint8)
 GROUND_CLASSES = np.array([1, 2, 10, 11, 23, 24, 25], np.uint8)
+# on a world generated from OpenDRIVE the procedural road meshes may be untagged (0: carla#2807, #4113); there the
+# only untagged static meshes are those roads, so 0 counts as ground (never as an occluder)
+GROUND_CLASSES_GENERATED = np.append(GROUND_CLASSES, np.uint8(0))
 # prior share of a box silhouette an actor covers, when too little of it can be observed (rough shape estimates)
 PRIOR_FILL = {"car": 0.8, "van": 0.85, "truck": 0.85, "bus": 0.9, "motorcycle": 0.5, "cyclist": 0.45,
               "pedestrian": 0.45, "child": 0.45, "ball": 0.78, "debris": 0.6}
-# CARLA vehicle blueprints' ``base_type`` attribute per simgen kind
-BASE_TYPES = {"car": "car", "van": "van", "truck": "truck", "bus": "bus", "motorcycle": "motorcycle", "cyclist": "bicycle"}
-PROP_KEYWORDS = {"ball": ("ball",), "debris": ("box", "garbage", "trash", "bag", "barrel", "debris", "container")}
+# Vehicle blueprints per simgen kind, in order: the ``base_type`` values that mean it (VehicleParameters.h documents
+# car / truck / van / motorcycle and the misspelt "bycicle"; "bicycle" and "bus" are accepted too in case a release
+# uses them), then blueprint-id keywords (from the 0.9.16 vehicle catalogue), then base types of a stand-in, then
+# the number of wheels.  The first of these that leaves any blueprint decides; the box fit picks among them.
+VEHICLE_CHOICE = {
+    "car": (("car",), (), (), 4),
+    "van": (("van",), ("sprinter", "t2", "ambulance", ".van"), (), 4),
+    "truck": (("truck",), ("truck", "carlacola", "firetruck"), (), 4),
+    "bus": (("bus",), ("fusorosa", "bus"), ("truck", "van"), 4),
+    "motorcycle": (("motorcycle",), ("motorcycle", "motorbike", "harley", "kawasaki", "ninja", "vespa", "yamaha", "yzf"), (), 2),
+    "cyclist": (("bycicle", "bicycle"), ("bicycle", "crossbike", "century", "omafiets", "diamondback", "gazelle"), (), 2),
+}
+BASE_TYPES = {k: v[0][0] for k, v in VEHICLE_CHOICE.items()}  # the documented base type of each kind
+# Props from CARLA's props catalogue (Docs/catalogue_props.md).  It has no ball: a ball is rendered as the first of
+# BALL_STAND_INS the server offers (a roughly round object of about a ball's size), logged, see docs/carla.md.
+BALL_STAND_INS = ("static.prop.motorhelmet", "static.prop.bike helmet")
+DEBRIS_PROPS = ("static.prop.dirtdebris01", "static.prop.dirtdebris02", "static.prop.dirtdebris03", "static.prop.brokentile01",
+                "static.prop.brokentile02", "static.prop.brokentile03", "static.prop.brokentile04", "static.prop.box01",
+                "static.prop.box02", "static.prop.box03", "static.prop.creasedbox01", "static.prop.creasedbox02",
+                "static.prop.creasedbox03", "static.prop.trashbag", "static.prop.barrel", "static.prop.ironplank")
+PROP_CHOICE = {"ball": BALL_STAND_INS, "debris": DEBRIS_PROPS}
 LIGHT_NAMES = ("red", "yellow", "green")
 
 SEM_LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("cos", "<f4"), ("idx", "<u4"), ("tag", "<u4")])
@@ -133,6 +157,22 @@ SEM_LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("cos", "<
 
 class SensorTimeout(RunError):
     """A sensor's data for a tick did not arrive within the timeout (never silently replaced by another tick's)."""
+
+
+def spawn_or_none(world, bp, transform, attach_to=None, what: str = ""):
+    """``world.spawn_actor`` with its failure classified: the actor, or None when CARLA refused the spot (blocked,
+    collision at the spawn position, ...).  A lost server raises :class:`CarlaServerLost` (so the restart-and-retry
+    path runs).  ``try_spawn_actor`` cannot be used: LibCarla's World::TrySpawnActor swallows every exception,
+    time-outs of a dead server included, and returns None, which would read as "the spot is blocked"."""
+    try:
+        if attach_to is None:
+            return world.spawn_actor(bp, transform)
+        return world.spawn_actor(bp, transform, attach_to=attach_to)
+    except Exception as exc:  # noqa: BLE001 - classified here
+        if is_server_failure(exc):
+            raise CarlaServerLost(f"CARLA server lost while spawning {what or bp.id}: {exc}") from exc
+        log.info("CARLA refused to spawn %s: %s", what or bp.id, exc)
+        return None
 
 
 def _load_carla():
@@ -244,6 +284,44 @@ def choose_blueprint(candidates: dict[str, np.ndarray], target_lwh, rng: np.rand
     return ids[int(near[rng.integers(len(near))])]
 
 
+def _base_type(b) -> str:
+    return b.get_attribute("base_type").as_str().strip().lower() if b.has_attribute("base_type") else ""
+
+
+def _wheels(b) -> int | None:
+    return b.get_attribute("number_of_wheels").as_int() if b.has_attribute("number_of_wheels") else None
+
+
+def vehicle_candidates(kind: str, bps: list) -> tuple[list, str]:
+    """(vehicle blueprints for a simgen vehicle ``kind``, how they were found): by ``base_type``; when that filter
+    is empty, by blueprint-id keywords; then by a stand-in's base type (a bus: the trucks); then by wheel count."""
+    base, keywords, stand_in, wheels = VEHICLE_CHOICE[kind]
+    for how, pick in (("base_type", lambda b: _base_type(b) in base),
+                      ("id keyword", lambda b: any(k in b.id.lower() for k in keywords)),
+                      ("stand-in base_type " + "/".join(stand_in), lambda b: _base_type(b) in stand_in),
+                      (f"wheel count ({wheels})", lambda b: _wheels(b) == wheels)):
+        out = [b for b in bps if pick(b)]
+        if out:
+            return out, how
+    return [], "nothing"
+
+
+def prop_candidates(kind: str, props: list) -> list:
+    """Documented props for a simgen prop kind, in preference order (a ball: the first stand-in available only)."""
+    by_id = {b.id: b for b in props}
+    out = [by_id[i] for i in PROP_CHOICE.get(kind, ()) if i in by_id]
+    return out[:1] if kind == "ball" else out
+
+
+def needs_dynamic_doors(plan) -> bool:
+    """Whether a planned vehicle opens a door during the episode (its behaviour or an event's)."""
+    return plan.kind.vehicle and any(b.type == "open_door" for b in [plan.behaviour] + [e.do for e in plan.events])
+
+
+def has_dynamic_doors(bp) -> bool:
+    return bp.has_attribute("has_dynamic_doors") and bp.get_attribute("has_dynamic_doors").as_str().lower() == "true"
+
+
 def footprints(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
     """(A,4,2) oriented footprints of boxes (pose x, y, ·, yaw; dims l, w, ·), corner order of the builtin world."""
     c, s = np.cos(pose[:, 3]), np.sin(pose[:, 3])
@@ -331,17 +409,28 @@ class InstanceResolver:
     """
 
     def __init__(self, direct: dict[int, int], margin_m: float = 0.3, min_share: float = 0.6, cache_min_px: int = 30):
-        self.direct = dict(direct)  # CARLA actor id -> simgen id (valid where the camera reports actor ids)
+        # CARLA actor id -> simgen id (valid where the camera reports actor ids).  The camera's id is 16 bits
+        # (G + 256 B), so actor ids >= 65536 arrive wrapped: the hint is keyed by the wrapped id, and ids two
+        # actors of the episode share after wrapping give no hint (geometry decides for them).
+        mask = (1 << INSTANCE_ID_BITS) - 1
+        wrapped: dict[int, list[int]] = {}
+        for cid, sid in direct.items():
+            wrapped.setdefault(int(cid) & mask, []).append(int(sid))
+        self.direct = {w: v[0] for w, v in wrapped.items() if len(v) == 1}
+        self.wrapped = any(int(c) > mask for c in direct)
         self.cache: dict[int, int] = {}
         self.margin, self.min_share, self.cache_min_px = margin_m, min_share, cache_min_px
 
     def resolve(self, raw: np.ndarray, tag: np.ndarray, depth: np.ndarray, K: np.ndarray, T_world_from_sensor: np.ndarray,
                 T_world_from_box: np.ndarray, dims: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """simgen ids (H,W) of the instance camera's ids ``raw`` (H,W) and tags ``tag`` (H,W).  Pixels are grouped
+        by (tag, id), not id alone: a wrapped actor id can equal a static mesh's id, never with the same tag."""
+        raw = (raw.astype(np.uint32) & np.uint32(0xFFFF)) | (tag.astype(np.uint32) << np.uint32(16))
         uniq, inv = np.unique(raw.ravel(), return_inverse=True)
         out = np.zeros(len(uniq), np.uint32)
         todo = []
         for k, u in enumerate(uniq.tolist()):
-            if u == 0:
+            if u & 0xFFFF == 0:
                 continue
             if u in self.cache:
                 out[k] = self.cache[u]
@@ -374,7 +463,7 @@ class InstanceResolver:
                 n = int(n_pix[t])
                 best = int(np.argmax(counts[t])) if counts.shape[1] else 0
                 share = counts[t, best] / n if n else 0.0
-                direct = self.direct.get(u)
+                direct = self.direct.get(u & 0xFFFF)
                 if direct is not None:
                     da = np.flatnonzero(ids == direct)
                     if len(da) and n and counts[t, da[0]] / n >= 0.5:
@@ -407,8 +496,9 @@ def _convex_mask(uv: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarr
 
 def estimate_amodal(K: np.ndarray, T_world_from_sensor: np.ndarray, T_world_from_box: np.ndarray, dims: np.ndarray,
                     ids: np.ndarray, kinds: tuple[str, ...], instance: np.ndarray, depth: np.ndarray,
-                    semantic: np.ndarray, skip: set[int] = frozenset()) -> dict[int, int]:
-    """Estimated pixels each actor would cover with nothing in front (see the module docstring)."""
+                    semantic: np.ndarray, skip: set[int] = frozenset(), ground: np.ndarray = GROUND_CLASSES) -> dict[int, int]:
+    """Estimated pixels each actor would cover with nothing in front (see the module docstring).  ``ground``: the
+    semantic tags that never occlude (GROUND_CLASSES_GENERATED on worlds generated from OpenDRIVE)."""
     H, W = instance.shape
     vis_total = np.bincount(np.minimum(instance.ravel(), int(ids.max()) + 1 if len(ids) else 1).astype(np.int64),
                             minlength=(int(ids.max()) + 2) if len(ids) else 2)
@@ -438,7 +528,7 @@ def estimate_amodal(K: np.ndarray, T_world_from_sensor: np.ndarray, T_world_from
         inst = instance[r0:r1, c0:c1]
         mine = sil & (inst == aid)
         other = sil & (inst != aid)
-        absent = other & ((depth[r0:r1, c0:c1] > corners[k, :, 2].max()) | np.isin(semantic[r0:r1, c0:c1], GROUND_CLASSES))
+        absent = other & ((depth[r0:r1, c0:c1] > corners[k, :, 2].max()) | np.isin(semantic[r0:r1, c0:c1], ground))
         occluded = int((other & ~absent).sum())
         observed = int(mine.sum()) + int(absent.sum())
         fill = int(mine.sum()) / observed if observed >= max(20, 0.25 * n_sil) else PRIOR_FILL.get(kinds[k], 0.7)
@@ -519,6 +609,7 @@ class _Actor:
     t0: float = 0.0  # time the current behaviour started (s)
     door_sign: float = 0.0  # open_door: +1 left front door, -1 right front door
     door_opened: bool = False
+    dynamic_doors: bool = False  # the blueprint has has_dynamic_doors=true (open_door animates it)
     crashed: bool = False
     kin_pose: np.ndarray | None = None  # props: x, y, z (box bottom), yaw
     kin_velocity: np.ndarray | None = None  # props: commanded world velocity (m/s); CARLA reports 0 for teleports
@@ -709,6 +800,7 @@ class CarlaSession:
         plans = self._plans()
         self._setup_lights()
         self._spawn_actors(plans)
+        self.settle_ticks = self._settle()
         self._spawn_sensors()
         if self.drive == "carla":
             self._trig = self.sim_world if self.builtin_map else _TriggerShim([a.plan for a in self.actors])
@@ -812,22 +904,23 @@ class CarlaSession:
                                f"map's lane centre at ({cx:.2f}, {cy:.2f}); the OpenDRIVE export and the map disagree")
 
     def _candidates(self, kind: str) -> list:
+        """Blueprints that can render a simgen ``kind`` (see :func:`vehicle_candidates`, :func:`prop_candidates`)."""
         lib = self.world.get_blueprint_library()
-        if kind in BASE_TYPES:
-            bps = list(lib.filter("vehicle.*"))
-            typed = [b for b in bps if b.has_attribute("base_type")]
-            if typed:
-                return [b for b in typed if b.get_attribute("base_type").as_str().lower() == BASE_TYPES[kind]]
-            wheels = 2 if kind in ("motorcycle", "cyclist") else 4
-            return [b for b in bps if b.has_attribute("number_of_wheels") and b.get_attribute("number_of_wheels").as_int() == wheels]
+        if kind in VEHICLE_CHOICE:
+            bps, how = vehicle_candidates(kind, list(lib.filter("vehicle.*")))
+            if how != "base_type" and bps:
+                log.warning("no CARLA vehicle blueprint has a base_type meaning %r; chose among %s by %s", kind,
+                            ", ".join(sorted(b.id for b in bps)), how)
+            return bps
         if kind in ("pedestrian", "child"):
             bps = list(lib.filter("walker.pedestrian.*"))
             age = "child" if kind == "child" else "adult"
             aged = [b for b in bps if b.has_attribute("age") and b.get_attribute("age").as_str() == age]
             return aged or bps
-        props = list(lib.filter("static.prop.*"))
-        keyed = [b for b in props if any(k in b.id for k in PROP_KEYWORDS.get(kind, ()))]
-        return (keyed or props)[:40]
+        bps = prop_candidates(kind, list(lib.filter("static.prop.*")))
+        if kind == "ball" and bps:
+            log.warning("CARLA has no ball prop: a ball is rendered as %s (its box is what is labelled; docs/carla.md)", bps[0].id)
+        return bps
 
     def _probe(self, bps: list) -> dict[str, object]:
         """Bounding boxes (``carla.BoundingBox``) of blueprints, measured by spawning each once far below the map and
@@ -843,8 +936,9 @@ class CarlaSession:
         probes = []
         try:
             for i, b in enumerate(todo):
-                tf = carla.Transform(carla.Location(x=40.0 * (i % 25), y=40.0 * (i // 25), z=-2000.0))
-                a = self.world.try_spawn_actor(b, tf)
+                # at rotation 0: a static.prop's box then is its own box (CARLA gives props their world rotation)
+                tf = carla.Transform(carla.Location(x=40.0 * (i % 25), y=40.0 * (i // 25), z=-2000.0), carla.Rotation())
+                a = spawn_or_none(self.world, b, tf, what=f"a probe of {b.id}")
                 if a is None:
                     log.warning("could not probe blueprint %s", b.id)
                     continue
@@ -864,7 +958,18 @@ class CarlaSession:
         lib = {b.id: b for bps in by_kind.values() for b in bps}
         boxes = self._probe(list(lib.values()))
         for p in plans:
-            cand = {b.id: bbox_dims(boxes[b.id]) for b in by_kind[p.kind.name] if b.id in boxes}
+            pool = by_kind[p.kind.name]
+            if not pool:
+                if p.kind.name in PROP_CHOICE:
+                    raise RunError(f"the CARLA server offers none of {', '.join(PROP_CHOICE[p.kind.name])} to render a "
+                                   f"{p.kind.name} ({p.name}); see docs/carla.md")
+                raise RunError(f"the CARLA server offers no blueprint for a {p.kind.name} ({p.name})")
+            if needs_dynamic_doors(p):  # open_door animates only these (CARLA PR 5258)
+                pool = [b for b in pool if has_dynamic_doors(b)]
+                if not pool:
+                    raise RunError(f"{p.name} opens a door, but no {p.kind.name} blueprint on this CARLA server has "
+                                   f"has_dynamic_doors=true (CARLA animates doors only on those); use a car or van")
+            cand = {b.id: bbox_dims(boxes[b.id]) for b in pool if b.id in boxes}
             if not cand:
                 raise RunError(f"the CARLA server offers no blueprint for a {p.kind.name} ({p.name})")
             bp_id = choose_blueprint(cand, p.dims, self._rng_bp)
@@ -881,18 +986,22 @@ class CarlaSession:
             # put the box's bottom centre at the planned footprint centre, SPAWN_LIFT_M above the ground
             lift = SPAWN_LIFT_M if self.drive == "carla" or not p.kind.vehicle else 0.0
             T_bottom = pose_matrix(p.x, p.y, p.z + lift, p.yaw)
-            tf = matrix_to_carla(T_bottom @ invert(T_actor_from_box_bottom(boxes[bp_id])), carla)
-            a = self.world.try_spawn_actor(bp, tf)
+            T_bottom_actor = T_actor_from_box_bottom(boxes[bp_id], with_rotation=False)
+            tf = matrix_to_carla(T_bottom @ invert(T_bottom_actor), carla)
+            a = spawn_or_none(self.world, bp, tf, what=f"{p.name} ({bp_id})")
             if a is None:
                 if p.traffic:
                     warnings.warn(f"CARLA could not spawn traffic actor {p.name} ({bp_id}); it is left out", RuntimeWarning, stacklevel=2)
                     continue
                 raise RunError(f"CARLA could not spawn {p.name} ({bp_id}) at ({p.x:.1f}, {p.y:.1f}): the spot is blocked")
             self._spawned.append(a.id)
-            bb = a.bounding_box
+            # dims and box offset from the rotation-0 probe, never from the spawned actor's bounding_box: for
+            # static.prop.* CARLA reports a box rotated to the actor's world rotation with an extent built from the
+            # world-rotated parts (carla#8663), which would give the yaw twice and inflate the dims
             driver = "vehicle" if p.kind.vehicle else ("walker" if p.kind.name in ("pedestrian", "child") else "prop")
-            act = _Actor(p, a, a.id, bp_id, bbox_dims(bb), T_actor_from_box_bottom(bb), colour, driver)
+            act = _Actor(p, a, a.id, bp_id, bbox_dims(boxes[bp_id]), T_bottom_actor, colour, driver)
             act.speed_cmd, act.heading, act.walk_left = p.speed, p.yaw, p.walk_left
+            act.dynamic_doors = has_dynamic_doors(bp)
             if driver == "prop":
                 act.kin_pose = np.array([p.x, p.y, p.z, p.yaw])
                 a.set_simulate_physics(False)
@@ -907,11 +1016,25 @@ class CarlaSession:
         self._rows = np.array([a.plan.row for a in self.actors], int)
         self._row = {a.sid: i for i, a in enumerate(self.actors)}
         self._dims = np.array([a.dims for a in self.actors], float)
+
+    def _settle(self) -> int:
+        """Tick, with every actor held still, until actors spawned SPAWN_LIFT_M up have come to rest (CARLA drops
+        and bounces them for 3-4 ticks); then give the vehicles their initial speed.  Frame 0 is the first tick
+        after this.  Returns the number of ticks."""
+        carla = self.carla
+        for act in self.actors:
+            self._hold(act)
+        n = max(SETTLE_MIN_TICKS, math.ceil(SETTLE_S / self.dt - 1e-9))
+        for _ in range(n):
+            self._tick()
         if self.drive == "carla":
             for act in self.actors:  # initial motion
-                if act.driver == "vehicle" and act.speed_cmd > 0:
-                    v = act.speed_cmd * np.array([math.cos(act.heading), math.sin(act.heading), 0.0])
-                    act.actor.set_target_velocity(vector_to_carla(v, carla))
+                if act.driver == "vehicle":
+                    act.actor.apply_control(carla.VehicleControl(throttle=0.0, brake=0.0, hand_brake=False))
+                    if act.speed_cmd > 0:
+                        v = act.speed_cmd * np.array([math.cos(act.heading), math.sin(act.heading), 0.0])
+                        act.actor.set_target_velocity(vector_to_carla(v, carla))
+        return n
 
     # ------------------------------------------------------------------------------------------------ sensors
     def _spawn_sensors(self) -> None:
@@ -944,12 +1067,20 @@ class CarlaSession:
             if bp.has_attribute("role_name"):
                 bp.set_attribute("role_name", f"simgen/{key}")
             tf = matrix_to_carla(self.ego.T_actor_from_bottom @ self._mounts[s.name], carla)  # the jittered mounting
-            sensor = self.world.spawn_actor(bp, tf, attach_to=self.ego.actor)
+            try:
+                sensor = self.world.spawn_actor(bp, tf, attach_to=self.ego.actor)
+            except Exception as exc:
+                if is_server_failure(exc):
+                    raise CarlaServerLost(f"CARLA server lost while spawning sensor {key}: {exc}") from exc
+                raise
             self._spawned.append(sensor.id)
             self._sensors.append(sensor)
             sensor.listen(self.collector.callback(key))
         self._K = {s.name: intrinsics_from_fov(s.camera.image_size_x, s.camera.image_size_y, s.camera.fov) for s in self.rig.cameras}
         self._resolver = InstanceResolver(self._by_cid)
+        if self._resolver.wrapped:
+            log.warning("CARLA actor ids above 65535 wrap in the instance camera (16-bit ids); they are resolved by "
+                        "semantic tag and geometry")
 
     # ------------------------------------------------------------------------------------------------ lights
     def _setup_lights(self) -> None:
@@ -1103,10 +1234,15 @@ class CarlaSession:
             tm.set_path(a, path)
 
     def _open_door(self, act: _Actor) -> None:
+        """Open the door (CARLA animates it; only blueprints with has_dynamic_doors=true, which the blueprint choice
+        guarantees for door-opening actors).  ``door_opened`` is what the door labels follow: never open if shut."""
         door = getattr(self.carla, "VehicleDoor", None)
-        if door is not None and hasattr(act.actor, "open_door") and not act.door_opened:
-            act.actor.open_door(door.FL if act.door_sign > 0 else door.FR)  # CARLA animates the door itself
-            act.door_opened = True
+        if act.door_opened or not act.dynamic_doors:
+            return
+        if door is None or not hasattr(act.actor, "open_door"):
+            raise RunError(f"{act.name}: this CARLA client has no VehicleDoor / open_door (CARLA 0.9.13+ needed)")
+        act.actor.open_door(door.FL if act.door_sign > 0 else door.FR)
+        act.door_opened = True
 
     def _coast(self, act: _Actor) -> None:
         """Release the throttle a Traffic Manager may have left applied (the target velocity then rules the motion)."""
@@ -1237,7 +1373,7 @@ class CarlaSession:
         (full opening over ``duration_s``); CARLA's own door animation may run at another pace."""
         out = np.zeros(len(self.actors))
         for i, act in enumerate(self.actors):
-            if act.door_sign and act.behaviour.type == "open_door":
+            if act.door_opened and act.behaviour.type == "open_door":
                 out[i] = act.door_sign * min(DOOR_OPEN_RAD, DOOR_OPEN_RAD * (t - act.t0) / act.behaviour.duration_s)
         return out
 
@@ -1371,6 +1507,8 @@ class CarlaSession:
         if follow is not None:
             vel, acc = follow.velocity.copy(), follow.accel.copy()
             door = follow.door.copy() if follow.door is not None else np.zeros(A)
+            shut = np.array([not a.door_opened for a in self.actors], bool)
+            door[shut] = 0.0  # never label a door open that CARLA did not open
         else:
             door = self._door_angles(t)
         return ActorStates(ids=self._ids.copy(), names=tuple(a.name for a in self.actors), kinds=tuple(a.plan.kind.name for a in self.actors),
@@ -1404,7 +1542,8 @@ class CarlaSession:
         T_ws = matrix_from_carla(rgb_d.transform)
         K = self._K[s.name]
         inst = self._resolver.resolve(raw_id, sem, depth, K, T_ws, T_wb, states.dims, states.ids)
-        amodal = estimate_amodal(K, T_ws, T_wb, states.dims, states.ids, states.kinds, inst, depth, sem, skip={self.ego.sid})
+        amodal = estimate_amodal(K, T_ws, T_wb, states.dims, states.ids, states.kinds, inst, depth, sem, skip={self.ego.sid},
+                                 ground=GROUND_CLASSES_GENERATED if self.builtin_map else GROUND_CLASSES)
         return CameraData(K.copy(), T_ws, rgb, depth, sem, inst, amodal)
 
     def _carla_to_sid(self, cids: np.ndarray) -> np.ndarray:
