@@ -84,3 +84,41 @@ class Frame:
     cameras: dict[str, CameraData] = field(default_factory=dict)
     lidars: dict[str, LidarData] = field(default_factory=dict)
     applied: dict[str, float] = field(default_factory=dict)  # environment values used by this frame (weather ...)
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """What does not change about an actor during an episode (``dims`` are what was rendered)."""
+
+    id: int
+    name: str
+    kind: str
+    semantic: int
+    dims: tuple[float, float, float]  # length, width, height (m)
+    colour: tuple[float, float, float]  # linear RGB; NaN where the backend has no colour for it
+    is_ego: bool
+
+    def to_dict(self) -> dict:
+        return {"id": int(self.id), "name": self.name, "kind": self.kind, "semantic": int(self.semantic),
+                "dims": [float(x) for x in self.dims], "colour": [float(x) for x in self.colour], "is_ego": bool(self.is_ego)}
+
+
+@dataclass(frozen=True)
+class StaticInfo:
+    """What a session reports once per episode (``Session.static_info()``): the map, every actor, the lights.
+
+    Writers take its :meth:`to_dict` form (that is what the episode file stores as ``static_json``); item access
+    (``info["actors"]``) reads that form too, for code written against the older dict."""
+
+    map: str
+    actors: tuple[ActorInfo, ...]
+    traffic_lights: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"map": self.map, "actors": [a.to_dict() for a in self.actors], "traffic_lights": list(self.traffic_lights)}
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_dict().get(key, default)

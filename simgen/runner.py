@@ -24,7 +24,7 @@ import yaml
 
 import simgen
 from simgen.errors import InputError
-from simgen.seeding import streams
+from simgen.seeding import episode_streams, sim_streams
 from simgen.spec.rig import RigSpec, default_rig_path, load_rig, rig_to_dict
 from simgen.spec.scenario import ScenarioSource, concretise, is_carla_town, load_scenario_source, scenario_to_dict
 
@@ -81,11 +81,11 @@ def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int) 
     """
     from simgen.sim.world import World
 
-    s_param, s_sim = streams(seed, 2)
-    spec, values = concretise(src, rng=np.random.default_rng(s_param))
+    es = episode_streams(seed)
+    spec, values = concretise(src, rng=np.random.default_rng(es.params))
     if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
-        World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
-    return EpisodePlan(index, seed, spec, values, s_sim)
+        World(spec, rng=np.random.default_rng(sim_streams(es.sim).world), source=src.path)  # placement checks only
+    return EpisodePlan(index, seed, spec, values, es.sim)
 
 
 def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0) -> list[EpisodePlan]:
@@ -112,10 +112,12 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         "episode_index": plan.index, "tick_hz": plan.spec.tick_hz, "map": plan.spec.map, "backend": backend.name,
         "versions_json": json.dumps(versions()),
     })
-    if hasattr(session, "provenance"):
-        meta["backend_provenance_json"] = json.dumps(session.provenance(), default=str)
-    writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=session.static_info())
-    crit = EpisodeCriticality(session.static_info())
+    provenance = session.provenance()
+    if provenance:
+        meta["backend_provenance_json"] = json.dumps(provenance, default=str)
+    static = session.static_info().to_dict()
+    writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=static)
+    crit = EpisodeCriticality(static)
     try:
         for _ in range(n):
             frame = session.step()
@@ -167,8 +169,7 @@ def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 
     finally:
         if bar is not None:
             bar.close()
-        if hasattr(be, "close"):  # e.g. stop a CARLA server the backend launched
-            be.close()
+        be.close()  # e.g. stop a CARLA server the backend launched
     summary = {
         "format": "simgen-run", "scenario": src.name, "scenario_file": str(scenario), "seed": seed, "backend": backend,
         "episodes": results, "versions": versions(),
@@ -200,7 +201,7 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
         index = int(f.attrs.get("episode_index", 0))
         params = json.loads(f.attrs.get("parameters_json", "{}"))
         run_seed = f.attrs.get("run_seed", 0)
-    plan = EpisodePlan(index, rec.episode_seed, spec, params, streams(rec.episode_seed, 2)[1])
+    plan = EpisodePlan(index, rec.episode_seed, spec, params, episode_streams(rec.episode_seed).sim)
     out_dir = Path(out)
     prepare_output(out_dir, overwrite=overwrite)
     write_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig_to_dict(rig_spec), sort_keys=False))
@@ -215,8 +216,7 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
     finally:
         if bar is not None:
             bar.close()
-        if hasattr(be, "close"):
-            be.close()
+        be.close()
     summary = {"format": "simgen-run", "replay_of": str(episode), "scenario": spec.name, "backend": backend,
                "episodes": [res], "versions": versions(), "overrides": list(overrides)}
     write_atomic(out_dir / "run.json", json.dumps(summary, indent=2, default=float))

@@ -8,30 +8,49 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 # moved to simgen.records (issue 14); re-exported here so older imports keep working
-from simgen.records import ActorStates, CameraData, Frame, LidarData  # noqa: F401
+from simgen.records import ActorInfo, ActorStates, CameraData, Frame, LidarData, StaticInfo  # noqa: F401
 
 
+@runtime_checkable
 class Session(Protocol):
-    n_frames: int
+    """One episode of a backend: everything the runner (:func:`simgen.runner.run_episode`) uses, by name."""
 
-    def step(self) -> Frame: ...
+    n_frames: int  # frames the episode will produce
 
-    def close(self) -> None: ...
+    def step(self) -> Frame:
+        """Advance one tick and return its frame (frame k is at time k / tick_hz)."""
+        ...
 
-    def static_info(self) -> dict: ...
+    def static_info(self) -> StaticInfo:
+        """The map, every actor (ids, kinds, rendered dims, colours) and the traffic-light ids."""
+        ...
+
+    def provenance(self) -> dict:
+        """Backend-specific facts stored with the episode (versions, blueprints ...); {} when there are none."""
+        ...
+
+    def close(self) -> None:
+        """Release everything the session holds (idempotent, never raises)."""
+        ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     name: str
 
     def open(self, scenario, rig, *, seed: np.random.SeedSequence, source: str, n_frames: int | None = None,
              record=None) -> Session:
-        """``record`` (simgen.io.record.Record): re-render recorded actor states instead of simulating."""
+        """``seed``: the episode's ``sim`` stream (:func:`simgen.seeding.episode_streams`); ``record``
+        (simgen.io.record.Record): re-render recorded actor states instead of simulating."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds across episodes (e.g. stop a CARLA server it launched)."""
         ...
 
 

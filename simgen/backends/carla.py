@@ -94,7 +94,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simgen.records import CameraData, Frame, LidarData
+from simgen.records import ActorInfo, CameraData, Frame, LidarData, StaticInfo
 from simgen.backends.carla_frames import (
     T_actor_from_box_bottom, bbox_dims, location_to_carla, matrix_from_carla, matrix_to_carla, points_from_carla,
     vector_to_carla, xyz_from_carla,
@@ -709,7 +709,7 @@ class CarlaSession:
     def __init__(self, backend: CarlaBackend, scenario: ScenarioSpec, rig: RigSpec, *, seed: np.random.SeedSequence,
                  source: str, n_frames: int | None, host: str, port: int, record=None):
         from simgen.backends.builtin import jittered_mounts
-        from simgen.seeding import streams
+        from simgen.seeding import sensor_streams, sim_streams, streams
         from simgen.world.roads import MAPS
 
         self.backend, self.carla = backend, backend.carla
@@ -733,14 +733,14 @@ class CarlaSession:
                 raise InputError("the carla backend renders pinhole cameras; lens distortion is not supported yet",
                                  key=f"sensors.{s.name}.attributes.distortion")
         self.drive = self._choose_drive(backend.drive)
-        s_world, s_carla, s_sensors = streams(seed, 3)  # the builtin backend's streams: same World, same sensor rngs
-        self._s_world = s_world
-        s_bp, s_tm = streams(s_carla, 2)
+        sim = sim_streams(seed)  # the builtin backend's streams: same World, same sensor rngs
+        self._s_world = sim.world
+        s_bp, s_tm = streams(sim.backend, 2)
         self._rng_bp = np.random.default_rng(s_bp)
         self._tm_seed = int(s_tm.generate_state(1, np.uint32)[0])
-        sensor_streams = streams(s_sensors, len(rig.sensors) + 1)
-        self._sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, sensor_streams)}
-        self._mounts = jittered_mounts(rig, scenario.sensor_jitter, np.random.default_rng(sensor_streams[-1]))
+        ss = sensor_streams(sim.sensors, [s.name for s in rig.sensors])
+        self._sensor_rngs = {name: np.random.default_rng(x) for name, x in ss.per_sensor.items()}
+        self._mounts = jittered_mounts(rig, scenario.sensor_jitter, np.random.default_rng(ss.mounting))
         self._k = 0
         self._t_now = 0.0
         self._prev_lidar_pose: dict[str, np.ndarray] = {}
@@ -1424,16 +1424,11 @@ class CarlaSession:
         return st, lights, collisions, events, float(t)
 
     # ------------------------------------------------------------------------------------------------ stepping
-    def static_info(self) -> dict:
-        return {
-            "map": self.scenario.map,
-            "actors": [
-                {"id": a.sid, "name": a.name, "kind": a.plan.kind.name, "semantic": int(a.plan.kind.semantic),
-                 "dims": [float(x) for x in a.dims], "colour": [float(x) for x in a.colour], "is_ego": a.plan.is_ego}
-                for a in self.actors
-            ],
-            "traffic_lights": list(self.light_ids),
-        }
+    def static_info(self) -> StaticInfo:
+        return StaticInfo(self.scenario.map, tuple(
+            ActorInfo(a.sid, a.name, a.plan.kind.name, int(a.plan.kind.semantic), tuple(float(x) for x in a.dims),
+                      tuple(float(x) for x in a.colour), bool(a.plan.is_ego)) for a in self.actors),
+            tuple(self.light_ids))
 
     def provenance(self) -> dict:
         """CARLA-specific facts worth storing with the episode (versions, drive mode, blueprints chosen)."""
