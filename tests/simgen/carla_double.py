@@ -607,6 +607,7 @@ class FakeServer:
         self.weather = carla.WeatherParameters()
         self.frozen_all = None
         self.lock = threading.RLock()
+        self.alive_if = None  # test hook: a callable; when it returns False the server is dead (e.g. its process died)
         self.timers: list[threading.Timer] = []
         self.map = FakeMap("Carla/Maps/Town10HD_Opt", self.towns.get("Town10HD_Opt", _EMPTY_XODR))
         self._last_sensor_data: dict[str, object] = {}
@@ -621,6 +622,17 @@ class FakeServer:
 
     # -- infrastructure
     def _rpc(self):
+        if self.alive_if is not None:
+            alive = bool(self.alive_if())
+            if not alive:
+                self.dead = True
+            elif self.dead:  # a fresh server came up: an empty world with default settings
+                self.dead = False
+                for a in list(self.actors.values()):
+                    if not isinstance(a, FakeTrafficLight):
+                        self._destroy(a.id)
+                self.settings = carla.WorldSettings()
+                self.tms.clear()
         if self.dead:
             raise RuntimeError(CRASH_MSG)
 
@@ -739,6 +751,10 @@ class FakeServer:
                 centre = M[:3, :3] @ c + M[:3, 3]
                 raw = a.id + UNREAL_ID_OFFSET if self.faults.instance_ids == "unreal" else a.id
                 out.append((a, M[:3, :3], centre, e, raw))
+                for door in a.doors_open:  # an open front door: a panel standing out of that side (CARLA: left = -y)
+                    side = -1.0 if door.endswith("FL") else 1.0
+                    dc = np.array([c[0] + 0.25 * e[0], side * (e[1] + 0.45), c[2]])
+                    out.append((a, M[:3, :3], M[:3, :3] @ dc + M[:3, 3], np.array([0.45, 0.04, 0.6 * e[2]]), raw))
         return out
 
     def _cast(self, o, d, boxes, max_t=np.inf):
