@@ -57,7 +57,11 @@ def write_recording(path: str, *, out: str | None = None, camera: str | None = N
     if max_frames is not None and max_frames < 1:
         raise InputError(f"got {max_frames}; allowed: 1 or more", key="--max-frames")
     uid = hashlib.sha256(src.resolve().as_posix().encode()).hexdigest()[:16]
-    with EpisodeReader(EpisodeRef(src, src.name, uid)) as r:
+    try:
+        reader = EpisodeReader(EpisodeRef(src, src.name, uid))
+    except (OSError, ValueError) as e:  # not HDF5 / not a simgen episode / incomplete
+        raise InputError(f"cannot read episode: {e}", file=path) from None
+    with reader as r:
         cams = [check_sensor(r, camera, "camera", required=False, option="--camera")] if camera else list(r.cameras)
         lids = [check_sensor(r, lidar, "lidar", required=False, option="--lidar")] if lidar else list(r.lidars)
         n = r.n if max_frames is None else min(r.n, max_frames)

@@ -190,10 +190,9 @@ class _Episode:
         v = np.asarray(r.row("actors/velocity", k), float)
         others = np.arange(1, r.A)
         fin_t = ttc[others][np.isfinite(ttc[others])]
-        fin_g = gap[others][np.isfinite(gap[others])]
-        closest = ""
-        if len(fin_g):
-            closest = r.names[int(others[np.nanargmin(np.where(np.isfinite(gap[others]), gap[others], np.inf))])]
+        g_o = np.where(np.isfinite(gap[others]), gap[others], np.inf)
+        fin_g = g_o[np.isfinite(g_o)]
+        closest = r.names[int(others[np.argmin(g_o)])] if len(fin_g) else ""
         return {"frame": int(k), "ego_speed_mps": float(np.linalg.norm(v[0])) if r.A else 0.0,
                 "ego_accel_mps2": acc, "ego_jerk_mps3": jerk,
                 "min_ttc_s": float(fin_t.min()) if len(fin_t) else float("inf"),
@@ -240,9 +239,6 @@ class ProtobufSink(_Sink):
 
     def __init__(self, fh, meta: dict):
         super().__init__()
-        from mcap_protobuf.writer import Writer
-
-        import foxglove_schemas_protobuf as fx  # noqa: F401  (the package registers the message files)
         from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
         from foxglove_schemas_protobuf.Color_pb2 import Color
         from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
@@ -262,6 +258,7 @@ class ProtobufSink(_Sink):
         from foxglove_schemas_protobuf.TextAnnotation_pb2 import TextAnnotation
         from foxglove_schemas_protobuf.TextPrimitive_pb2 import TextPrimitive
         from google.protobuf.timestamp_pb2 import Timestamp
+        from mcap_protobuf.writer import Writer
 
         self.m = dict(CameraCalibration=CameraCalibration, Color=Color, CompressedImage=CompressedImage,
                       CubePrimitive=CubePrimitive, FrameTransform=FrameTransform, FrameTransforms=FrameTransforms,

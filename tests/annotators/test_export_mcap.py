@@ -326,9 +326,11 @@ def test_events_and_collisions_are_messages(lead_run, tmp_path):
 def test_deterministic_overwrite_and_interruption(lead_run, tmp_path, monkeypatch):
     from annotators.export import mcap as mcap_mod
 
+    for enc in ("ros2", "protobuf"):
+        a = export_mcap(lead_run, tmp_path / f"a_{enc}", encoding=enc)
+        b = export_mcap(lead_run, tmp_path / f"b_{enc}", encoding=enc)
+        assert a.read_bytes() == b.read_bytes()
     a = export_mcap(lead_run, tmp_path / "a", encoding="ros2")
-    b = export_mcap(lead_run, tmp_path / "b", encoding="ros2")
-    assert a.read_bytes() == b.read_bytes()
     with pytest.raises(InputError, match="not empty"):
         export_mcap(lead_run, tmp_path / "a")
     export_mcap(lead_run, tmp_path / "a", overwrite=True)

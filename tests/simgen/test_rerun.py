@@ -203,6 +203,11 @@ def test_cli_errors_missing_extra_and_interruption(lead_run, tmp_path, capsys, m
     assert len(err.splitlines()) == 1 and "--overwrite" in err
     assert main(["view", ep, "--rerun", "--out", str(out), "--overwrite", "--camera", "rear"]) == 2
     assert "--camera" in capsys.readouterr().err
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    assert main(["view", str(junk), "--rerun"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(junk) in err and not list(tmp_path.glob("junk.rrd*"))
     # Ctrl-C mid-episode: neither the .rrd nor its .partial remains
     calls = {"n": 0}
     real = rerun_view._frame
