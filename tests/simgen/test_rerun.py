@@ -228,3 +228,26 @@ def test_cli_errors_missing_extra_and_interruption(lead_run, tmp_path, capsys, m
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'simgen[rerun]'" in err
     assert not list(tmp_path.glob("c.rrd*"))
+
+
+def test_events_and_collisions_in_the_text_log(lead_run, tmp_path):
+    import shutil
+
+    import h5py
+
+    from simgen.rerun_view import write_recording
+
+    ep_path = tmp_path / "ev.h5"
+    shutil.copy(episode_file(lead_run), ep_path)
+    with h5py.File(ep_path, "r+") as f:
+        for name, val in (("events/frame", 3), ("events/time_s", 0.14), ("events/actor", "lead"),
+                          ("events/name", "lead_brakes")):
+            f[name].resize(1, axis=0)
+            f[name][0] = val
+        f["collisions"].resize(1, axis=0)
+        f["collisions"][0] = (5, 1, 2)
+    temporal, _ = load(write_recording(str(ep_path), progress=False, max_frames=8))
+    log = temporal["/events"]
+    assert log["sim_time"] == [140_000_000, 250_000_000] and log["frame"] == [3, 5]
+    assert [t[0] for t in log["TextLog:text"]] == ["lead_brakes (lead)", "collision ego - lead"]
+    assert [t[0] for t in log["TextLog:level"]] == ["INFO", "WARN"]
