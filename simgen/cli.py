@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N episodes' sampled parameters")
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet")
+    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet, or a Rerun recording")
     p.add_argument("episode")
     p.add_argument("--out", help="output MP4 path (default: next to the episode); with --rerun the .rrd path")
     p.add_argument("--camera")
