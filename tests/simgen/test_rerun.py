@@ -27,8 +27,13 @@ def load(path: Path) -> tuple[dict, dict]:
     import pyarrow as pa
     from rerun.chunk import RrdReader
 
+    import warnings
+
     temporal, static = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
-    for ch in RrdReader(path).stream():
+    with warnings.catch_warnings():  # written without a footer on purpose (flat memory; see simgen/rerun_view.py)
+        warnings.filterwarnings("ignore", message="RRD file has no footer")
+        reader = RrdReader(path)
+    for ch in reader.stream():
         rb = ch.to_record_batch()
         dest = static if ch.is_static else temporal
         for name in rb.schema.names:
