@@ -50,15 +50,22 @@ def write_recording(path: str, *, out: str | None = None, camera: str | None = N
     from annotators.export.common import EpisodeReader, EpisodeRef, check_sensor, encode_image
     from annotators.export.mcap import depth_mm
 
+    from simgen.io.output import check_path_arg, make_dir
+
     rr = _import_rerun()
+    check_path_arg(path, "EPISODE")
+    if out is not None:
+        check_path_arg(out, "--out")
     src = Path(path)
     if not src.exists():
         raise InputError("episode file not found", file=path)
     dest = Path(out) if out else src.with_suffix(".rrd")
-    if dest.suffix != ".rrd":
+    if dest.suffix.lower() != ".rrd":
         raise InputError(f"got {dest.name!r}; allowed: a file name ending in .rrd", key="--out")
-    if dest.exists() and not overwrite:
-        raise InputError("exists; pass --overwrite to replace it or choose another --out", file=str(dest))
+    if dest.is_dir():
+        raise InputError("is a folder; allowed: a file path", file=str(dest), key="--out")
+    if (dest.exists() or dest.is_symlink()) and not overwrite:
+        raise InputError("exists; pass --overwrite to replace it (or choose another --out)", file=str(dest))
     if max_frames is not None and max_frames < 1:
         raise InputError(f"got {max_frames}; allowed: 1 or more", key="--max-frames")
     uid = hashlib.sha256(src.resolve().as_posix().encode()).hexdigest()[:16]
@@ -70,7 +77,7 @@ def write_recording(path: str, *, out: str | None = None, camera: str | None = N
         cams = [check_sensor(r, camera, "camera", required=False, option="--camera")] if camera else list(r.cameras)
         lids = [check_sensor(r, lidar, "lidar", required=False, option="--lidar")] if lidar else list(r.lidars)
         n = r.n if max_frames is None else min(r.n, max_frames)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(dest.parent)
         tmp = dest.with_name(dest.name + ".partial")
         rec = rr.RecordingStream("simgen", recording_id=f"{r.scenario_name or 'episode'}-{uid}")
         rec.set_log_time_enabled(False)
