@@ -2,8 +2,12 @@
 
 Writes a short run with the default rig (1280x720 camera, 64-channel LiDAR) to a temporary folder, or uses
 ``--data DIR``, then reads it in a seeded shuffled order with three field sets — ``rgb``; ``rgb`` + LiDAR points
-+ boxes; everything — in one process and with 2 worker processes (a torch ``DataLoader`` when torch is installed,
-else a ``multiprocessing`` pool).  It prints frames/s in total and per worker, and the episode bytes per frame.
++ boxes; everything — in one process and with 2 worker processes (a torch ``DataLoader``, batches of 8 through
+:func:`simgen.io.collate` as tensors, when torch is installed, else a ``multiprocessing`` pool).  It prints frames/s in total and per worker, frames per CPU second of the
+reading processes (the per-core rate, less sensitive to other load on the machine than the wall clock), and the
+episode bytes per frame.
+With torch, the 2-worker figures include moving each batch to the main process (torch's shared-memory
+transfer); the same reads in plain processes that return nothing are timed too, to separate the two costs.
 ``--codecs`` also re-encodes the data with other HDF5 codecs and times the middle field set with one worker,
 printing each codec's size next to its speed.  The last line printed with ``--json`` is one JSON object.
 """
@@ -84,51 +88,75 @@ def _bytes_per_frame(root: Path, n_frames: int) -> float:
     return sum(p.stat().st_size for p in root.rglob("*.h5")) / max(1, n_frames)
 
 
+def _cpu_s(who) -> float:
+    import resource
+
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def _worker_share(args):
-    """multiprocessing fallback: read a share of the order; returns (frames, seconds after the first read)."""
+    """multiprocessing fallback: read a share of the order; returns (frames, wall s, cpu s) after the first read."""
+    import resource
+
     ds, idx = args
     ds[idx[0]]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s(resource.RUSAGE_SELF)
     for i in idx[1:]:
         ds[i]
-    return len(idx) - 1, time.perf_counter() - t0
+    return len(idx) - 1, time.perf_counter() - t0, _cpu_s(resource.RUSAGE_SELF) - c0
 
 
-def _identity(x):
-    return x
+def _collate_tensors(samples):
+    """DataLoader collate_fn: :func:`simgen.io.collate` with torch tensors, which travel from the workers through
+    shared memory (numpy arrays would be pickled through a pipe)."""
+    from simgen.io import collate
+
+    return collate(samples, tensors=True)
 
 
-def measure(ds, workers: int, passes: int, seed: int = 0) -> float:
-    """Frames per second (all workers together) over ``passes`` shuffled passes; the first reads, which open the
-    files, are excluded."""
+BATCH = 8  # DataLoader batch size (as in the README example)
+
+
+def measure(ds, workers: int, passes: int, seed: int = 0, pool: bool = False) -> tuple[float, float]:
+    """(frames per wall second for all workers together, frames per CPU second of the reading processes) over
+    ``passes`` shuffled passes.  One worker reads in this process and excludes its first read (which opens the
+    files); with more, the wall clock starts once every worker has delivered a frame, and the CPU time is the
+    workers' own (their whole life, start-up included)."""
+    import resource
+
     order = np.concatenate([ds.permutation(seed, e) for e in range(passes)]).tolist()
     if workers <= 1:
         ds[order[0]]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s(resource.RUSAGE_SELF)
         for i in order[1:]:
             ds[i]
-        return (len(order) - 1) / (time.perf_counter() - t0)
+        n = len(order) - 1
+        return n / (time.perf_counter() - t0), n / max(_cpu_s(resource.RUSAGE_SELF) - c0, 1e-9)
     try:
         import torch.utils.data as tud
     except ImportError:
         tud = None
-    if tud is not None:
-        dl = tud.DataLoader(ds, batch_size=None, sampler=order, num_workers=workers, collate_fn=_identity,
-                            prefetch_factor=4, persistent_workers=False)
+    if tud is not None and not pool:
+        c0 = _cpu_s(resource.RUSAGE_CHILDREN)
+        dl = tud.DataLoader(ds, batch_size=BATCH, sampler=order, num_workers=workers, collate_fn=_collate_tensors,
+                            prefetch_factor=2, persistent_workers=False)
         it = iter(dl)
         for _ in range(workers):  # every worker has started and opened its files
             next(it)
         t0 = time.perf_counter()
         n = 0
-        for _ in it:
-            n += 1
-        return n / (time.perf_counter() - t0)
+        for b in it:
+            n += len(b["index"])
+        wall = time.perf_counter() - t0
+        del it, dl  # joins the workers, so their CPU time is counted
+        return n / wall, len(order) / max(_cpu_s(resource.RUSAGE_CHILDREN) - c0, 1e-9)
     import multiprocessing as mp
 
     shares = [order[w::workers] for w in range(workers)]
     with mp.get_context("fork").Pool(workers) as pool:
         res = pool.map(_worker_share, [(ds, s) for s in shares])
-    return sum(n for n, _ in res) / max(t for _, t in res)
+    return sum(n for n, _, _ in res) / max(t for _, t, _ in res), sum(n for n, _, _ in res) / sum(c for _, _, c in res)
 
 
 def main(*, data: str | None = None, frames: int = 24, episodes: int = 2, passes: int = 3, repeats: int = 3,
@@ -162,13 +190,23 @@ def main(*, data: str | None = None, frames: int = 24, episodes: int = 2, passes
             ds = FrameDataset(root, fields=fields)
             for w in workers:
                 runs = [measure(ds, w, passes, seed=r) for r in range(repeats)]
-                fps = float(np.median(runs))
+                fps = float(np.median([r[0] for r in runs]))
+                cpu = float(np.median([r[1] for r in runs]))
                 result["loaders"][f"{cname}/{w}w"] = {"fields": list(fields), "workers": w,
                                                      "frames_per_s": round(fps, 1),
                                                      "frames_per_s_per_worker": round(fps / w, 1),
-                                                     "runs": [round(x, 1) for x in runs]}
+                                                     "frames_per_cpu_s": round(cpu, 1),
+                                                     "runs": [round(x, 1) for x, _ in runs]}
                 print(f"{cname:16s} workers={w}: {fps:7.1f} frames/s  ({fps / w:6.1f} per worker; "
-                      f"runs {', '.join(f'{x:.0f}' for x in runs)})", flush=True)
+                      f"{cpu:6.1f} per CPU second; runs {', '.join(f'{x:.0f}' for x, _ in runs)})", flush=True)
+                if w > 1 and result["multi_worker"] == "torch DataLoader":  # the same reads, no transfer
+                    runs = [measure(ds, w, passes, seed=r, pool=True) for r in range(repeats)]
+                    fps = float(np.median([r[0] for r in runs]))
+                    cpu = float(np.median([r[1] for r in runs]))
+                    result["loaders"][f"{cname}/{w}w"].update(processes_frames_per_s=round(fps, 1),
+                                                              processes_frames_per_cpu_s=round(cpu, 1))
+                    print(f"{'':16s} {w} plain processes, reading only: {fps:7.1f} frames/s ({fps / w:6.1f} per "
+                          f"process; {cpu:6.1f} per CPU second)", flush=True)
         if codecs:
             result["codecs"] = {}
             with tempfile.TemporaryDirectory(prefix="simgen-loader-codec-") as ctmp:
@@ -181,11 +219,13 @@ def main(*, data: str | None = None, frames: int = 24, episodes: int = 2, passes
                         recode(p, q, c)
                     ds = FrameDataset(dst, fields=CONFIGS["rgb+lidar+boxes"])
                     runs = [measure(ds, 1, passes, seed=r) for r in range(repeats)]
-                    fps = float(np.median(runs))
+                    fps = float(np.median([r[0] for r in runs]))
+                    cpu = float(np.median([r[1] for r in runs]))
                     mb = _bytes_per_frame(dst, len(ds)) / 1e6
-                    result["codecs"][c] = {"mb_per_frame": round(mb, 3), "frames_per_s": round(fps, 1)}
-                    print(f"codec {c:11s}: {mb:5.2f} MB/frame, rgb+lidar+boxes 1 worker {fps:7.1f} frames/s",
-                          flush=True)
+                    result["codecs"][c] = {"mb_per_frame": round(mb, 3), "frames_per_s": round(fps, 1),
+                                           "frames_per_cpu_s": round(cpu, 1)}
+                    print(f"codec {c:11s}: {mb:5.2f} MB/frame, rgb+lidar+boxes 1 worker {fps:7.1f} frames/s "
+                          f"({cpu:6.1f} per CPU second)", flush=True)
                     ds.close()
         result["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
         print(f"{result['cores']} cores, load average {result['load_avg_1m']} -> {result['load_avg_1m_end']}; "

@@ -220,6 +220,8 @@ def _index_and_checksum(s):
 def test_two_worker_processes_see_every_index_once(batch):
     torch_data = pytest.importorskip("torch.utils.data")
     ds = FrameDataset(batch, fields=("rgb", "points"))
+    ds[3]  # the parent holds open HDF5 handles now; forked workers must open their own
+    assert ds._open
     dl = torch_data.DataLoader(ds, batch_size=None, num_workers=2, collate_fn=_index_and_checksum,
                                sampler=ds.sampler(seed=4))
     seen = list(dl)
