@@ -112,6 +112,8 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         "episode_index": plan.index, "tick_hz": plan.spec.tick_hz, "map": plan.spec.map, "backend": backend.name,
         "versions_json": json.dumps(versions()),
     })
+    # where the scenario file was (its plugins are found relative to it on replay; helper "input", issue 15 item 11)
+    meta.setdefault("scenario_file", str(Path(source).resolve()) if Path(source).is_file() else "")
     if hasattr(session, "provenance"):
         meta["backend_provenance_json"] = json.dumps(session.provenance(), default=str)
     writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=session.static_info())
@@ -137,14 +139,14 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
 
 def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 0, episodes: int = 1,
         frames: int | None = None, backend: str = "builtin", overrides: list[str] = (), overwrite: bool = False,
-        progress: bool = True, backend_options: dict | None = None) -> dict:
+        progress: bool = True, backend_options: dict | None = None, allow_plugins: bool | None = None) -> dict:
     from simgen.backends.base import get_backend
 
     if episodes < 1:
         raise InputError(f"got {episodes}; allowed: 1 or more", key="--episodes")
     if frames is not None and frames < 1:
         raise InputError(f"got {frames}; allowed: 1 or more", key="--frames")
-    src = load_scenario_source(scenario, overrides)
+    src = load_scenario_source(scenario, overrides, allow_plugins=allow_plugins)
     rig_spec = load_rig(rig or default_rig_path())
     be = get_backend(backend, **(backend_options or {}))
     plans = plan_episodes(src, seed=seed, episodes=episodes)
@@ -180,7 +182,8 @@ def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 
 
 
 def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[str] = (), backend: str = "builtin",
-           overwrite: bool = False, progress: bool = True, backend_options: dict | None = None) -> dict:
+           overwrite: bool = False, progress: bool = True, backend_options: dict | None = None,
+           allow_plugins: bool | None = None) -> dict:
     """Re-render an episode's recorded trajectories (not a re-simulation) with the same or another rig,
     weather (``--set weather.…``) or backend.  With nothing changed the arrays are identical to the original."""
     from simgen.backends.base import get_backend
@@ -191,6 +194,14 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
 
     rec = read_record(episode)
     where = f"{episode} (stored scenario)"
+    # the stored scenario's plugins, with the same opt-in as a run (helper "input", issue 15 item 11)
+    import h5py
+
+    from simgen.spec.scenario import load_stored_plugins
+
+    with h5py.File(episode, "r") as f:
+        scenario_file = str(f.attrs.get("scenario_file", "")) or None
+    load_stored_plugins(rec.scenario, where=where, scenario_file=scenario_file, allow=allow_plugins)
     spec = scenario_from_dict(apply_overrides(rec.scenario, list(overrides), file=where), file=where)
     rig_spec = load_rig(rig) if rig else rig_from_dict(rec.rig, file=f"{episode} (stored rig)")
     be = get_backend(backend, **(backend_options or {}))
@@ -211,7 +222,8 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
         bar = tqdm(total=rec.n_frames, unit="frame", desc=f"replay {spec.name} ({backend})", dynamic_ncols=True)
     try:
         res = run_episode(plan, rig_spec, out_dir / "episodes" / f"episode_{index:06d}.h5", backend=be, source=where,
-                          n_frames=None, progress=bar, meta={"run_seed": run_seed, "replay_of": str(episode)}, record=rec)
+                          n_frames=None, progress=bar, meta={"run_seed": run_seed, "replay_of": str(episode),
+                                                             "scenario_file": scenario_file or ""}, record=rec)
     finally:
         if bar is not None:
             bar.close()

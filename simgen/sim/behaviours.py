@@ -37,6 +37,7 @@ and in the scenario::
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -85,3 +86,25 @@ def register_trigger(name: str):
         return fn
 
     return deco
+
+
+_DEFERRED = [0]  # > 0 while names are being checked before a scenario's plugins have run
+
+
+@contextlib.contextmanager
+def plugin_names_deferred():
+    """While active, behaviour ``type`` and trigger ``custom`` names that are not registered pass validation: a
+    scenario is checked in full *before* its plugins run, and their names are checked again after."""
+    _DEFERRED[0] += 1
+    try:
+        yield
+    finally:
+        _DEFERRED[0] -= 1
+
+
+def is_behaviour(name: str) -> bool:
+    return name in BEHAVIOURS or _DEFERRED[0] > 0
+
+
+def is_trigger(name: str) -> bool:
+    return name in TRIGGERS or _DEFERRED[0] > 0
