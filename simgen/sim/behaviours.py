@@ -5,6 +5,10 @@ built-in behaviours are implemented by :class:`simgen.sim.world.World`; a regist
 called every tick that returns a :class:`Control`, so the simulator keeps the kinematics (bicycle model for
 vehicles, straight-line motion for walkers) and collision handling.
 
+A plugin is code: a scenario's ``plugins:`` run only with the user's opt-in (``--allow-plugins`` or
+``SIMGEN_ALLOW_PLUGINS=1``), from a file inside the scenario's folder or an installed ``simgen.plugins`` entry
+point (see :func:`simgen.spec.scenario.load_plugins`).
+
 Worked example (a file next to the scenario, listed under ``plugins:`` in it)::
 
     # scenarios/plugins/weave.py

@@ -322,3 +322,24 @@ def test_env_flag_values():
         assert plugins_allowed(None) is want, v
     del os.environ["SIMGEN_ALLOW_PLUGINS"]
     assert plugins_allowed(None) is False and plugins_allowed(True) is True
+
+
+def test_batch_plugins_need_opt_in(tmp_path, capsys, clean_registry):
+    """issue 15 item 1: a batch plan's plugin scenarios need --allow-plugins too; the opt-in reaches the workers."""
+    from simgen.batch.plan import load_plan
+    from simgen.batch.worker import EpisodeRunner
+
+    plan = write(tmp_path, "plan.yaml", f"seed: 2\nrig: {RIGS / 'small.yaml'}\njobs:\n"
+                                        f"  - {{scenario: {WEAVE}, episodes: 1, frames: 2, name: weave}}\n")
+    out = tmp_path / "out"
+    check_bad(capsys, ["batch", str(plan), "--out", str(out), "--no-progress"], str(plan), "jobs[0]", "plugins[0]",
+              "--allow-plugins")
+    assert not out.exists() and "weave" not in clean_registry.BEHAVIOURS
+    task = load_plan(plan, allow_plugins=True).expand()[0].payload()
+    assert task["allow_plugins"] is True
+    for name in [n for n, f in clean_registry.BEHAVIOURS.items() if f is not None]:  # a fresh worker process
+        del clean_registry.BEHAVIOURS[name]
+    clean_registry.TRIGGERS.clear()
+    ep = tmp_path / "w" / "episode_000000.h5"
+    res = EpisodeRunner().run(dict(task, out=str(ep), attempt=1, backend_options={}, faults=[]))
+    assert ep.is_file() and res["frames"] == 2
