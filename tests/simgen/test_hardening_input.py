@@ -343,3 +343,18 @@ def test_batch_plugins_need_opt_in(tmp_path, capsys, clean_registry):
     ep = tmp_path / "w" / "episode_000000.h5"
     res = EpisodeRunner().run(dict(task, out=str(ep), attempt=1, backend_options={}, faults=[]))
     assert ep.is_file() and res["frames"] == 2
+
+
+def test_scenarios_behaviours_of_another_library_needs_opt_in(tmp_path, capsys, clean_registry):
+    """issue 15 item 1: ``simgen scenarios --library DIR behaviours`` runs DIR's plugins only with the opt-in (the
+    shipped library's own plugins are part of simgen)."""
+    import shutil
+
+    (tmp_path / "plugins").mkdir()
+    shutil.copy(WEAVE, tmp_path / WEAVE.name)
+    shutil.copy(SCENARIOS / "plugins" / "weave.py", tmp_path / "plugins" / "weave.py")
+    assert main(["scenarios", "--library", str(tmp_path), "behaviours"]) == 0
+    out = capsys.readouterr().out
+    assert "not loaded" in out and "--allow-plugins" in out and "weave" not in clean_registry.BEHAVIOURS
+    assert main(["scenarios", "--library", str(tmp_path), "--allow-plugins", "behaviours"]) == 0
+    assert "weave" in clean_registry.BEHAVIOURS and "ego_behind_within" in capsys.readouterr().out
