@@ -146,6 +146,9 @@ def _load(text: str, *, file: str, key: str | None = None):
         if "could not determine a constructor" in problem:
             problem = "YAML tags that construct objects are not allowed: " + problem.split("for the tag")[-1].strip()
         raise InputError(f"invalid YAML{mark}: {problem}", file=file, key=key) from None
+    except yaml.reader.ReaderError as e:  # its own str() is two lines
+        raise InputError(f"malformed YAML (character {e.position + 1}): unacceptable character #x{e.character:04x}; "
+                         "allowed: printable text", file=file, key=key) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -260,6 +263,8 @@ def convert(tp, value, ctx: Ctx, meta: typing.Mapping | None = None):
         max_len = meta.get("max_len", MAX_STRING)
         if len(value) > max_len:
             raise ctx.error(f"got a string of {len(value)} characters; allowed: at most {max_len} characters")
+        if "\0" in value:
+            raise ctx.error("got a string with a NUL character; allowed: text without NUL")
         if meta.get("nonempty") and not value.strip():
             raise ctx.error("got an empty string; allowed: a non-empty string")
         if "choices" in meta and value not in meta["choices"]:

@@ -358,3 +358,13 @@ def test_scenarios_behaviours_of_another_library_needs_opt_in(tmp_path, capsys, 
     assert "not loaded" in out and "--allow-plugins" in out and "weave" not in clean_registry.BEHAVIOURS
     assert main(["scenarios", "--library", str(tmp_path), "--allow-plugins", "behaviours"]) == 0
     assert "weave" in clean_registry.BEHAVIOURS and "ego_behind_within" in capsys.readouterr().out
+
+
+def test_nul_bytes_are_one_line_errors(tmp_path, capsys):
+    """issue 15 item 12 (input side): a NUL byte in a scenario file is a one-line error (was two lines); an
+    escaped NUL in a text key is refused."""
+    p = tmp_path / "s.yaml"
+    p.write_bytes(GOOD.replace("name: lead_vehicle_brakes", "name: lead\x00brakes").encode())
+    check_bad(capsys, ["validate", str(p)], str(p), "#x0000")
+    p = write(tmp_path, "t.yaml", GOOD.replace("name: lead_vehicle_brakes", 'name: "lead\\0brakes"'))
+    check_bad(capsys, ["validate", str(p)], str(p), "name", "NUL")
