@@ -806,7 +806,7 @@ def test_same_actors_as_the_builtin_backend(rig):
 def test_every_library_scenario_plays(rig, path):
     from simgen.runner import plan_episodes
 
-    plan = plan_episodes(load_scenario_source(path), seed=1, episodes=1)[0]
+    plan = plan_episodes(load_scenario_source(path, allow_plugins=True), seed=1, episodes=1)[0]  # shipped library
     srv = D.FakeServer()
     s = backend(srv).open(plan.spec, rig, seed=plan.sim_seed, source=str(path), n_frames=3)
     frames = [s.step() for _ in range(3)]

@@ -38,7 +38,7 @@ class Trace:
     """A scenario's World stepped for its whole duration, with every named actor's state per tick."""
 
     def __init__(self, name: str, seed: int = 0, overrides=()):
-        src = load_scenario_source(SCENARIOS / f"{name}.yaml", list(overrides))
+        src = load_scenario_source(SCENARIOS / f"{name}.yaml", list(overrides), allow_plugins=True)  # the shipped library
         self.spec, self.values = concretise(src, rng=np.random.default_rng(seed))
         self.world = w = World(self.spec, rng=np.random.default_rng([seed, 7]), source=src.path)
         self.map = w.map
@@ -393,7 +393,7 @@ def test_lane_change_offset_gives_side_swipe_or_near_miss():
 def test_plugin_behaviour_and_trigger_registered():
     from simgen.sim.behaviours import BEHAVIOURS, TRIGGERS
 
-    load_scenario_source(SCENARIOS / "drunk_driver_weaving.yaml")
+    load_scenario_source(SCENARIOS / "drunk_driver_weaving.yaml", allow_plugins=True)
     assert BEHAVIOURS.get("weave") is not None and "ego_behind_within" in TRIGGERS
 
 
@@ -409,7 +409,7 @@ def test_plugin_trigger_waits_for_the_ego():
 def test_validates(path, capsys):
     from simgen.cli import main
 
-    assert main(["validate", str(path), "--sample", "3"]) == 0
+    assert main(["validate", str(path), "--sample", "3", "--allow-plugins"]) == 0
     out = capsys.readouterr().out
     assert f"{path}: ok" in out and out.count("episode ") == 3
 
@@ -451,7 +451,7 @@ def _bounds(spec):
 
 @pytest.mark.parametrize("path", FILES, ids=NAMES)
 def test_sampling_is_deterministic_and_within_declared_ranges(path):
-    src = load_scenario_source(path)
+    src = load_scenario_source(path, allow_plugins=True)
     declared = {k: v for k, v in (src.raw.get("parameters") or {}).items() if isinstance(v, dict)}
     seen: dict[str, set] = {k: set() for k in declared}
     for seed in range(6):
