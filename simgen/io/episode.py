@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 import simgen
-from annotators.ground_truth import FrameLabels
+from simgen.labels import FrameLabels
 from simgen.backends.base import Frame
 from simgen.spec.schema import to_dict
 
