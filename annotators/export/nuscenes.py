@@ -23,7 +23,9 @@ Points: ``.pcd.bin`` float32 x, y, z, intensity (simgen's 0..1 scaled to nuScene
 deskewed to the frame time (``--deskew``).  Images are JPEG; a camera with lens distortion is rectified to the
 pinhole camera with the same K, as nuScenes' images are.  Annotations: actors some exported sensor sees (a LiDAR return or a
 visible pixel) that map to a nuScenes category and pass the filters; ``visibility`` is the best camera's visible
-fraction binned like nuScenes (v0-40, v40-60, v60-80, v80-100); ``num_lidar_pts`` counts LIDAR_TOP returns;
+fraction binned like nuScenes (v0-40, v40-60, v60-80, v80-100); boxes are grown 1 mm on every side but the
+bottom, which is raised 1 mm (see BOX_PAD_M), and ``num_lidar_pts`` counts the exported LIDAR_TOP points inside
+the exported box, faces included, which is what the devkit's ``points_in_box`` counts;
 attributes: vehicle.moving / stopped / parked (never moving in the episode), cycle.with_rider,
 pedestrian.moving / standing.  The map mask (``semantic_prior``) is the builtin map's roads and sidewalks at
 0.1 m per pixel.  ``simgen_splits.json`` lists train/val scene names (the devkit hard-codes its own splits).
