@@ -18,9 +18,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from simgen.backends.base import CameraData, Frame
 from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, pose_matrix, project_distorted
 from simgen.labels import CameraLabels, FrameLabels, LidarLabels  # noqa: F401  (re-exported: the old import path)
+from simgen.records import CameraData, Frame
 
 NEAR_M = 0.05  # near plane (m) boxes are clipped to before projection
 _EDGES = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)])

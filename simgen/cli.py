@@ -109,6 +109,13 @@ def cmd_validate(a) -> int:
 
 
 def cmd_view(a) -> int:
+    if a.rerun:
+        from simgen.rerun_view import write_recording
+
+        out = write_recording(a.episode, out=a.out, camera=a.camera, lidar=a.lidar, max_frames=a.max_frames,
+                              overwrite=a.overwrite)
+        print(f"wrote {out}")
+        return 0
     from simgen.view import render_episode
 
     outs = render_episode(a.episode, out=a.out, camera=a.camera, lidar=a.lidar, max_frames=a.max_frames,
@@ -173,13 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N episodes' sampled parameters")
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet")
+    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet, or a Rerun recording")
     p.add_argument("episode")
-    p.add_argument("--out", help="output MP4 path (default: next to the episode)")
+    p.add_argument("--out", help="output MP4 path (default: next to the episode); with --rerun the .rrd path")
     p.add_argument("--camera")
     p.add_argument("--lidar")
     p.add_argument("--max-frames", type=int)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing MP4/PNG")
+    p.add_argument("--rerun", action="store_true",
+                   help="write a Rerun recording (.rrd) instead (needs the extra: pip install 'simgen[rerun]')")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MP4/PNG (or .rrd with --rerun)")
     p = sub.add_parser("bench", help="benchmark the pipeline; prints JSON as the last line with --json")
     p.add_argument("--json", action="store_true")
     p.add_argument("--frames", type=int, default=30)
@@ -200,7 +209,8 @@ COMMANDS = {"run": cmd_run, "replay": cmd_replay, "validate": cmd_validate, "vie
 
 # Subcommands living in their own modules: each module has ``add_subcommand(subparsers)``, which adds its parser
 # and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.
-PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli"]
+PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli",
+                              "simgen.carla_check"]
 
 
 # What Ctrl-C leaves behind, per command (a subcommand may set its own with ``set_defaults(interrupted=...)``).

@@ -24,7 +24,7 @@ import yaml
 import simgen
 from simgen.errors import InputError, RunError
 from simgen.io.output import OutputLock, check_path_arg, make_dir
-from simgen.seeding import streams
+from simgen.seeding import episode_streams, sim_streams
 from simgen.spec.rig import RigSpec, default_rig_path, load_rig, rig_to_dict
 from simgen.spec.scenario import ScenarioSource, concretise, is_carla_town, load_scenario_source, scenario_to_dict
 
@@ -95,11 +95,11 @@ def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int) 
     """
     from simgen.sim.world import World
 
-    s_param, s_sim = streams(seed, 2)
-    spec, values = concretise(src, rng=np.random.default_rng(s_param))
+    es = episode_streams(seed)
+    spec, values = concretise(src, rng=np.random.default_rng(es.params))
     if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
-        World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
-    return EpisodePlan(index, seed, spec, values, s_sim)
+        World(spec, rng=np.random.default_rng(sim_streams(es.sim).world), source=src.path)  # placement checks only
+    return EpisodePlan(index, seed, spec, values, es.sim)
 
 
 def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0) -> list[EpisodePlan]:
@@ -126,12 +126,14 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         "episode_index": plan.index, "tick_hz": plan.spec.tick_hz, "map": plan.spec.map, "backend": backend.name,
         "versions_json": json.dumps(versions()),
     })
-    if hasattr(session, "provenance"):
-        meta["backend_provenance_json"] = json.dumps(session.provenance(), default=str)
+    provenance = session.provenance()
+    if provenance:
+        meta["backend_provenance_json"] = json.dumps(provenance, default=str)
+    static = session.static_info().to_dict()
     writer = None
     try:
-        writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=session.static_info())
-        crit = EpisodeCriticality(session.static_info())
+        writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=static)
+        crit = EpisodeCriticality(static)
         for _ in range(n):
             frame = session.step()
             labels = annotate(frame)
@@ -222,7 +224,7 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
     spec = scenario_from_dict(apply_overrides(rec.scenario, list(overrides), file=where), file=where)
     rig_spec = load_rig(rig) if rig else rig_from_dict(rec.rig, file=f"{episode} (stored rig)")
     be = get_backend(backend, **(backend_options or {}))
-    plan = EpisodePlan(rec.index, rec.episode_seed, spec, rec.parameters, streams(rec.episode_seed, 2)[1])
+    plan = EpisodePlan(rec.index, rec.episode_seed, spec, rec.parameters, episode_streams(rec.episode_seed).sim)
     out_dir = make_dir(Path(out))
     try:
         with OutputLock(out_dir):

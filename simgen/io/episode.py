@@ -20,7 +20,7 @@ import numpy as np
 import simgen
 from simgen.errors import InputError
 from simgen.labels import FrameLabels
-from simgen.backends.base import Frame
+from simgen.records import Frame
 from simgen.spec.schema import to_dict
 
 LIGHT_CODES = {"red": 0, "yellow": 1, "green": 2, "off": 3}

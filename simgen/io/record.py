@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from simgen.errors import InputError
-from simgen.sim.world import ActorStates
+from simgen.records import ActorStates
 
 LIGHT_NAMES = {0: "red", 1: "yellow", 2: "green", 3: "off"}
 SUPPORTED = (1,)
