@@ -744,7 +744,7 @@ def test_attached_server_that_does_not_answer():
 
 def test_managed_server_is_launched_and_relaunched_after_a_crash(tmp_path):
     script = tmp_path / "CarlaUE4.sh"
-    script.write_text("#!/bin/sh\nexec sleep 60\n")
+    script.write_text("#!/bin/sh\nexec sleep 3600\n")  # outlives the test however slow
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     fake = D.FakeServer()
     srv = CarlaServer(D.make_module(fake), "127.0.0.1", 2000, root=tmp_path, start_timeout_s=120)
