@@ -566,4 +566,14 @@ def test_render_one_library_scenario(tmp_path):
         lights = [n.decode() if isinstance(n, bytes) else n for n in f["lights/id"][()]]
         state = f["lights/state"][()]
         assert (state[:, lights.index("tl_west")] == 0).all() and (state[:, lights.index("tl_south")] == 2).all()
-        assert json.loads(f.attrs["summary_json"]) is not None
+        # the criticality summary against independent views: the world's collision log and the poses (issue 15)
+        summary = json.loads(f.attrs["summary_json"])
+        assert {"min_ttc_s", "min_gap_m", "collision", "any_collision"} <= set(summary)
+        coll = f["collisions"][()]
+        assert summary["any_collision"] == (len(coll) > 0) and summary["collision"] == bool((coll[:, 1:] == 1).any())
+        pose, dims = f["actors/pose"][()], f["actors/dims"][()]
+        centre_dist = np.linalg.norm(pose[:, 1:, :2] - pose[:, :1, :2], axis=-1)  # ego to every actor, each frame
+        half_diag = 0.5 * np.hypot(dims[:, 0], dims[:, 1])
+        # a footprint gap lies between the centre distance and the centre distance less both half-diagonals
+        assert (centre_dist - half_diag[0] - half_diag[1:]).min() - 1e-6 <= summary["min_gap_m"] <= centre_dist.min()
+        assert summary["min_ttc_s"] == pytest.approx(float(np.nanmin(f["criticality/ttc_s"][:, 1:])))
