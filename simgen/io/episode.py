@@ -22,7 +22,7 @@ import numpy as np
 
 import simgen
 from simgen.errors import InputError
-from annotators.ground_truth import FrameLabels
+from simgen.labels import FrameLabels
 from simgen.records import Frame
 from simgen.spec.schema import to_dict
 
