@@ -73,15 +73,11 @@ def find_episodes(src: str | Path) -> tuple[list[EpisodeRef], list[str]]:
 
 
 def split_of(n_episodes: int, val_fraction: float) -> list[str]:
-    """Deterministic train/val assignment per episode position: 'val' spread evenly, at least one val episode
-    when there are two or more episodes and ``val_fraction`` > 0."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"got {val_fraction}; allowed: 0 <= value < 1", key="--val-fraction")
-    n_val = int(round(n_episodes * val_fraction))
-    if val_fraction > 0 and n_episodes >= 2:
-        n_val = max(1, n_val)
-    n_val = min(n_val, n_episodes - 1) if n_episodes > 1 else 0
-    return ["val" if (i + 1) * n_val // n_episodes > i * n_val // n_episodes else "train" for i in range(n_episodes)]
+    """Train/val per episode position: the one rule in :func:`simgen.io.splits.split_of`, shared with
+    :class:`simgen.io.FrameDataset`, so a model trained on the loader's split never sees an exported val episode."""
+    from simgen.io.splits import split_of as shared
+
+    return shared(n_episodes, val_fraction)
 
 
 # ------------------------------------------------------------------------------------------------ deskewing
