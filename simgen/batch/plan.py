@@ -106,6 +106,7 @@ class Job:
     episodes: int
     src: object  # ScenarioSource
     rig_spec: object  # RigSpec
+    allow_plugins: bool | None = None  # the user's opt-in to the scenario's plugins (--allow-plugins)
     grid_size: int = 1  # points of the scenario's full-factorial grid (episode i takes point i mod grid_size)
 
     def seed(self, plan_seed: int) -> np.random.SeedSequence:
@@ -146,7 +147,7 @@ class EpisodeTask:
         j = self.job
         return {"job": j.name, "job_index": j.index, "episode": self.episode, "plan_seed": self.plan_seed,
                 "scenario": j.scenario, "set": list(j.overrides), "rig": j.rig, "frames": j.frames,
-                "backend": j.backend}
+                "backend": j.backend, "allow_plugins": j.allow_plugins}
 
 
 @dataclass
@@ -206,9 +207,10 @@ def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def load_plan(path: str | Path) -> Plan:
+def load_plan(path: str | Path, *, allow_plugins: bool | None = None) -> Plan:
     """Read, validate and resolve a plan; also loads every job's scenario and rig and samples its episode 0, so
-    bad paths, overrides and values fail here, before anything runs."""
+    bad paths, overrides and values fail here, before anything runs.  Scenario plugins run only with
+    ``allow_plugins`` (``--allow-plugins``) or ``SIMGEN_ALLOW_PLUGINS=1``."""
     from simgen.spec.rig import default_rig_path, load_rig, rig_to_dict
     from simgen.spec.scenario import load_scenario_source
 
@@ -233,7 +235,7 @@ def load_plan(path: str | Path) -> Plan:
         try:
             if rig_path not in rigs:
                 rigs[rig_path] = load_rig(rig_path)
-            src = load_scenario_source(scen, list(overrides))
+            src = load_scenario_source(scen, list(overrides), allow_plugins=allow_plugins)
         except InputError as e:
             raise jctx.error(str(e)) from None
         if js.grid:  # a grid axis replaces the parameter's declaration (its place in the file order stays)
@@ -245,7 +247,7 @@ def load_plan(path: str | Path) -> Plan:
             overrides += tuple(f"parameters.{k}={json.dumps({'grid': v})}" for k, v in js.grid.items())
         try:
             if js.grid:
-                src = load_scenario_source(scen, list(overrides))
+                src = load_scenario_source(scen, list(overrides), allow_plugins=allow_plugins)
             plan_one(src, episode_seed(spec.seed, j, 0), 0)  # episode 0 samples and places
         except InputError as e:
             raise jctx.error(str(e)) from None
@@ -263,7 +265,7 @@ def load_plan(path: str | Path) -> Plan:
         if any(job.name == name for job in jobs):
             raise jctx.key("name").error(f"duplicate job name {name!r}; give the jobs distinct names")
         jobs.append(Job(j, name, str(scen), overrides, str(rig_path), js.frames, js.backend, episodes, src,
-                        rigs[rig_path], n_grid))
+                        rigs[rig_path], allow_plugins, n_grid))
     ident = {"format": "simgen-batch-plan/1", "seed": spec.seed, "jobs": [
         {"name": jb.name, "backend": jb.backend, "frames": jb.frames, "scenario": jb.src.raw,
          "rig": rig_to_dict(jb.rig_spec)} for jb in jobs]}
