@@ -107,7 +107,10 @@ class World:
     def __init__(self, spec: ScenarioSpec, *, rng: np.random.Generator, source: str = "<scenario>"):
         self.spec = spec
         self.source = source
-        self.map: RoadMap = get_map(spec.map)
+        try:
+            self.map: RoadMap = get_map(spec.map, file=source)
+        except KeyError as e:
+            raise InputError(str(e.args[0]), file=source, key="map") from None
         self.dt = 1.0 / spec.tick_hz
         self.time_s = 0.0
         self.frame = 0
@@ -133,6 +136,16 @@ class World:
     def _resolve(self, place: Placement, key: str, placed: dict[str, Actor], own_dims=None):
         """→ (x, y, yaw, lane id or None, path or None, s on path)."""
         yaw_off = np.deg2rad(place.yaw_deg)
+        if place.road is not None:
+            return self._resolve_road(place, key, yaw_off)
+        if place.conflict_of is not None:
+            return self._resolve_conflict(place, key, placed, yaw_off)
+        if place.relative_to is not None and (place.before_junction_m is not None or
+                                              getattr(self.map, "source_file", "")):
+            ref = placed.get(place.relative_to)
+            if ref is None:
+                raise self._err(f"{key}.relative_to", f"actor {place.relative_to!r} must be placed before it is referenced")
+            return self._resolve_on_route(place, key, ref, yaw_off)
         if place.lane is not None:
             lane = self._lane(place.lane, f"{key}.lane")
             if place.s_m > lane.centre.length:
@@ -193,6 +206,88 @@ class World:
             return self._at_xy(np.array([float(x), float(y)]), float(yaw) + yaw_off)
         return self._at_xy(np.array([place.x, place.y], float), yaw_off)
 
+    # ---- placements on imported (OpenDRIVE) maps and along routes
+    def _resolve_road(self, place: Placement, key: str, yaw_off: float):
+        """OpenDRIVE road id, lane id, road s and lateral offset (towards +t) on an imported map."""
+        finder = getattr(self.map, "lane_at_road_s", None)
+        if finder is None:
+            raise self._err(f"{key}.road", f"map {self.map.name!r} is not an OpenDRIVE map; use lane: (and s_m) "
+                            "with its lane ids")
+        roads = self.map.info["roads"]
+        if place.road not in roads:
+            raise self._err(f"{key}.road", f"unknown road {place.road} in {self.map.name}; roads: "
+                            + ", ".join(str(r) for r in sorted(roads)))
+        rd = roads[place.road]
+        if not 0.0 <= place.s_m <= rd.length:
+            raise self._err(f"{key}.s_m", f"got {place.s_m}; allowed: 0 to {rd.length:.1f} (length of road {rd.id})")
+        hit = finder(place.road, place.lane_id, place.s_m)
+        if hit is None:
+            ids = sorted({l for _, _, ls in rd.sections for l, _ in ls if l != 0})
+            raise self._err(f"{key}.lane_id", f"road {rd.id} of {self.map.name} has no drivable lane {place.lane_id} "
+                            f"at s={place.s_m:g}; its lanes: {', '.join(map(str, ids))}")
+        lane, arc = hit
+        fwd = lane.s_road[-1] >= lane.s_road[0]
+        lat = (place.offset_m if fwd else -place.offset_m) + place.lateral_m
+        x, y, yaw = lane.centre.pose_at(arc, lat)
+        return float(x), float(y), float(yaw) + yaw_off, lane.id, float(arc), lat
+
+    def _route_lanes(self, a: Actor):
+        """(lanes of ``a``'s route, start s of each on ``a.path``)."""
+        seq = self.map.lane_sequence(a.lane, list(a.behaviour.turns)) if a.lane else []
+        starts, acc = [], 0.0
+        for ln in seq:
+            starts.append(acc)
+            acc += ln.centre.length
+        return seq, np.array(starts)
+
+    def _resolve_on_route(self, place: Placement, key: str, ref: Actor, yaw_off: float):
+        """``ahead_m`` (or ``before_junction_m`` before the next junction) along ``ref``'s route."""
+        if ref.path is None or ref.lane is None:
+            raise self._err(f"{key}.relative_to", f"actor {place.relative_to!r} is not on a lane; place relative to a lane actor")
+        seq, starts = self._route_lanes(ref)
+        if place.before_junction_m is not None:
+            ahead = [i for i, ln in enumerate(seq) if ln.kind == "connector" and starts[i] > ref.s - 1e-6]
+            if not ahead:
+                raise self._err(f"{key}.before_junction_m", f"the route of {place.relative_to!r} (from lane {ref.lane}) "
+                                "reaches no junction")
+            s = float(starts[ahead[0]]) - place.before_junction_m
+        else:
+            s = ref.s + place.ahead_m
+        if not -50.0 <= s <= ref.path.length:
+            raise self._err(f"{key}.ahead_m", f"that is off the route of {place.relative_to!r} "
+                            f"({s:.0f} m along it; route length {ref.path.length:.0f} m)")
+        x, y, yaw = ref.path.pose_at(s)
+        i = int(np.searchsorted(starts, s, side="right") - 1) if len(starts) else -1
+        lane = seq[i] if 0 <= i < len(seq) else self.map.lanes[ref.lane]
+        step = "left" if place.lane_offset > 0 else "right"
+        for _ in range(abs(place.lane_offset)):
+            nxt = getattr(lane, step)
+            if nxt is None:
+                raise self._err(f"{key}.lane_offset", f"got {place.lane_offset}; lane {lane.id} has no lane to its {step}")
+            lane = self.map.lanes[nxt]
+        s_l, _ = lane.centre.project(np.array([float(x), float(y)]))
+        x, y, yaw = lane.centre.pose_at(float(s_l), place.lateral_m)
+        return float(x), float(y), float(yaw) + yaw_off, lane.id, float(s_l), place.lateral_m
+
+    def _resolve_conflict(self, place: Placement, key: str, placed: dict, yaw_off: float):
+        """Where actor A's route first crosses actor B's route, ``before_m`` back along A's route."""
+        a_id, b_id = place.conflict_of
+        refs = []
+        for r in (a_id, b_id):
+            act = placed.get(r)
+            if act is None:
+                raise self._err(f"{key}.conflict_of", f"actor {r!r} must be placed before it is referenced")
+            if act.path is None:
+                raise self._err(f"{key}.conflict_of", f"actor {r!r} has no route (not a vehicle on a lane)")
+            refs.append(act)
+        s_a = route_crossing(refs[0].path, refs[1].path, s_from=refs[0].s)
+        if s_a is None:
+            raise self._err(f"{key}.conflict_of", f"the routes of {a_id!r} and {b_id!r} do not cross")
+        s = s_a - place.before_m
+        x, y, yaw = refs[0].path.pose_at(s, place.lateral_m)
+        res = self._at_xy(np.array([float(x), float(y)]), float(yaw) + yaw_off)
+        return res
+
     def _at_xy(self, p: np.ndarray, yaw: float):
         xy = p.reshape(1, 2)
         lane_id = self.map.lane_at(xy)[0]
@@ -229,7 +324,7 @@ class World:
                 a.path = self.map.route(lane_id, list(turns), min_length_m=lane.centre.length + 400.0)
             except ValueError as e:
                 raise InputError(f"{a.name}: {e}", file=self.source, key=f"{a.name}.behaviour.turns") from None
-            a.stop_points = [(lane.stop_s, lane.signal)] if lane.stop_s is not None and lane.signal else []
+            a.stop_points = self._route_stops(lane_id, turns)
         s, lat = a.path.project(np.array([a.x, a.y]))
         a.s = float(s)
         a.lateral = float(lat)
@@ -362,7 +457,20 @@ class World:
             a.path = self.map.route(target, [], min_length_m=tl.centre.length + 400.0)
             a.lane = target
             a.s, a.lateral = float(a.path.project(np.array([a.x, a.y]))[0]), float(lat_now)
-            a.stop_points = [(tl.stop_s, tl.signal)] if tl.stop_s is not None and tl.signal else []
+            a.stop_points = self._route_stops(target, [])
+
+    def _route_stops(self, lane_id: str, turns=()) -> list:
+        """[(s on the route, light id)] of every signalised stop line along the route from ``lane_id``."""
+        out, acc = [], 0.0
+        try:
+            seq = self.map.lane_sequence(lane_id, list(turns))
+        except ValueError:
+            seq = [self.map.lanes[lane_id]]
+        for ln in seq:
+            if ln.stop_s is not None and ln.signal:
+                out.append((acc + ln.stop_s, ln.signal))
+            acc += ln.centre.length
+        return out
 
     def _target_speed(self, a: Actor) -> float:
         b = a.behaviour
@@ -426,12 +534,13 @@ class World:
         """Phase of every traffic light at time t: groups NS and EW alternate (green, yellow, all-red)."""
         t = (self.time_s if t is None else t) + self.spec.traffic_light_offset_s
         g, y, r = self.spec.traffic_light_cycle_s
-        period = 2 * (g + y + r)
-        ph = t % period
-        ns = "green" if ph < g else "yellow" if ph < g + y else "red"
-        ph2 = (ph - (g + y + r)) % period
-        ew = "green" if ph2 < g else "yellow" if ph2 < g + y else "red"
-        return {tl.id: (ns if tl.group == "NS" else ew) for tl in self.map.traffic_lights}
+        out = {}
+        for tl in self.map.traffic_lights:  # each group's slot of its junction's cycle: green, yellow, all-red
+            n = max(2, tl.n_phases)
+            period = n * (g + y + r)
+            ph = (t - tl.slot * (g + y + r)) % period
+            out[tl.id] = "green" if ph < g else "yellow" if ph < g + y else "red"
+        return out
 
     def ttc_to_ego(self, a: Actor) -> float:
         """Time-to-collision (s) from the ego to actor ``a`` along the line joining them (inf if not closing)."""
@@ -634,6 +743,26 @@ def sample_appearance(kind: ActorKind, dims_spec, colour, rng: np.random.Generat
     if colour is not None:
         return dims, np.array(colour, np.float32)
     return dims, np.clip(col + colour_jitter * jitter, 0.0, 1.0).astype(np.float32)
+
+
+def route_crossing(a: Polyline, b: Polyline, s_from: float = 0.0) -> float | None:
+    """Arc length on ``a`` (at or after ``s_from``) where it first crosses ``b``, or None (vectorised over the
+    segment pairs; paths that merge tangentially count where their centre lines first touch)."""
+    pa, pb = a.points, b.points
+    p, r = pa[:-1], np.diff(pa, axis=0)
+    q, t = pb[:-1], np.diff(pb, axis=0)
+    rxs = r[:, None, 0] * t[None, :, 1] - r[:, None, 1] * t[None, :, 0]
+    qp = q[None, :, :] - p[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = (qp[..., 0] * t[None, :, 1] - qp[..., 1] * t[None, :, 0]) / rxs
+        v = (qp[..., 0] * r[:, None, 1] - qp[..., 1] * r[:, None, 0]) / rxs
+    hit = (np.abs(rxs) > 1e-12) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    ia, ib = np.nonzero(hit)
+    if len(ia) == 0:
+        return None
+    s = a.vertex_s[ia] + u[ia, ib] * a._seg[ia]
+    s = s[s >= s_from - 1e-6]
+    return float(s.min()) if len(s) else None
 
 
 def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
