@@ -69,6 +69,7 @@ class Actor:
     walked_m: float = 0.0
     hesitate_until: float | None = None
     aeb_latched: bool = False  # emergency braking engaged: brake to a stop and hold while blocked
+    junction_entries: list = field(default_factory=list)  # [(s on path, junction id)] of unsignalised junctions
 
     @property
     def is_vehicle(self) -> bool:
@@ -119,6 +120,7 @@ class World:
         self.applied: set[str] = set()
         self.event_log: list[tuple[float, str, str]] = []  # (time, actor, event)
         self.collisions_total: set[tuple[int, int]] = set()
+        self._reserved: dict[int, int] = {}  # junction id -> index of the vehicle holding it
         self._rng = rng
         self._place_all()
         self._update_z()
@@ -325,6 +327,7 @@ class World:
             except ValueError as e:
                 raise InputError(f"{a.name}: {e}", file=self.source, key=f"{a.name}.behaviour.turns") from None
             a.stop_points = self._route_stops(lane_id, turns)
+            a.junction_entries = self._route_junctions(lane_id, turns)
         s, lat = a.path.project(np.array([a.x, a.y]))
         a.s = float(s)
         a.lateral = float(lat)
@@ -384,6 +387,10 @@ class World:
                 continue
             kind = tr.kinds[rng.integers(len(tr.kinds))]
             speed = float(rng.uniform(*tr.speed_mps))
+            if getattr(self.map, "junction_ids", None) and lane.signal is None and any(
+                    self.map.lanes[n].junction is not None for n in lane.successors.values()) and \
+                    lane.centre.length - s < speed * speed / (2 * IDM_B) + 15.0:
+                continue  # not where it could no longer give way at the junction ahead (imported maps)
             x, y, yaw = lane.centre.pose_at(s, 0.0)
             cand = dict(x=float(x), y=float(y), yaw=float(yaw))
             k = ACTOR_KINDS[kind]
@@ -459,6 +466,38 @@ class World:
             a.s, a.lateral = float(a.path.project(np.array([a.x, a.y]))[0]), float(lat_now)
             a.stop_points = self._route_stops(target, [])
 
+    def _route_junctions(self, lane_id: str, turns=()) -> list:
+        """[(s on the route, junction id)] where the route enters a junction not controlled by a light (imported
+        maps: vehicles there give way to whoever is already inside, so crossing traffic does not collide)."""
+        if not getattr(self.map, "junction_ids", None):
+            return []
+        out, acc, prev = [], 0.0, None
+        try:
+            seq = self.map.lane_sequence(lane_id, list(turns))
+        except ValueError:
+            return []
+        for ln in seq:
+            if ln.junction is not None and (prev is None or prev.junction is None) and not (prev and prev.signal):
+                out.append((acc, acc + ln.centre.length, ln.junction))
+            prev = ln
+            acc += ln.centre.length
+        return out
+
+    def _junction_occupants(self, pos: np.ndarray) -> dict:
+        """Junction id -> indices of the vehicles whose centre is inside its outline now."""
+        ids = getattr(self.map, "junction_ids", None)
+        if not ids:
+            return {}
+        from simgen.world.roads import _in_polygon
+
+        veh = np.array([a.kind.vehicle and a.kind.name != "ball" for a in self.actors])
+        out = {}
+        for jid, outline in zip(ids, self.map.junctions):
+            inside = _in_polygon(pos, outline) & veh
+            if inside.any():
+                out[jid] = set(np.flatnonzero(inside).tolist())
+        return out
+
     def _route_stops(self, lane_id: str, turns=()) -> list:
         """[(s on the route, light id)] of every signalised stop line along the route from ``lane_id``."""
         out, acc = [], 0.0
@@ -513,6 +552,21 @@ class World:
         a.aeb_latched = b.aeb and aeb_ttc < b.aeb_ttc_s
         if a.aeb_latched:
             return -b.aeb_decel_mps2
+        if b.obstacles != "none" and a.junction_entries:
+            # unsignalised junctions, first come first served: a vehicle that can no longer stop comfortably
+            # reserves the junction until it has left it; the others wait at its entry
+            busy = getattr(self, "_occupied", {})
+            for s_in, s_out, jid in a.junction_entries:
+                d = s_in - a.s - a.dims[0] / 2
+                if not -0.5 < d < 40.0:
+                    continue
+                holder = self._reserved.get(jid)
+                others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
+                if not others:
+                    if d < v * v / (2 * IDM_B) + 3.0:
+                        self._reserved[jid] = i
+                elif d < gap:
+                    gap, dv = d, v
         if b.obey_lights or b.type == "stop_at_line":
             for stop_s, light in a.stop_points:
                 st = "red" if b.type == "stop_at_line" else lights.get(light)
@@ -596,6 +650,11 @@ class World:
         self.check_events()
         lights = self.light_states()
         pos = np.array([[a.x, a.y] for a in self.actors])
+        self._occupied = self._junction_occupants(pos)
+        for jid, holder in list(self._reserved.items()):  # a holder releases its junction once through it
+            h = self.actors[holder]
+            if h.crashed or not any(j == jid and h.s - h.dims[0] / 2 < s_out for _, s_out, j in h.junction_entries):
+                del self._reserved[jid]
         vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
         from simgen.sim.behaviours import BEHAVIOURS
 

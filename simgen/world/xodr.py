@@ -364,6 +364,7 @@ class XodrRoadMap(RoadMap):
 
     source_file: str = ""
     info: dict = {}
+    junction_ids: list = []  # OpenDRIVE junction id of each outline in ``junctions``
 
     def _scene(self):
         sc = getattr(self, "_o3d_scene", None)
@@ -453,9 +454,15 @@ def build_xodr_map(data: bytes | str, *, name: str, file: str) -> XodrRoadMap:
         if rd.length <= 0:
             raise InputError(f"length {rd.length} is not positive", file=file, key=f"road {rd.id}")
     try:
-        cmap = carla.Map(Path(name).stem or "map", text)
+        with _quiet_stderr() as said:
+            cmap = carla.Map(Path(name).stem or "map", text)
     except Exception as e:  # noqa: BLE001 - the parser rejects the file
         raise InputError(f"CARLA's OpenDRIVE parser rejected the file: {e}", file=file) from None
+    for line in said:
+        if "georeference" not in line and line.strip():  # the parser's remarks, kept (the default georeference is fine)
+            import warnings
+
+            warnings.warn(f"{file}: CARLA's OpenDRIVE parser: {line.strip()}", stacklevel=2)
     samples: list[_LaneSamples] = []
     sections: dict[tuple[int, int], tuple[float, float]] = {}
     for rd in roads.values():
@@ -472,6 +479,33 @@ def build_xodr_map(data: bytes | str, *, name: str, file: str) -> XodrRoadMap:
     if not samples:
         raise InputError("CARLA's OpenDRIVE parser found no lanes with geometry", file=file)
     return _assemble(name, file, roads, controller, cmap, samples, sections, root)
+
+
+class _quiet_stderr:
+    """Capture what C++ code writes to file descriptor 2 (CARLA's parser prints remarks there) as lines."""
+
+    def __enter__(self):
+        import tempfile
+
+        self.lines: list[str] = []
+        try:
+            self._saved = os.dup(2)
+        except OSError:
+            self._saved = None
+            return self.lines
+        self._tmp = tempfile.TemporaryFile()
+        os.dup2(self._tmp.fileno(), 2)
+        return self.lines
+
+    def __exit__(self, *exc):
+        if self._saved is None:
+            return False
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.seek(0)
+        self.lines.extend(self._tmp.read().decode("utf-8", "replace").splitlines())
+        self._tmp.close()
+        return False
 
 
 def _turn(d: float) -> str:
@@ -572,13 +606,14 @@ def _assemble(name, file, roads, controller, cmap, samples, sections, root) -> X
         from dataclasses import replace
 
         lanes[lid] = replace(lanes[lid], stop_s=stop_s, signal=sig)
-    ground, frontages, junction_outlines = _ground(samples, lanes, crosswalks, stop_marks, roads)
+    ground, frontages, (junction_outlines, junction_ids) = _ground(samples, lanes, crosswalks, stop_marks, roads)
     description = f"OpenDRIVE map {Path(name).name}: {len(roads)} roads, " \
                   f"{len({rd.junction for rd in roads.values() if rd.junction >= 0})} junctions, " \
                   f"{len(lanes)} lanes, {len(lights)} traffic lights"
     m = XodrRoadMap(name, description, lanes, sidewalks, crosswalks, lights, junction_outlines, ground, [],
                     _strips=[], _areas=[], _frontages=frontages, _signs=signs)
     m.source_file = name
+    m.junction_ids = junction_ids
     m._odr_index = odr_index
     m._sections = sections
     m.info = {"roads": roads, "signals": signal_info, "controllers": controller}
@@ -891,14 +926,16 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
             nrm = _normals(ls.yaw)
             half = (ls.width / 2)[:, None]
             by_j.setdefault(ls.junction, []).extend([ls.xyz[:, :2] + nrm * half, ls.xyz[:, :2] - nrm * half])
+    jids = []
     for j, parts in sorted(by_j.items()):
         p = np.concatenate(parts)
         try:
             hull = ConvexHull(p)
             outlines.append(p[hull.vertices])
+            jids.append(j)
         except Exception:  # noqa: BLE001 - degenerate (a single straight connector)
             continue
-    return ground, frontages, outlines
+    return ground, frontages, (outlines, jids)
 
 
 def _height_near(samples, xy) -> float:
