@@ -751,7 +751,13 @@ class World:
 
     def _update_z(self) -> None:
         xy = np.array([[a.x, a.y] for a in self.actors])
-        z = self.map.ground_height(xy)
+        if getattr(self.map, "source_file", ""):
+            # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
+            # ground under its footprint (corners and centre), so no part of the actor sinks into the road
+            pts = np.concatenate([self._footprints(), xy[:, None, :]], axis=1)  # (A, 5, 2)
+            z = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+        else:
+            z = self.map.ground_height(xy)
         for a, zi in zip(self.actors, z):
             a.z = float(zi)
 

@@ -20,7 +20,8 @@ What is built (see docs/maps.md):
   same-direction lanes where the road marks allow the change.  Sidewalk lanes become
   :class:`~simgen.world.roads.Sidewalk` records.
 - ground mesh: every lane is a strip between its two edges at the waypoints' true height (asphalt for drivable and
-  border lanes, raised concrete with a kerb face for sidewalks, grass for medians and ``none`` lanes), road marks
+  narrow border lanes, raised concrete with a kerb face for sidewalks, grass for medians, ``none`` lanes and border
+  lanes wider than :data:`BORDER_AS_ROAD_M`), road marks
   (solid, broken, double; white or yellow) as paint strips, zebra crossings, stop lines, and a terrain grid just
   under the road surface whose height follows the nearest road.
 - signals: ``1000001`` signals are traffic lights (grouped by their ``controller``; the controllers of one
@@ -48,11 +49,13 @@ from simgen.world.roads import (PAINT_Z, SIDEWALK_HEIGHT, URBAN_SPEED_MPS, Cross
                                 Sidewalk, TrafficLight, _Frontage, _wrap)
 
 SAMPLE_M = 1.0  # waypoint spacing along each lane (metres)
+SIMPLIFY_M = 0.005  # lane centre lines drop sample points a chord reproduces to within this (metres)
 TERRAIN_CELL_M = 4.0
 TERRAIN_DROP_M = 0.03  # the terrain grid lies this far under the nearest road surface
 TERRAIN_MARGIN_M = 40.0
 _DASH, _GAP = 3.0, 6.0  # broken-line pattern (metres)
-_DOUBLE_GAP = 0.12  # gap between the two lines of a double mark
+_DOUBLE_GAP = 0.12
+BORDER_AS_ROAD_M = 1.0  # border lanes up to this wide are the asphalt's edge; wider ones (a verge) are grass  # gap between the two lines of a double mark
 
 DRIVABLE = {"driving": "driving", "entry": "driving", "exit": "driving", "onramp": "driving", "offramp": "driving",
             "connectingramp": "driving", "bidirectional": "driving", "shoulder": "shoulder", "stop": "shoulder",
@@ -245,9 +248,40 @@ def lane_key(road: int, lane: int, section: int) -> str:
     return f"r{road}_l{lane}_s{section}"
 
 
+def _simplify(p: np.ndarray, tol: float) -> np.ndarray:
+    """Mask of the vertices of polyline ``p`` (n, 2) that Douglas-Peucker keeps at tolerance ``tol`` (metres)."""
+    keep = np.zeros(len(p), bool)
+    keep[[0, -1]] = True
+    stack = [(0, len(p) - 1)]
+    while stack:
+        i, j = stack.pop()
+        if j <= i + 1:
+            continue
+        a, b = p[i], p[j]
+        d = b - a
+        n = float(np.hypot(*d))
+        q = p[i + 1:j] - a
+        dist = np.abs(q[:, 0] * d[1] - q[:, 1] * d[0]) / n if n > 1e-12 else np.hypot(q[:, 0], q[:, 1])
+        k = int(np.argmax(dist))
+        if dist[k] > tol:
+            m = i + 1 + k
+            keep[m] = True
+            stack += [(i, m), (m, j)]
+    return keep
+
+
 def _polyline(xyz: np.ndarray):
-    """Polyline of (n, 3) points plus the heights of its vertices (consecutive duplicates dropped together)."""
+    """Polyline of (n, 3) points plus the heights of its vertices (consecutive duplicates dropped together, and
+    vertices that a straight chord reproduces to within :data:`SIMPLIFY_M` and whose height is linear along it:
+    routes then have few segments, which keeps projecting onto them cheap)."""
     keep = np.concatenate([[True], np.linalg.norm(np.diff(xyz[:, :2], axis=0), axis=1) > 1e-6])
+    idx = np.flatnonzero(keep)
+    # simplify in (x, y) and in (arc length, z) together: a vertex stays if either view needs it
+    q = xyz[idx]
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(q[:, :2], axis=0), axis=1))])
+    k2 = _simplify(q[:, :2], SIMPLIFY_M) | _simplify(np.column_stack([arc, q[:, 2]]), SIMPLIFY_M)
+    keep = np.zeros(len(xyz), bool)
+    keep[idx[k2]] = True
     p = xyz[keep]
     if len(p) < 2:
         return None, None, keep
@@ -833,7 +867,7 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
         elif t == "curb":
             up = np.array([0.0, 0.0, SIDEWALK_HEIGHT])
             meshes.append(_strip3d(left + up, right + up, KERB, SIDEWALKS))
-        elif t in ("median", "none"):
+        elif t in ("median", "none") or (t == "border" and float(np.median(ls.width)) > BORDER_AS_ROAD_M):
             meshes.append(_strip3d(left, right, GRASS, TERRAIN))
         else:
             meshes.append(_strip3d(left, right, ASPHALT, ROADS))

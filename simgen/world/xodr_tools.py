@@ -142,6 +142,8 @@ def bench(path: str, ticks: int = 100, vehicles: int = 20) -> dict:
     from simgen.world import xodr
 
     _load(path)  # errors first, and warm the imports
+    import simgen.sensors.render  # noqa: F401  (open3d: imported once per process, not part of a map's cost)
+
     xodr._CACHE.clear()
     t0 = time.perf_counter()
     m = xodr.load_xodr(path)
