@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simgen.backends.base import Frame
+from simgen.records import Frame
 
 
 def footprints(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:

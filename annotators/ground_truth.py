@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from simgen.backends.base import CameraData, Frame
+from simgen.records import CameraData, Frame
 from simgen.geometry import (T_BODY_FROM_OPTICAL, box_corners, box_edge_points, clip_polygon_near, invert, pose_matrix,
                              project_distorted)
 

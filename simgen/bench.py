@@ -103,7 +103,7 @@ def run_bench(frames: int = 30, memory_frames: int = 0) -> dict:
     moving = sum(1 for a in session.world.actors[1:] if a.speed > 0)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        w = EpisodeWriter(Path(tmp) / "bench.h5", n_frames=total, rig=rig, meta={}, static_info=session.static_info())
+        w = EpisodeWriter(Path(tmp) / "bench.h5", n_frames=total, rig=rig, meta={}, static_info=session.static_info().to_dict())
         parts = {"simulate_render": 0.0, "annotate": 0.0, "write": 0.0}
         floors = []
         rss = []

@@ -115,9 +115,17 @@ def cmd_validate(a) -> int:
 
 
 def cmd_view(a) -> int:
+    if a.rerun:
+        from simgen.rerun_view import write_recording
+
+        out = write_recording(a.episode, out=a.out, camera=a.camera, lidar=a.lidar, max_frames=a.max_frames,
+                              overwrite=a.overwrite)
+        print(f"wrote {out}")
+        return 0
     from simgen.view import render_episode
 
-    outs = render_episode(a.episode, out=a.out, camera=a.camera, lidar=a.lidar, max_frames=a.max_frames)
+    outs = render_episode(a.episode, out=a.out, camera=a.camera, lidar=a.lidar, max_frames=a.max_frames,
+                          overwrite=a.overwrite)
     for o in outs:
         print(f"wrote {o}")
     return 0
@@ -196,12 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N episodes' sampled parameters")
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet")
+    p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet, or a Rerun recording")
     p.add_argument("episode")
-    p.add_argument("--out", help="output MP4 path (default: next to the episode)")
+    p.add_argument("--out", help="output MP4 path (default: next to the episode); with --rerun the .rrd path")
     p.add_argument("--camera")
     p.add_argument("--lidar")
     p.add_argument("--max-frames", type=int)
+    p.add_argument("--rerun", action="store_true",
+                   help="write a Rerun recording (.rrd) instead (needs the extra: pip install 'simgen[rerun]')")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MP4/PNG (or .rrd with --rerun)")
     p = sub.add_parser("bench", help="benchmark the pipeline; prints JSON as the last line with --json")
     p.add_argument("--json", action="store_true")
     p.add_argument("--frames", type=int, default=30)
@@ -225,25 +236,49 @@ COMMANDS = {"run": cmd_run, "replay": cmd_replay, "validate": cmd_validate, "vie
 
 # Subcommands living in their own modules: each module has ``add_subcommand(subparsers)``, which adds its parser
 # and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.
-PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli"]
+PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli",
+                              "simgen.carla_check"]
+
+
+# What Ctrl-C leaves behind, per command (a subcommand may set its own with ``set_defaults(interrupted=...)``).
+INTERRUPTED = {
+    "run": "simgen: interrupted; finished episodes are kept, the unfinished one was removed",
+    "replay": "simgen: interrupted; the unfinished episode was removed",
+    "batch": "simgen: interrupted; finished episodes are kept; re-run the same command to resume",
+    "export": "simgen: export interrupted; the export is unfinished (simgen_export.json is written only at the end)",
+    "view": "simgen: interrupted; no video was written",
+}
+
+
+def one_line(text: str) -> str:
+    """An error message as one line: line breaks folded, other control characters (a NUL byte...) escaped."""
+    text = " ".join(str(text).splitlines())
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from simgen.errors import RunError
+
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
         fn = getattr(a, "func", None) or COMMANDS[a.cmd]
         return fn(a) or 0
     except InputError as e:
-        print(f"simgen: error: {e}", file=sys.stderr)
+        print(f"simgen: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("simgen: interrupted; finished episodes are kept, the unfinished one was removed", file=sys.stderr)
+        msg = getattr(a, "interrupted", None) or INTERRUPTED.get(a.cmd, "simgen: interrupted")
+        print(msg, file=sys.stderr)
         return 130
+    except RunError as e:
+        print(f"simgen: error: {one_line(e)}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - last-resort handler for the CLI
         if os.environ.get("SIMGEN_DEBUG"):
             raise
-        print(f"simgen: runtime error: {type(e).__name__}: {e} (set SIMGEN_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(f"simgen: runtime error: {type(e).__name__}: {one_line(e)} (set SIMGEN_DEBUG=1 for a traceback)",
+              file=sys.stderr)
         return 1
 
 

@@ -46,31 +46,14 @@ VIS_BINS = np.linspace(0.0, 1.0, 21)
 
 
 def find_episodes(run_dir: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Complete episode files under ``run_dir`` (sorted) and the skipped ``(path, reason)`` pairs."""
+    """Complete episode files under ``run_dir`` (sorted) and the skipped ``(path, reason)`` pairs: unfinished
+    (``.partial``), incomplete and non-simgen files.  A corrupt episode is bad input (EpisodeError, exit 2)."""
+    from simgen.io.episode import find_episodes as scan
+
     root = Path(run_dir)
     if not root.exists():
         raise InputError("no such folder", file=str(root))
-    if root.is_file():
-        cands = [root]
-    else:
-        cands = sorted(p for p in root.rglob("*")
-                       if p.is_file() and (p.suffix == ".h5" or p.name.endswith(".h5.partial")))
-    good, skipped = [], []
-    for p in cands:
-        if p.name.endswith(".partial"):
-            skipped.append((p, "unfinished (.partial)"))
-            continue
-        try:
-            with h5py.File(p, "r") as f:
-                if f.attrs.get("format") != "simgen-episode":
-                    skipped.append((p, "not a simgen episode"))
-                elif not bool(f.attrs.get("complete", False)):
-                    skipped.append((p, "incomplete (interrupted run)"))
-                else:
-                    good.append(p)
-        except OSError as e:
-            skipped.append((p, f"unreadable ({e.__class__.__name__})"))
-    return good, skipped
+    return scan(root)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -124,10 +107,13 @@ def _scenario_weather(f) -> dict:
 
 
 def _gather_episode(path: Path, st: _Stats) -> None:
-    with h5py.File(path, "r") as f:
-        n = int(f.attrs.get("n_frames", 0))
+    from simgen.io.episode import Episode
+
+    with Episode(path) as ep, ep.guard():
+        f = ep.f
+        n = ep.n_frames
         st.n_frames += n
-        t = f["frames/time_s"][:] if "frames/time_s" in f else np.zeros(0)
+        t = ep.read("frames/time_s")
         tick = float(f.attrs.get("tick_hz", 0) or 0)
         st.duration_s += (float(t[-1] - t[0]) + (1.0 / tick if tick else 0.0)) if len(t) else 0.0
         st.scenarios[str(f.attrs.get("scenario_name", "?"))] += 1
@@ -135,8 +121,9 @@ def _gather_episode(path: Path, st: _Stats) -> None:
         st.backends[str(f.attrs.get("backend", "?"))] += 1
         st.versions[str(f.attrs.get("simgen_version", "?"))] += 1
         cams = []
-        for name, g in f.get("sensors", {}).items():
-            typ = str(g.attrs.get("type", "?"))
+        for name in ep.sensors():
+            g = f[f"sensors/{name}"]
+            typ = ep.sensor_type(name)
             st.sensors[name] = typ
             if typ == "camera":
                 cams.append(name)
@@ -146,43 +133,43 @@ def _gather_episode(path: Path, st: _Stats) -> None:
                 if "false_return" in g:
                     fr = g["false_return"]
                     for a in range(0, fr.shape[0], 1 << 22):  # in slices: bounded memory
-                        acc[:3] += np.bincount(np.minimum(fr[a:a + (1 << 22)], 2), minlength=3)[:3]
+                        part = ep.read(fr.name, slice(a, a + (1 << 22)))
+                        acc[:3] += np.bincount(np.minimum(part, 2), minlength=3)[:3]
                 else:
-                    acc[0] += int(g["offsets"][-1])
+                    acc[0] += int(ep.read(g["offsets"].name, -1))
         # objects
-        static = _attr_json(f, "static_json", {}).get("actors", [])
-        if "actors/kind" in f and "labels/objects/seen" in f:
-            kinds = f["actors/kind"].asstr()[:]
-            sem = f["actors/semantic"][:]
-            is_ego = np.array([bool(a.get("is_ego")) for a in static] if len(static) == len(kinds)
-                              else [nm == "ego" for nm in f["actors/name"].asstr()[:]], bool)
-            seen = f["labels/objects/seen"][:].astype(bool)
-            seen[:, is_ego] = False
-            for j in np.nonzero(seen.any(axis=0))[0]:
-                st.objects_by_kind[kinds[j]] += 1
-            per_actor = seen.sum(axis=0)
-            for j in np.nonzero(per_actor)[0]:
-                st.frames_by_kind[kinds[j]] += int(per_actor[j])
-                st.frames_by_class[CLASS_NAMES.get(int(sem[j]), str(sem[j]))] += int(per_actor[j])
-            if seen.any() and "labels/objects/center_ego" in f:
-                c = f["labels/objects/center_ego"][:]
-                d = np.linalg.norm(c, axis=-1)
-                fr, ac = np.nonzero(seen)
-                for kind in np.unique(kinds[ac]):
-                    sel = kinds[ac] == kind
-                    st.dist[kind].append(d[fr[sel], ac[sel]].astype(np.float32))
-            for cam in cams:
-                key = f"labels/{cam}/visible_fraction"
-                if key in f and seen.any():
-                    vf = f[key][:]
-                    st.vis[cam].append(vf[seen].astype(np.float32))
+        static = ep.static.get("actors", [])
+        kinds = np.array(ep.strings("actors/kind"), dtype=object)
+        sem = ep.read("actors/semantic")
+        is_ego = np.array([bool(a.get("is_ego")) for a in static] if len(static) == len(kinds)
+                          else [nm == "ego" for nm in ep.strings("actors/name")], bool)
+        seen = ep.read("labels/objects/seen").astype(bool)
+        seen[:, is_ego] = False
+        for j in np.nonzero(seen.any(axis=0))[0]:
+            st.objects_by_kind[kinds[j]] += 1
+        per_actor = seen.sum(axis=0)
+        for j in np.nonzero(per_actor)[0]:
+            st.frames_by_kind[kinds[j]] += int(per_actor[j])
+            st.frames_by_class[CLASS_NAMES.get(int(sem[j]), str(sem[j]))] += int(per_actor[j])
+        if seen.any() and "labels/objects/center_ego" in f:
+            c = ep.read("labels/objects/center_ego")
+            d = np.linalg.norm(c, axis=-1)
+            fr, ac = np.nonzero(seen)
+            for kind in np.unique(kinds[ac]):
+                sel = kinds[ac] == kind
+                st.dist[kind].append(d[fr[sel], ac[sel]].astype(np.float32))
+        for cam in cams:
+            key = f"labels/{cam}/visible_fraction"
+            if key in f and seen.any():
+                vf = ep.read(key)
+                st.vis[cam].append(vf[seen].astype(np.float32))
         # randomised / applied values
         g = f.get("applied")
         applied = {}
         if isinstance(g, h5py.Group) and len(g):
             def visit(name, obj):
                 if isinstance(obj, h5py.Dataset) and obj.ndim == 1 and obj.dtype.kind in "fiub":
-                    applied[name] = obj[:].astype(np.float64)
+                    applied[name] = ep.read(obj.name).astype(np.float64)
             g.visititems(visit)
         if applied:
             for k, v in applied.items():
@@ -190,7 +177,8 @@ def _gather_episode(path: Path, st: _Stats) -> None:
                     st.applied_means[k].append(float(np.nanmean(v)))
         else:
             st.applied_missing += 1
-        for k, v in _attr_json(f, "parameters_json", {}).items():
+        params = ep.attr_json("parameters_json", {})
+        for k, v in (params.items() if isinstance(params, dict) else ()):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 st.params[k].append(float(v))
         # weather x time-of-day coverage: per frame from applied/, else the stored scenario (per episode)
@@ -215,7 +203,8 @@ def _gather_episode(path: Path, st: _Stats) -> None:
                     pass
         st.cover_source.update(sources)
         # criticality
-        s = _attr_json(f, "summary_json", {})
+        s = ep.attr_json("summary_json", {})
+        s = s if isinstance(s, dict) else {}
         st.min_ttc.append(s.get("min_ttc_s"))
         st.collision.append(bool(s.get("collision", False)))
         st.any_collision.append(bool(s.get("any_collision", False)))
@@ -363,9 +352,12 @@ def _plot_samples(st: _Stats, out: Path, n_samples: int, camera: str | None) -> 
         path, nf, cams, lab = pairs[e]
         fr = int(g - starts[e])
         cam = camera or cams[0]
-        with h5py.File(path, "r") as f:
-            rgb = f[f"sensors/{cam}/rgb"][fr]
-            sem = f[f"sensors/{cam}/semantic"][fr]
+        from simgen.io.episode import Episode
+
+        with Episode(path) as ep:
+            f = ep.f
+            rgb = ep.read(f"sensors/{cam}/rgb", fr)
+            sem = ep.read(f"sensors/{cam}/semantic", fr)
             applied = f.get("applied")
             wx = ""
             if isinstance(applied, h5py.Group):
@@ -373,7 +365,7 @@ def _plot_samples(st: _Stats, out: Path, n_samples: int, camera: str | None) -> 
                 for key, short in (("weather.fog_density", "fog"), ("weather.precipitation", "rain"),
                                    ("weather.sun_altitude_angle", "sun")):
                     if key in applied:
-                        parts.append(f"{short} {float(applied[key][fr]):.0f}")
+                        parts.append(f"{short} {float(ep.read(applied[key].name, fr)):.0f}")
                 wx = ", ".join(parts)
         overlay = (0.45 * rgb + 0.55 * PALETTE[sem]).astype(np.uint8)
         axs[row, 0].imshow(rgb)
@@ -443,21 +435,33 @@ def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera:
     if not paths:
         why = f" ({len(skipped)} skipped: {skipped[0][1]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
         raise InputError(f"no complete simgen episode files (*.h5) found{why}", file=str(run_dir))
+    from simgen.io.output import check_path_arg, make_dir
+
+    check_path_arg(str(out), "--out")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("--out must be a folder", file=str(out))
-    out.mkdir(parents=True, exist_ok=True)
     st = _Stats()
-    for p in paths:
-        try:
-            _gather_episode(p, st)
-        except (OSError, KeyError) as e:
-            skipped.append((p, f"unreadable ({e.__class__.__name__}: {e})"))
-    if not st.episodes:
-        raise InputError("no readable simgen episode files found", file=str(run_dir))
+    for p in paths:  # read everything before writing anything: a corrupt episode leaves no card behind
+        _gather_episode(p, st)
     if camera is not None and not any(camera in cams for _, _, cams, _ in st.episodes):
         cams = sorted({c for _, _, cs, _ in st.episodes for c in cs})
         raise InputError(f"--camera: got {camera!r}; allowed: {', '.join(cams) or '(no cameras)'}")
+    existed = out.exists()
+    before = set(out.iterdir()) if existed else set()
+    make_dir(out)
+    try:
+        return _compose(run_dir, out, st, skipped, fmt=fmt, camera=camera, n_samples=n_samples)
+    except BaseException:  # e.g. a sample frame's chunk fails to read: remove what this call wrote
+        for q in set(out.iterdir()) - before:
+            if q.is_file():
+                q.unlink()
+        if not existed and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _compose(run_dir, out: Path, st: _Stats, skipped: list, *, fmt: str, camera, n_samples: int) -> Path:
 
     title = f"Dataset card: {Path(run_dir).resolve().name}"
     n_ep = len(st.episodes)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import numpy as np
 import yaml
 
 import simgen
-from simgen.errors import InputError
-from simgen.seeding import streams
+from simgen.errors import InputError, RunError
+from simgen.io.output import OutputLock, check_path_arg, make_dir
+from simgen.seeding import episode_streams, sim_streams
 from simgen.spec.rig import RigSpec, default_rig_path, load_rig, rig_to_dict
 from simgen.spec.scenario import ScenarioSource, concretise, is_carla_town, load_scenario_source, scenario_to_dict
 
@@ -44,24 +44,38 @@ def versions() -> dict:
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and disk_full(e):
+            raise RunError(f"{path}: disk full (no space left on device); the unfinished file was removed") from None
+        raise
 
 
-def prepare_output(out: Path, *, overwrite: bool) -> None:
-    """Refuse a folder that already holds anything unless --overwrite; with it, clear only simgen's own outputs."""
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a directory", file=str(out))
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError("output directory is not empty; choose another --out or pass --overwrite", file=str(out))
-        for name in ("run.json", "scenario.yaml", "rig.yaml"):
-            (out / name).unlink(missing_ok=True)
-        if (out / "episodes").is_dir():
-            shutil.rmtree(out / "episodes")
+def disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also as HDF5 reports it (a RuntimeError/OSError whose text carries the errno)."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return isinstance(e, (OSError, RuntimeError)) and (f"errno = {errno.ENOSPC}," in text or "No space left" in text
+                                                      or "no space left" in text)
+
+
+def prepare_output(out: Path, *, overwrite: bool, outputs: list[Path], inputs: list) -> "OutputManifest":
+    """Claim ``outputs`` in ``out`` (see :func:`simgen.io.output.claim_outputs`): a non-empty folder needs
+    --overwrite, which deletes only the files an earlier simgen run recorded there; inputs are never outputs.
+    The caller holds the folder's :class:`~simgen.io.output.OutputLock`."""
+    from simgen.io.output import claim_outputs
+
+    man = claim_outputs(out, outputs, inputs=[Path(i) for i in inputs if i], overwrite=overwrite)
     (out / "episodes").mkdir(parents=True, exist_ok=True)
+    return man
 
 
 @dataclass
@@ -81,11 +95,11 @@ def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int) 
     """
     from simgen.sim.world import World
 
-    s_param, s_sim = streams(seed, 2)
-    spec, values = concretise(src, rng=np.random.default_rng(s_param))
+    es = episode_streams(seed)
+    spec, values = concretise(src, rng=np.random.default_rng(es.params))
     if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
-        World(spec, rng=np.random.default_rng(streams(s_sim, 3)[0]), source=src.path)  # placement checks only
-    return EpisodePlan(index, seed, spec, values, s_sim)
+        World(spec, rng=np.random.default_rng(sim_streams(es.sim).world), source=src.path)  # placement checks only
+    return EpisodePlan(index, seed, spec, values, es.sim)
 
 
 def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0) -> list[EpisodePlan]:
@@ -112,11 +126,14 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         "episode_index": plan.index, "tick_hz": plan.spec.tick_hz, "map": plan.spec.map, "backend": backend.name,
         "versions_json": json.dumps(versions()),
     })
-    if hasattr(session, "provenance"):
-        meta["backend_provenance_json"] = json.dumps(session.provenance(), default=str)
-    writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=session.static_info())
-    crit = EpisodeCriticality(session.static_info())
+    provenance = session.provenance()
+    if provenance:
+        meta["backend_provenance_json"] = json.dumps(provenance, default=str)
+    static = session.static_info().to_dict()
+    writer = None
     try:
+        writer = EpisodeWriter(path, n_frames=n, rig=rig, meta=meta, static_info=static)
+        crit = EpisodeCriticality(static)
         for _ in range(n):
             frame = session.step()
             labels = annotate(frame)
@@ -127,8 +144,11 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         summary = crit.summary()
         crit.write(writer.f)
         writer.close({"summary_json": json.dumps(summary)})
-    except BaseException:
-        writer.abort()
+    except BaseException as e:
+        if writer is not None:
+            writer.abort()
+        if disk_full(e):
+            raise RunError(f"{path}: disk full (no space left on device); the unfinished episode was removed") from None
         raise
     finally:
         session.close()
@@ -148,8 +168,20 @@ def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 
     rig_spec = load_rig(rig or default_rig_path())
     be = get_backend(backend, **(backend_options or {}))
     plans = plan_episodes(src, seed=seed, episodes=episodes)
-    out_dir = Path(out)
-    prepare_output(out_dir, overwrite=overwrite)
+    out_dir = make_dir(Path(out))
+    try:
+        with OutputLock(out_dir):
+            return _run_into(out_dir, src, scenario, rig, rig_spec, be, plans, seed=seed, frames=frames, backend=backend,
+                             overwrite=overwrite, progress=progress)
+    finally:
+        if hasattr(be, "close"):  # e.g. stop a CARLA server the backend launched
+            be.close()
+
+
+def _run_into(out_dir: Path, src, scenario, rig, rig_spec, be, plans, *, seed, frames, backend, overwrite, progress):
+    paths = [out_dir / "episodes" / f"episode_{p.index:06d}.h5" for p in plans]
+    prepare_output(out_dir, overwrite=overwrite, inputs=[src.path, rig or default_rig_path()],
+                   outputs=[out_dir / "scenario.yaml", out_dir / "rig.yaml", *paths, out_dir / "run.json"])
     write_atomic(out_dir / "scenario.yaml", yaml.safe_dump(src.raw, sort_keys=False))
     write_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig_to_dict(rig_spec), sort_keys=False))
     total = sum(frames or p.spec.n_frames for p in plans)
@@ -160,15 +192,12 @@ def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 
         bar = tqdm(total=total, unit="frame", desc=f"{src.name} ({backend})", dynamic_ncols=True)
     results = []
     try:
-        for p in plans:
-            path = out_dir / "episodes" / f"episode_{p.index:06d}.h5"
+        for p, path in zip(plans, paths):
             results.append(run_episode(p, rig_spec, path, backend=be, source=src.path, n_frames=frames, progress=bar,
                                        meta={"run_seed": seed}))
     finally:
         if bar is not None:
             bar.close()
-        if hasattr(be, "close"):  # e.g. stop a CARLA server the backend launched
-            be.close()
     summary = {
         "format": "simgen-run", "scenario": src.name, "scenario_file": str(scenario), "seed": seed, "backend": backend,
         "episodes": results, "versions": versions(),
@@ -189,20 +218,28 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
     from simgen.spec.scenario import scenario_from_dict
     from simgen.spec.schema import apply_overrides
 
+    check_path_arg(episode, "EPISODE")
     rec = read_record(episode)
     where = f"{episode} (stored scenario)"
     spec = scenario_from_dict(apply_overrides(rec.scenario, list(overrides), file=where), file=where)
     rig_spec = load_rig(rig) if rig else rig_from_dict(rec.rig, file=f"{episode} (stored rig)")
     be = get_backend(backend, **(backend_options or {}))
-    import h5py
+    plan = EpisodePlan(rec.index, rec.episode_seed, spec, rec.parameters, episode_streams(rec.episode_seed).sim)
+    out_dir = make_dir(Path(out))
+    try:
+        with OutputLock(out_dir):
+            return _replay_into(out_dir, episode, rec, plan, spec, rig, rig_spec, be, backend=backend,
+                                overrides=overrides, overwrite=overwrite, progress=progress, where=where)
+    finally:
+        if hasattr(be, "close"):
+            be.close()
 
-    with h5py.File(episode, "r") as f:
-        index = int(f.attrs.get("episode_index", 0))
-        params = json.loads(f.attrs.get("parameters_json", "{}"))
-        run_seed = f.attrs.get("run_seed", 0)
-    plan = EpisodePlan(index, rec.episode_seed, spec, params, streams(rec.episode_seed, 2)[1])
-    out_dir = Path(out)
-    prepare_output(out_dir, overwrite=overwrite)
+
+def _replay_into(out_dir, episode, rec, plan, spec, rig, rig_spec, be, *, backend, overrides, overwrite, progress,
+                 where) -> dict:
+    path = out_dir / "episodes" / f"episode_{rec.index:06d}.h5"
+    prepare_output(out_dir, overwrite=overwrite, inputs=[episode, rig],
+                   outputs=[out_dir / "rig.yaml", path, out_dir / "run.json"])
     write_atomic(out_dir / "rig.yaml", yaml.safe_dump(rig_to_dict(rig_spec), sort_keys=False))
     bar = None
     if progress:
@@ -210,13 +247,11 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
 
         bar = tqdm(total=rec.n_frames, unit="frame", desc=f"replay {spec.name} ({backend})", dynamic_ncols=True)
     try:
-        res = run_episode(plan, rig_spec, out_dir / "episodes" / f"episode_{index:06d}.h5", backend=be, source=where,
-                          n_frames=None, progress=bar, meta={"run_seed": run_seed, "replay_of": str(episode)}, record=rec)
+        res = run_episode(plan, rig_spec, path, backend=be, source=where, n_frames=None, progress=bar,
+                          meta={"run_seed": rec.run_seed, "replay_of": str(episode)}, record=rec)
     finally:
         if bar is not None:
             bar.close()
-        if hasattr(be, "close"):
-            be.close()
     summary = {"format": "simgen-run", "replay_of": str(episode), "scenario": spec.name, "backend": backend,
                "episodes": [res], "versions": versions(), "overrides": list(overrides)}
     write_atomic(out_dir / "run.json", json.dumps(summary, indent=2, default=float))

@@ -37,9 +37,10 @@ def camera_panel(ep: Episode, cam: str, k: int, boxes: dict) -> tuple[np.ndarray
     ids, sizes = boxes["id"], boxes["size"]
     T_wb = pose_matrix(boxes["center_world"][:, 0], boxes["center_world"][:, 1], boxes["center_world"][:, 2], boxes["yaw_world"])
     corners = box_corners(T_opt_w @ T_wb, sizes)
-    g = ep.f[f"sensors/{cam}"]
-    dist = g.attrs.get("distortion")
-    r_max = float(g.attrs.get("r_max", 0.0)) or None
+    with ep.guard(f"sensors/{cam} attributes"):
+        g = ep.f[f"sensors/{cam}"]
+        dist = g.attrs.get("distortion")
+        r_max = float(g.attrs.get("r_max", 0.0)) or None
     for j in range(1, len(ids)):
         if lab["visible_pixels"][j] <= 0:
             continue
@@ -66,12 +67,12 @@ def bev_panel(ep: Episode, lidar: str | None, k: int, boxes: dict, size: int = 4
 
     if lidar is not None:
         ld = ep.lidar(lidar, k)
-        T_es = invert(ep.f["frames/T_world_from_ego"][k]) @ ld["T_world_from_sensor"]
+        T_es = invert(ep.read("frames/T_world_from_ego", k)) @ ld["T_world_from_sensor"]
         pts = ld["xyz"] @ T_es[:3, :3].T + T_es[:3, 3]
         px = np.round(to_px(pts[:, :2])).astype(int)
         ok = (px[:, 0] >= 0) & (px[:, 0] < size) & (px[:, 1] >= 0) & (px[:, 1] < size)
         img[px[ok, 1], px[ok, 0]] = PALETTE[ld["semantic"][ok]][:, ::-1]
-    T_ew = invert(ep.f["frames/T_world_from_ego"][k])
+    T_ew = invert(ep.read("frames/T_world_from_ego", k))
     for j in range(len(boxes["id"])):
         T = T_ew @ pose_matrix(*boxes["center_world"][j], boxes["yaw_world"][j])
         cor = box_corners(T, boxes["size"][j])[:4, :2]
@@ -85,7 +86,7 @@ def bev_panel(ep: Episode, lidar: str | None, k: int, boxes: dict, size: int = 4
 
 def compose(ep: Episode, k: int, cam: str | None, lidar: str | None) -> np.ndarray:
     boxes = ep.boxes(k)
-    t = float(ep.f["frames/time_s"][k])
+    t = float(ep.read("frames/time_s", k))
     bev = bev_panel(ep, lidar, k, boxes)
     if cam is not None:
         img, overlay = camera_panel(ep, cam, k, boxes)
@@ -96,55 +97,86 @@ def compose(ep: Episode, k: int, cam: str | None, lidar: str | None) -> np.ndarr
         canvas = np.hstack([left, bev])
     else:
         canvas = bev
-    crit = ep.f["criticality/ttc_s"][k] if "criticality" in ep.f else None
-    info = f"{ep.f.attrs.get('scenario_name', '')}  frame {k}  t={t:.2f}s"
+    crit = ep.read("criticality/ttc_s", k) if "criticality/ttc_s" in ep.f else None
+    info = f"{ep.attr('scenario_name', '')}  frame {k}  t={t:.2f}s"
     if crit is not None and crit.size > 1 and np.isfinite(crit[1:]).any():
         info += f"  min TTC {np.nanmin(crit[1:]):.1f}s"
-    if "collisions" in ep.f and len(ep.f["collisions"]) and np.any(ep.f["collisions"][:, 0] <= k):
+    coll = ep.read("collisions")
+    if len(coll) and np.any(coll[:, 0] <= k):
         info += "  COLLISION"
     _text(canvas, info, (8, 20), 0.55, (80, 255, 255))
     return canvas
 
 
 def render_episode(path: str, *, out: str | None = None, camera: str | None = None, lidar: str | None = None,
-                   max_frames: int | None = None) -> list[Path]:
+                   max_frames: int | None = None, overwrite: bool = False) -> list[Path]:
+    """Write the MP4 (default: next to the episode) and its PNG contact sheet.  Existing files are replaced
+    only with ``overwrite``, the episode itself never; on any error nothing is left behind."""
     from simgen.errors import InputError
+    from simgen.io.output import check_path_arg
 
-    if not Path(path).exists():
-        raise InputError("episode file not found", file=path)
-    try:
-        ep = Episode(path)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read episode: {e}", file=path) from None
-    with ep:
+    check_path_arg(path, "EPISODE")
+    if out is not None:
+        check_path_arg(out, "--out")
+    mp4 = Path(out) if out else Path(path).with_suffix(".mp4")
+    png = mp4.with_suffix(".png")
+    if mp4.suffix.lower() != ".mp4":
+        raise InputError(f"got {mp4.name!r}; allowed: a file name ending in .mp4", key="--out")
+    with Episode(path) as ep:
+        for o in (mp4, png):
+            if o.exists() and o.resolve() == Path(path).resolve():
+                raise InputError(f"would overwrite the episode being viewed ({o}); choose another --out", key="--out")
+            if (o.exists() or o.is_symlink()) and not overwrite:
+                raise InputError("exists; pass --overwrite to replace it (or choose another --out)", file=str(o))
+            if o.is_dir():
+                raise InputError("is a folder; allowed: a file path", file=str(o), key="--out")
+        if not mp4.parent.is_dir():
+            raise InputError("the folder for --out does not exist", file=str(mp4.parent), key="--out")
         cams, lids = ep.sensors("camera"), ep.sensors("lidar")
         for name, have, what in ((camera, cams, "camera"), (lidar, lids, "lidar")):
             if name is not None and name not in have:
                 raise InputError(f"no {what} {name!r}; this episode has: {', '.join(have) or 'none'}", file=path, key=f"--{what}")
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"got {max_frames}; allowed: 1 or more", key="--max-frames")
         cam = camera or (cams[0] if cams else None)
         lid = lidar or (lids[0] if lids else None)
         n = ep.n_frames if max_frames is None else min(ep.n_frames, max_frames)
-        mp4 = Path(out) if out else Path(path).with_suffix(".mp4")
-        png = mp4.with_suffix(".png")
-        first = compose(ep, 0, cam, lid)
-        H, W = first.shape[:2]
         tmp = mp4.with_name(mp4.stem + ".partial" + mp4.suffix)
-        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(ep.f.attrs.get("tick_hz", 20.0)), (W, H))
-        if not vw.isOpened():
-            raise RuntimeError("OpenCV could not open an MP4 writer (mp4v)")
-        picks = set(np.linspace(0, n - 1, min(n, 8)).round().astype(int).tolist())
-        tiles = []
-        from tqdm import tqdm
+        tmp_png = png.with_name(png.stem + ".partial" + png.suffix)
+        try:
+            _render(ep, n, cam, lid, tmp, tmp_png, float(ep.attr("tick_hz", 20.0)))
+            tmp.replace(mp4)
+            tmp_png.replace(png)
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp_png.unlink(missing_ok=True)
+    return [mp4, png]
 
+
+def _render(ep: Episode, n: int, cam, lid, mp4: Path, png: Path, fps: float) -> None:
+    from simgen.errors import InputError
+
+    first = compose(ep, 0, cam, lid)
+    H, W = first.shape[:2]
+    vw = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H))
+    if not vw.isOpened():
+        raise InputError("cannot write the video here (OpenCV could not open an MP4 writer)", file=str(mp4), key="--out")
+    picks = set(np.linspace(0, n - 1, min(n, 8)).round().astype(int).tolist())
+    tiles = []
+    from tqdm import tqdm
+
+    try:
         for k in tqdm(range(n), desc="view", unit="frame", leave=False):
             fr = first if k == 0 else compose(ep, k, cam, lid)
             vw.write(fr)
             if k in picks:
                 tiles.append(cv2.resize(fr, (W // 2, H // 2), interpolation=cv2.INTER_AREA))
+    finally:
         vw.release()
-        tmp.replace(mp4)
-        while len(tiles) % 2:
-            tiles.append(np.zeros_like(tiles[0]))
-        rows = [np.hstack(tiles[i:i + 2]) for i in range(0, len(tiles), 2)]
-        cv2.imwrite(str(png), np.vstack(rows))
-    return [mp4, png]
+    while len(tiles) % 2:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.hstack(tiles[i:i + 2]) for i in range(0, len(tiles), 2)]
+    if not cv2.imwrite(str(png), np.vstack(rows)):
+        raise RuntimeError(f"{png}: could not write the contact sheet")
+    if not mp4.exists() or mp4.stat().st_size == 0:
+        raise RuntimeError(f"{mp4}: the video writer wrote nothing")

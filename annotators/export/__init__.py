@@ -28,6 +28,7 @@ EXPORTERS = {
     "semantickitti": "annotators.export.semantickitti",
     "coco": "annotators.export.coco",
     "nuscenes": "annotators.export.nuscenes",
+    "mcap": "annotators.export.mcap",
 }
 
 

@@ -38,13 +38,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="nuscenes: table folder name (default v1.0-trainval)")
     p.add_argument("--keyframe-every", type=int, default=1, metavar="N",
                    help="nuscenes: every N-th exported frame is a key frame (sample); the others are sweeps")
+    p.add_argument("--encoding", default="protobuf", choices=["protobuf", "ros2"],
+                   help="mcap: Foxglove protobuf schemas (default) or ROS 2 messages (CDR)")
+    p.add_argument("--lossless", action="store_true",
+                   help="mcap: camera images as PNG and depth as 32FC1 metres (default: JPEG and 16-bit PNG mm)")
     p.add_argument("--overwrite", action="store_true", help="replace this format's files in a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export)
 
 
 def add_subcommand(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="convert episodes to KITTI, SemanticKITTI, COCO or nuScenes",
+    p = subparsers.add_parser("export", help="convert episodes to KITTI, SemanticKITTI, COCO, nuScenes or MCAP",
                               description="Convert the episodes of a run (or of many runs) to a public dataset format.")
     _add_arguments(p)
     return p
@@ -58,7 +62,9 @@ def cmd_export(a) -> int:
     filters = parse_filters(a.min_visible, a.min_points, a.max_distance, a.classes)
     for flag, value, default, fmt in (("--bbox2d", a.bbox2d, "proj", "kitti"),
                                       ("--version", a.nusc_version, "v1.0-trainval", "nuscenes"),
-                                      ("--keyframe-every", a.keyframe_every, 1, "nuscenes")):
+                                      ("--keyframe-every", a.keyframe_every, 1, "nuscenes"),
+                                      ("--encoding", a.encoding, "protobuf", "mcap"),
+                                      ("--lossless", a.lossless, False, "mcap")):
         if value != default and a.format != fmt:
             raise InputError(f"got {value!r}; this option applies to --format {fmt} only", key=flag)
     options = {}
@@ -67,6 +73,8 @@ def cmd_export(a) -> int:
     if a.format == "nuscenes":
         options["version"] = a.nusc_version
         options["keyframe_every"] = a.keyframe_every
+    if a.format == "mcap":
+        options.update(encoding=a.encoding, lossless=a.lossless)
     s = export(a.src, a.format, a.out, camera=a.camera, lidar=a.lidar, filters=filters, class_map=a.class_map,
                overwrite=a.overwrite, progress=not a.no_progress, deskew=a.deskew, stride=a.stride,
                val_fraction=a.val_fraction, **options)

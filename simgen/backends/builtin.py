@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from simgen.backends.base import Frame
-from simgen.seeding import streams
+from simgen.records import ActorInfo, Frame, StaticInfo
+from simgen.seeding import sensor_streams, sim_streams
 from simgen.geometry import pose_matrix
 from simgen.sensors import render
 from simgen.sensors.camera import Camera
@@ -200,7 +200,8 @@ class BuiltinSession:
 
         if is_carla_town(scenario.map):
             raise InputError(f"map {scenario.map!r} is a CARLA town: run it with --backend carla", file=source, key="map")
-        s_world, s_scenery, s_sensors = streams(seed, 3)
+        sim = sim_streams(seed)
+        s_world, s_scenery = sim.world, sim.backend
         self.scenario, self.rig = scenario, rig
         self.world = World(scenario, rng=np.random.default_rng(s_world), source=source)
         self.record = record
@@ -225,9 +226,9 @@ class BuiltinSession:
             self._base_mesh[a.id] = am
             self._door_built[a.id] = 0.0
         self._geom_rows = np.array([self.world.actors.index(next(x for x in self.world.actors if x.id == g.id)) for g in self.actor_geoms], int)
-        sensor_streams = streams(s_sensors, len(rig.sensors) + 1)
-        self.sensor_rngs = {s.name: np.random.default_rng(ss) for s, ss in zip(rig.sensors, sensor_streams)}
-        self.mounts = jittered_mounts(rig, scenario.sensor_jitter, np.random.default_rng(sensor_streams[-1]))
+        ss = sensor_streams(sim.sensors, [s.name for s in rig.sensors])
+        self.sensor_rngs = {name: np.random.default_rng(x) for name, x in ss.per_sensor.items()}
+        self.mounts = jittered_mounts(rig, scenario.sensor_jitter, np.random.default_rng(ss.mounting))
         self.cameras = {s.name: Camera(s) for s in rig.cameras}
         self.lidars = {s.name: Lidar(s, scenario.tick_hz, T_ego_from_sensor=self.mounts[s.name]) for s in rig.lidars}
         self.randomized = list(scenario.randomize)
@@ -237,17 +238,16 @@ class BuiltinSession:
         self._prev = None
         self._prev_time = 0.0
 
-    def static_info(self) -> dict:
+    def static_info(self) -> StaticInfo:
         w = self.world
-        return {
-            "map": w.map.name,
-            "actors": [
-                {"id": a.id, "name": a.name, "kind": a.kind.name, "semantic": int(a.kind.semantic),
-                 "dims": [float(x) for x in a.dims], "colour": [float(x) for x in a.colour], "is_ego": a.is_ego}
-                for a in w.actors
-            ],
-            "traffic_lights": [tl.id for tl in w.map.traffic_lights],
-        }
+        return StaticInfo(w.map.name, tuple(
+            ActorInfo(a.id, a.name, a.kind.name, int(a.kind.semantic), tuple(float(x) for x in a.dims),
+                      tuple(float(x) for x in a.colour), bool(a.is_ego)) for a in w.actors),
+            tuple(tl.id for tl in w.map.traffic_lights))
+
+    def provenance(self) -> dict:
+        """Nothing beyond what every episode stores."""
+        return {}
 
     def _environment(self, t: float):
         """(spec at t, Lighting, material tables, applied values) — computed once unless the scenario ramps."""
@@ -342,3 +342,6 @@ class BuiltinBackend:
     def open(self, scenario: ScenarioSpec, rig: RigSpec, *, seed: np.random.SeedSequence, source: str = "<scenario>",
              n_frames: int | None = None, record=None) -> BuiltinSession:
         return BuiltinSession(scenario, rig, seed=seed, source=source, n_frames=n_frames, record=record)
+
+    def close(self) -> None:
+        """Nothing is held across episodes."""

@@ -121,11 +121,13 @@ def bbox_centre(bb) -> np.ndarray:
     return xyz_from_carla(bb.location)
 
 
-def T_actor_from_box_bottom(bb) -> np.ndarray:
+def T_actor_from_box_bottom(bb, with_rotation: bool = True) -> np.ndarray:
     """(4,4) simgen transform from the frame at the centre of the box's bottom face (x fwd, y left, z up) to the
-    actor's local frame; includes the box's own rotation (zero for CARLA actors in practice)."""
+    actor's local frame; includes the box's own rotation unless ``with_rotation`` is False.  The carla backend
+    passes False: vehicles' and walkers' boxes have none, and a ``static.prop``'s box carries the actor's WORLD
+    rotation (BoundingBoxCalculator), which is not a rotation relative to the actor."""
     c = bbox_centre(bb)
-    roll, pitch, yaw = rpy_from_carla(bb.rotation)
+    roll, pitch, yaw = rpy_from_carla(bb.rotation) if with_rotation else (0.0, 0.0, 0.0)
     T = pose_matrix(c[0], c[1], c[2], yaw, pitch, roll)
     bottom = pose_matrix(0.0, 0.0, -float(bb.extent.z), 0.0)
     return T @ bottom

@@ -174,10 +174,10 @@ def plan_one(src, seed: np.random.SeedSequence, index: int):
 
 def sample_params(task: EpisodeTask) -> dict:
     """The sampled scenario parameters of one episode (no simulation)."""
-    from simgen.seeding import streams
+    from simgen.seeding import episode_streams
     from simgen.spec.scenario import concretise
 
-    s_param, _ = streams(task.seed, 2)
+    s_param = episode_streams(task.seed).params
     return concretise(task.job.src, rng=np.random.default_rng(s_param))[1]
 
 

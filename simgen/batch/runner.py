@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -74,35 +73,44 @@ class BatchResult:
 
 # ---------------------------------------------------------------------------------------------- output folder
 def _lock(out: Path) -> int:
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        import fcntl
+    """Take ``DIR/.lock`` (see :class:`simgen.io.output.OutputLock`: refused with the holder named, stale locks
+    of dead processes do not block); returns the open fd, closed (unlocked) when the batch ends."""
+    from simgen.io.output import OutputLock
 
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # not POSIX: no lock
-        pass
-    except OSError:
-        os.close(fd)
-        raise InputError("another simgen batch is writing to this folder", file=str(out)) from None
-    return fd
+    fd = OutputLock(out, name=".lock").acquire().fd
+    return fd if fd is not None else os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)  # not POSIX: no lock
 
 
 def _clear(out: Path) -> None:
+    """Delete simgen's own batch outputs: the top-level files it writes, and inside ``jobs/`` and ``logs/`` only
+    the episode, staging, partial and log files it names; other files there (a user's) stay, as do their folders."""
     for name in OURS:
         p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+    for sub, patterns in (("jobs", ("*/episodes/episode_*.h5", "*/episodes/.episode_*", "*/episodes/*.partial")),
+                          ("logs", ("*/episode_*.log",))):
+        root = out / sub
+        if not root.is_dir() or root.is_symlink():
+            continue
+        for pat in patterns:
+            for p in root.glob(pat):
+                if p.is_file() or p.is_symlink():
+                    p.unlink()
+        for d in sorted((q for q in root.rglob("*") if q.is_dir()), key=lambda q: len(q.parts), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
 
 
 def prepare_out(out: Path, plan: Plan, *, overwrite: bool) -> int:
     """Check/claim the output folder; returns the lock's fd.  Writes batch.json and plan.yaml."""
     from simgen.runner import versions, write_atomic
 
-    if out.exists() and not out.is_dir():
-        raise InputError("output path exists and is not a directory", file=str(out))
-    out.mkdir(parents=True, exist_ok=True)
+    from simgen.io.output import make_dir
+
+    make_dir(out)  # a bad location (under a file, read-only, /proc) is bad input
     fd = _lock(out)
     try:
         meta = out / "batch.json"

@@ -8,6 +8,7 @@ frame k.  Variable-length LiDAR returns are concatenated with an ``offsets`` ind
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,9 @@ import h5py
 import numpy as np
 
 import simgen
+from simgen.errors import InputError
 from annotators.ground_truth import FrameLabels
-from simgen.backends.base import Frame
+from simgen.records import Frame
 from simgen.spec.schema import to_dict
 
 LIGHT_CODES = {"red": 0, "yellow": 1, "green": 2, "off": 3}
@@ -83,6 +85,13 @@ class EpisodeWriter:
         self.n = n_frames
         self.rig = rig
         self.f = h5py.File(self.tmp, "w", libver="latest")
+        try:
+            self._create(n_frames, rig, meta, static_info)
+        except BaseException:  # e.g. a full disk while laying out the datasets: leave no file (and no open id)
+            self.abort()
+            raise
+
+    def _create(self, n_frames: int, rig, meta: dict, static_info: dict) -> None:
         self.k = 0
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simgen-compress")
         self._pending: list = []  # (dataset, chunk offset, future of compressed bytes)
@@ -294,57 +303,317 @@ class EpisodeWriter:
         return self.path
 
     def abort(self) -> None:
-        """Drop the partial file (used on errors and Ctrl-C)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pending.clear()
+        """Drop the partial file (used on errors and Ctrl-C).
+
+        The file is emptied *before* HDF5 closes it: closing writes HDF5's cached metadata, and on a full disk
+        that write fails, the library keeps the file open, and its clean-up at interpreter exit then crashes
+        (a segfault after "Can't flush cache"; h5py issue 914).  Truncating gives the episode's space back
+        first, so the close can write what it must and succeeds."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         try:
-            self.f.close()
-        except Exception:  # noqa: BLE001 - best effort on an already broken file
+            os.truncate(self.tmp, 0)
+        except OSError:
             pass
+        getattr(self, "_pending", []).clear()
+        self._cache, self._appenders = {}, {}
+        f = getattr(self, "f", None)
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - best effort on an already broken file
+                pass
         self.tmp.unlink(missing_ok=True)
 
 
+# ------------------------------------------------------------------------------------------------- reading
+SUPPORTED_VERSIONS = (1,)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+# The layout a reader relies on (README "Episode file layout"), as shapes over symbols: N frames (the n_frames
+# attribute), A actors (actors/id), and per-file or per-sensor sizes bound by their first use (L lights, M
+# collisions, E events, H x W image, P points); "N+1" is N + 1.  STR marks string datasets, the rest are numeric.
+_REQUIRED = {
+    "frames/index": ("N",), "frames/time_s": ("N",), "frames/T_world_from_ego": ("N", 4, 4),
+    "actors/id": ("A",), "actors/name": ("A",), "actors/kind": ("A",), "actors/semantic": ("A",),
+    "actors/dims": ("A", 3), "actors/colour": ("A", 3),
+    "actors/pose": ("N", "A", 4), "actors/velocity": ("N", "A", 3), "actors/accel": ("N", "A"),
+    "lights/id": ("L",), "lights/state": ("N", "L"), "collisions": ("M", 3),
+    "events/frame": ("E",), "events/time_s": ("E",), "events/actor": ("E",), "events/name": ("E",),
+    **{f"labels/objects/{k}": ("N", "A", 3) for k in ("center_world", "velocity_world", "center_ego", "velocity_ego")},
+    **{f"labels/objects/{k}": ("N", "A") for k in ("yaw_world", "yaw_ego", "seen")},
+}
+_OPTIONAL = {"actors/door": ("N", "A"), "criticality/gap_m": ("N", "A"), "criticality/ttc_s": ("N", "A"),
+             "criticality/ego_accel_mps2": ("N",), "criticality/ego_jerk_mps3": ("N",)}
+_SENSOR = {"T_ego_from_sensor": (4, 4), "T_world_from_sensor": ("N", 4, 4)}
+_CAMERA = {"rgb": ("N", "H", "W", 3), "depth": ("N", "H", "W"), "semantic": ("N", "H", "W"),
+           "instance": ("N", "H", "W"), "K": ("N", 3, 3)}
+_CAMERA_LABELS = {"bbox_mask": ("N", "A", 4), "bbox_proj": ("N", "A", 4), "visible_pixels": ("N", "A"),
+                  "amodal_pixels": ("N", "A"), "visible_fraction": ("N", "A"), "truncation": ("N", "A"),
+                  "occlusion": ("N", "A"), "in_fov": ("N", "A"), "center_sensor": ("N", "A", 3),
+                  "quat_sensor": ("N", "A", 4)}
+_LIDAR = {"T_world_from_sensor_start": ("N", 4, 4), "offsets": ("N+1",), "xyz": ("P", 3), "intensity": ("P",),
+          "semantic": ("P",), "instance": ("P",), "time_s": ("P",), "channel": ("P",)}
+_LIDAR_OPTIONAL = {"false_return": ("P",)}
+_LIDAR_LABELS = {"n_points": ("N", "A"), "center_sensor": ("N", "A", 3), "quat_sensor": ("N", "A", 4)}
+_STR = {"actors/name", "actors/kind", "lights/id", "events/actor", "events/name"}
+_READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+class EpisodeError(InputError):
+    """An episode file that cannot be used: missing, not HDF5, not a simgen episode, incomplete or corrupt.
+
+    One line naming the file and what is wrong (exit 2 in the CLI).  ``incomplete`` is true for a file an
+    interrupted run left (``complete`` is False), ``foreign`` for a file that is not a simgen episode at all;
+    both are skipped, not refused, when scanning a folder (:func:`find_episodes`)."""
+
+    def __init__(self, message: str, *, file, key: str | None = None, incomplete: bool = False, foreign: bool = False):
+        super().__init__(" ".join(str(message).split()), file=str(file), key=key)
+        self.incomplete, self.foreign = incomplete, foreign
+
+
+def _h5_reason(e: BaseException) -> str:
+    """h5py's message, first part only (its text can span lines and quote internal addresses)."""
+    text = " ".join(str(e).split()) or e.__class__.__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 class Episode:
-    """Reads an episode file: ``ep.camera(name, k)``, ``ep.lidar(name, k)``, ``ep.boxes(k)``."""
+    """THE reader of episode files: opening validates the whole layout, reads are turned into one-line errors.
+
+    ``Episode(path)`` checks, before anything is served: the file is HDF5 with ``format == "simgen-episode"``, a
+    supported integer ``format_version``, ``complete`` a real boolean True (a string "False" is refused),
+    ``n_frames`` an integer >= 1, every dataset of the layout present with shapes consistent with ``n_frames``
+    and the actor, light and sensor counts, LiDAR ``offsets`` starting at 0, non-decreasing and ending at the
+    number of points, and the JSON attributes parse.  Any failure raises :class:`EpisodeError`.  A chunk that
+    fails to read later (bit rot in compressed data) raises EpisodeError naming the file and the dataset from
+    every method here; code reading ``ep.f`` directly wraps its reads in ``with ep.guard(name):``.
+
+    ``ep.camera(name, k)``, ``ep.lidar(name, k)``, ``ep.boxes(k)``, ``ep.labels(sensor, k)``, ``ep.read(name,
+    sel)``, ``ep.attr(name)``, ``ep.attr_json(name)``; ``ep.f`` is the open ``h5py.File``.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.f = h5py.File(self.path, "r")
-        if self.f.attrs.get("format") != "simgen-episode":
-            raise ValueError(f"{path}: not a simgen episode file")
-        if not bool(self.f.attrs.get("complete", False)):
-            raise ValueError(f"{path}: episode is incomplete (interrupted run)")
-        self.n_frames = int(self.f.attrs["n_frames"])
-        self.static = json.loads(self.f.attrs["static_json"])
+        if not self.path.exists():
+            raise EpisodeError("episode file not found", file=self.path)
+        if not self.path.is_file():
+            raise EpisodeError("not a file (expected an episode .h5 file)", file=self.path)
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(8)
+        except OSError as e:
+            raise EpisodeError(f"cannot read: {e.strerror or e}", file=self.path) from None
+        if head != HDF5_SIGNATURE:
+            raise EpisodeError("not an HDF5 file (no HDF5 signature)", file=self.path, foreign=True)
+        try:
+            self.f = h5py.File(self.path, "r")
+        except _READ_ERRORS as e:
+            raise EpisodeError(f"cannot open as HDF5 (truncated or corrupt): {_h5_reason(e)}", file=self.path) from None
+        try:
+            self._validate()
+        except BaseException:
+            self.f.close()
+            raise
 
+    # ---------------------------------------------------------------------------------------------- errors
+    def error(self, message: str, key: str | None = None, **kw) -> EpisodeError:
+        return EpisodeError(message, file=self.path, key=key, **kw)
+
+    @contextlib.contextmanager
+    def guard(self, what: str | None = None):
+        """Turn h5py read failures (bit rot, a missing object) inside the block into an EpisodeError."""
+        try:
+            yield
+        except EpisodeError:
+            raise
+        except _READ_ERRORS as e:
+            where = f"dataset {what}: " if what else ""
+            raise self.error(f"{where}cannot read ({_h5_reason(e)}); the file is corrupt") from None
+
+    def read(self, name: str, sel=()):
+        """``f[name][sel]`` (the whole dataset by default), read errors as EpisodeError."""
+        with self.guard(name):
+            return self.f[name][sel]
+
+    # ------------------------------------------------------------------------------------------ validation
+    def attr(self, name: str, default=None):
+        with self.guard(f"attribute {name}"):
+            return self.f.attrs.get(name, default)
+
+    def attr_json(self, name: str, default=None):
+        v = self.attr(name)
+        if v is None:
+            return default
+        try:
+            return json.loads(v)
+        except (TypeError, ValueError):
+            raise self.error(f"attribute {name} is not valid JSON", key=name) from None
+
+    def _validate(self) -> None:
+        with self.guard():
+            keys = set(self.f.attrs.keys())
+        fmt = self.attr("format")
+        if fmt != "simgen-episode":
+            raise self.error("not a simgen episode file (no format = 'simgen-episode' attribute)", foreign=True)
+        ver = self.attr("format_version")
+        if not _is_int(ver):
+            raise self.error(f"attribute format_version is {ver!r}; allowed: an integer", key="format_version")
+        if int(ver) not in SUPPORTED_VERSIONS:
+            raise self.error(f"format_version {int(ver)}; this simgen reads {', '.join(map(str, SUPPORTED_VERSIONS))}",
+                             key="format_version")
+        complete = self.attr("complete")
+        if not isinstance(complete, (bool, np.bool_)):
+            raise self.error(f"attribute complete is {type(complete).__name__} {complete!r}; allowed: a boolean "
+                             "(true when the episode was finished)", key="complete")
+        if not complete:
+            raise self.error("episode is incomplete (interrupted run)", incomplete=True)
+        n = self.attr("n_frames")
+        if not _is_int(n) or int(n) < 1:
+            raise self.error(f"attribute n_frames is {n!r}; allowed: an integer >= 1", key="n_frames")
+        self.n_frames = N = int(n)
+        for k in sorted(keys):
+            if k.endswith("_json"):
+                self.attr_json(k)
+        self.static = self.attr_json("static_json")
+        if not isinstance(self.static, dict) or not isinstance(self.static.get("actors"), list):
+            raise self.error("attribute static_json has no actors list", key="static_json")
+        sizes = {"N": N, "N+1": N + 1}
+        self._check_all(_REQUIRED, "", sizes, required=True)
+        self._check_all(_OPTIONAL, "", sizes, required=False)
+        A = sizes["A"]
+        if len(self.static["actors"]) != A:
+            raise self.error(f"static_json lists {len(self.static['actors'])} actors but actors/id has {A}",
+                             key="static_json")
+        with self.guard("applied"):
+            applied = self.f.get("applied")
+            if applied is not None:
+                if not isinstance(applied, h5py.Group):
+                    raise self.error("applied is not a group", key="applied")
+                for name in applied:
+                    self._check(f"applied/{name}", ("N",), sizes, required=True)
+        with self.guard("sensors"):
+            if not isinstance(self.f.get("sensors"), h5py.Group):
+                raise self.error("missing group sensors", key="sensors")
+            groups = dict(self.f["sensors"].items())
+        self._types: dict[str, str] = {}
+        for name, g in groups.items():
+            key = f"sensors/{name}"
+            with self.guard(key):
+                typ = g.attrs.get("type") if isinstance(g, h5py.Group) else None
+                attrs_json = g.attrs.get("attributes_json") if isinstance(g, h5py.Group) else None
+            if typ not in ("camera", "lidar"):
+                raise self.error(f"sensor type is {typ!r}; allowed: camera, lidar", key=f"{key}.type")
+            try:
+                json.loads(attrs_json)
+            except (TypeError, ValueError):
+                raise self.error("sensor attributes_json missing or not valid JSON", key=f"{key}.attributes_json") from None
+            self._types[name] = typ
+            local = dict(sizes)
+            self._check_all(_SENSOR, key + "/", local, required=True)
+            if typ == "camera":
+                self._check_all(_CAMERA, key + "/", local, required=True)
+                self._check_all(_CAMERA_LABELS, f"labels/{name}/", local, required=True)
+            else:
+                self._check_all(_LIDAR, key + "/", local, required=True)
+                self._check_all(_LIDAR_OPTIONAL, key + "/", local, required=False)
+                self._check_all(_LIDAR_LABELS, f"labels/{name}/", local, required=True)
+                off = self.read(key + "/offsets")
+                if off[0] != 0 or np.any(np.diff(off) < 0) or off[-1] != local["P"]:
+                    raise self.error(f"offsets must start at 0, never decrease and end at the number of points "
+                                     f"({local['P']}); got {off[0]} .. {off[-1]}"
+                                     f"{' (decreasing)' if np.any(np.diff(off) < 0) else ''}", key=key + "/offsets")
+        t = self.read("frames/time_s")
+        if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+            raise self.error("frame times are not finite and increasing", key="frames/time_s")
+
+    def _check_all(self, table: dict, prefix: str, sizes: dict, *, required: bool) -> None:
+        for name, shape in table.items():
+            self._check(prefix + name, shape, sizes, required=required)
+
+    def _check(self, name: str, shape: tuple, sizes: dict, *, required: bool) -> None:
+        with self.guard(name):
+            ds = self.f.get(name)
+            if ds is None:
+                if required:
+                    raise self.error("missing dataset", key=name)
+                return
+            if not isinstance(ds, h5py.Dataset):
+                raise self.error("is not a dataset", key=name)
+            got, kind = ds.shape, ds.dtype.kind
+        want_str = name in _STR
+        if want_str != (kind in "OSU") or (not want_str and kind not in "fiub"):
+            raise self.error(f"has dtype {ds.dtype}; expected {'strings' if want_str else 'numbers'}", key=name)
+        if got is None or len(got) != len(shape):
+            raise self.error(f"has shape {got}; expected {len(shape)} dimensions", key=name)
+        for dim, (g, w) in enumerate(zip(got, shape)):
+            if isinstance(w, str) and w not in sizes:
+                sizes[w] = g  # first use binds the symbol
+            expect = sizes[w] if isinstance(w, str) else w
+            if g != expect:
+                what = {"N": "n_frames", "N+1": "n_frames + 1", "A": "actors", "L": "lights", "P": "points",
+                        "H": "image height", "W": "image width"}.get(w, str(w))
+                raise self.error(f"has shape {got}; dimension {dim} should be {expect} ({what})", key=name)
+
+    # ----------------------------------------------------------------------------------------------- reads
     def sensors(self, kind: str | None = None) -> list[str]:
-        return [n for n, g in self.f["sensors"].items() if kind is None or g.attrs["type"] == kind]
+        return [n for n, t in self._types.items() if kind is None or t == kind]
+
+    def sensor_type(self, name: str) -> str:
+        return self._types[name]
 
     def camera(self, name: str, k: int) -> dict:
-        g = self.f[f"sensors/{name}"]
-        return {key: g[key][k] for key in ("rgb", "depth", "semantic", "instance", "K", "T_world_from_sensor")}
+        g = f"sensors/{name}/"
+        return {key: self.read(g + key, k) for key in ("rgb", "depth", "semantic", "instance", "K", "T_world_from_sensor")}
 
     def lidar(self, name: str, k: int) -> dict:
-        g = self.f[f"sensors/{name}"]
-        a, b = g["offsets"][k], g["offsets"][k + 1]
-        out = {key: g[key][a:b] for key in ("xyz", "intensity", "semantic", "instance", "time_s", "channel", "false_return")
-               if key in g}
-        out["T_world_from_sensor"] = g["T_world_from_sensor"][k]
-        out["T_world_from_sensor_start"] = g["T_world_from_sensor_start"][k]
+        g = f"sensors/{name}/"
+        off = self.read(g + "offsets", slice(k, k + 2))
+        a, b = int(off[0]), int(off[1])
+        out = {key: self.read(g + key, slice(a, b)) for key in
+               ("xyz", "intensity", "semantic", "instance", "time_s", "channel", "false_return") if key in self.f[g]}
+        out["T_world_from_sensor"] = self.read(g + "T_world_from_sensor", k)
+        out["T_world_from_sensor_start"] = self.read(g + "T_world_from_sensor_start", k)
         return out
 
     def boxes(self, k: int) -> dict:
-        g = self.f["labels/objects"]
-        out = {key: g[key][k] for key in g}
-        out["size"] = self.f["actors/dims"][:]
-        out["id"] = self.f["actors/id"][:]
-        out["semantic"] = self.f["actors/semantic"][:]
-        out["kind"] = self.f["actors/kind"].asstr()[:]
+        g = "labels/objects/"
+        out = {key: self.read(g + key, k) for key in self.f[g]}
+        out["size"] = self.read("actors/dims")
+        out["id"] = self.read("actors/id")
+        out["semantic"] = self.read("actors/semantic")
+        with self.guard("actors/kind"):
+            out["kind"] = self.f["actors/kind"].asstr()[:]
         return out
 
     def labels(self, sensor: str, k: int) -> dict:
-        g = self.f[f"labels/{sensor}"]
-        return {key: g[key][k] for key in g}
+        g = f"labels/{sensor}/"
+        return {key: self.read(g + key, k) for key in self.f[g]}
+
+    def verify(self) -> None:
+        """Read every dataset once, chunk by chunk (bounded memory), so bit rot in compressed data is found now
+        rather than midway through a long job; raises EpisodeError naming the first unreadable dataset."""
+        names: list[str] = []
+        with self.guard():
+            self.f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for name in names:
+            with self.guard(name):
+                ds = self.f[name]
+                if ds.chunks is None or ds.size == 0:
+                    ds[()]
+                else:
+                    for sel in ds.iter_chunks():
+                        ds[sel]
+
+    def strings(self, name: str) -> list[str]:
+        """A string dataset (``actors/name``, ``actors/kind``, ``lights/id``, ``events/*``) as a list of str."""
+        with self.guard(name):
+            return [str(x) for x in self.f[name].asstr()[:]]
 
     def close(self) -> None:
         self.f.close()
@@ -354,3 +623,49 @@ class Episode:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ------------------------------------------------------------------------------------------ finding episodes
+def find_episodes(src: str | Path, *, skip_corrupt: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Episode files under ``src`` (one file, a run folder or a batch folder searched recursively for ``*.h5``),
+    validated by :class:`Episode`, sorted by their path relative to ``src``.
+
+    Returns ``(episodes, skipped)``; ``skipped`` holds ``(path, reason)`` for files that are fine to pass over:
+    unfinished ``*.h5.partial`` files, incomplete episodes (an interrupted run) and files that are not simgen
+    episodes (not HDF5, or no simgen format marker).  A simgen episode that is corrupt raises
+    :class:`EpisodeError` (bad input), unless ``skip_corrupt``, which lists it among the skipped instead.
+    Raises InputError when ``src`` does not exist."""
+    src = Path(src)
+    if not src.exists():
+        raise InputError("not found (expected an episode .h5 file, a run folder or a folder of runs)", file=str(src))
+    if src.is_file():
+        cands, root = [src], src.parent
+    else:
+        cands, root = [p for p in src.rglob("*") if p.is_file() and p.name.endswith((".h5", ".h5.partial"))], src
+    cands.sort(key=lambda p: p.relative_to(root).as_posix())
+    good, skipped = [], []
+    for p in cands:
+        if p.name.endswith(".partial"):
+            skipped.append((p, "unfinished (.partial)"))
+            continue
+        try:
+            Episode(p).close()
+        except EpisodeError as e:
+            if e.incomplete:
+                skipped.append((p, "incomplete (interrupted run)"))
+            elif e.foreign:
+                skipped.append((p, "not a simgen episode"))
+            elif skip_corrupt:
+                skipped.append((p, f"corrupt: {e}"))
+            else:
+                raise
+            continue
+        good.append(p)
+    return good, skipped
+
+
+def iter_episodes(src: str | Path, *, skip_corrupt: bool = False):
+    """Open the episodes :func:`find_episodes` finds, one at a time (each closed before the next opens)."""
+    for p in find_episodes(src, skip_corrupt=skip_corrupt)[0]:
+        with Episode(p) as ep:
+            yield ep

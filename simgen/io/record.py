@@ -17,12 +17,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import yaml
 
 from simgen.errors import InputError
-from simgen.sim.world import ActorStates
+from simgen.records import ActorStates
 
 LIGHT_NAMES = {0: "red", 1: "yellow", 2: "green", 3: "off"}
 SUPPORTED = (1,)
@@ -52,6 +51,9 @@ class Record:
     light_state: np.ndarray
     collisions: np.ndarray
     events: list[tuple[int, float, str, str]]
+    index: int = 0  # attrs episode_index
+    parameters: dict = None  # attrs parameters_json (the sampled scenario parameters)
+    run_seed: int = 0
 
     @property
     def n_frames(self) -> int:
@@ -71,6 +73,8 @@ class Record:
             bad.append("actor ids are not unique with the ego (1) first")
         if N > 1 and not np.allclose(np.diff(self.time_s), 1.0 / self.tick_hz, atol=1e-6):
             bad.append("frame times are not regular at tick_hz")
+        if self.seed_entropy < 0:
+            bad.append("negative seed_entropy")
         if not np.all(np.isfinite(self.pose)):
             bad.append("non-finite poses")
         if bad:
@@ -99,35 +103,71 @@ class Record:
 
 
 def read_record(path: str | Path) -> Record:
+    """The record of an episode file, read through the validating :class:`~simgen.io.episode.Episode` reader
+    (a missing, incomplete or corrupt file raises EpisodeError, an InputError)."""
+    from simgen.io.episode import Episode
+
     path = str(path)
-    if not Path(path).exists():
-        raise InputError("episode file not found", file=path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise InputError(f"cannot open as HDF5: {e}", file=path) from None
-    with f:
-        if f.attrs.get("format") != "simgen-episode":
-            raise InputError("not a simgen episode file", file=path)
-        if not bool(f.attrs.get("complete", False)):
-            raise InputError("episode is incomplete (an interrupted run); it cannot be replayed", file=path)
-        ver = int(f.attrs.get("format_version", 0))
+    with Episode(path) as ep:
+        ver = int(ep.attr("format_version"))
         if ver not in SUPPORTED:
-            raise InputError(f"record format_version {ver}; this simgen reads {SUPPORTED}", file=path)
-        ev = list(zip(f["events/frame"][:].tolist(), f["events/time_s"][:].tolist(),
-                      f["events/actor"].asstr()[:].tolist(), f["events/name"].asstr()[:].tolist()))
-        A = len(f["actors/id"])
+            raise ep.error(f"record format_version {ver}; this simgen reads {SUPPORTED}", key="format_version")
+        ev = list(zip(ep.read("events/frame").tolist(), ep.read("events/time_s").tolist(),
+                      ep.strings("events/actor"), ep.strings("events/name")))
+        N, A = ep.n_frames, len(ep.read("actors/id"))
         rec = Record(
             path=path, format_version=ver,
-            scenario=yaml.safe_load(f.attrs["scenario_yaml"]), rig=yaml.safe_load(f.attrs["rig_yaml"]),
-            seed_entropy=int(f.attrs["seed_entropy"]), seed_spawn_key=tuple(json.loads(f.attrs["seed_spawn_key"])),
-            tick_hz=float(f.attrs["tick_hz"]), time_s=f["frames/time_s"][:],
-            ids=f["actors/id"][:], names=tuple(f["actors/name"].asstr()[:]), kinds=tuple(f["actors/kind"].asstr()[:]),
-            semantic=f["actors/semantic"][:], dims=f["actors/dims"][:].astype(float), colour=f["actors/colour"][:],
-            pose=f["actors/pose"][:], velocity=f["actors/velocity"][:], accel=f["actors/accel"][:],
-            door=f["actors/door"][:].astype(float) if "actors/door" in f else np.zeros((len(f["frames/time_s"]), A)),
-            light_ids=tuple(f["lights/id"].asstr()[:]), light_state=f["lights/state"][:],
-            collisions=f["collisions"][:], events=ev,
+            scenario=_yaml_attr(ep, "scenario_yaml"), rig=_yaml_attr(ep, "rig_yaml"),
+            seed_entropy=_int_attr(ep, "seed_entropy"), seed_spawn_key=_spawn_key(ep),
+            tick_hz=_float_attr(ep, "tick_hz"), time_s=ep.read("frames/time_s"),
+            ids=ep.read("actors/id"), names=tuple(ep.strings("actors/name")), kinds=tuple(ep.strings("actors/kind")),
+            semantic=ep.read("actors/semantic"), dims=ep.read("actors/dims").astype(float),
+            colour=ep.read("actors/colour"), pose=ep.read("actors/pose"), velocity=ep.read("actors/velocity"),
+            accel=ep.read("actors/accel"),
+            door=ep.read("actors/door").astype(float) if "actors/door" in ep.f else np.zeros((N, A)),
+            light_ids=tuple(ep.strings("lights/id")), light_state=ep.read("lights/state"),
+            collisions=ep.read("collisions"), events=ev,
+            index=_int_attr(ep, "episode_index", 0), parameters=ep.attr_json("parameters_json", {}),
+            run_seed=_int_attr(ep, "run_seed", 0),
         )
     rec.check()
     return rec
+
+
+def _yaml_attr(ep, name: str) -> dict:
+    text = ep.attr(name)
+    try:
+        d = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        d = None
+    if not isinstance(d, dict):
+        raise ep.error(f"attribute {name} is missing or not a YAML mapping", key=name)
+    return d
+
+
+def _int_attr(ep, name: str, default=None) -> int:
+    v = ep.attr(name, default)
+    try:
+        if v is None or isinstance(v, (bool, np.bool_, float, np.floating)):
+            raise ValueError
+        return int(v)
+    except (TypeError, ValueError):
+        raise ep.error(f"attribute {name} is {v!r}; allowed: an integer", key=name) from None
+
+
+def _float_attr(ep, name: str) -> float:
+    v = ep.attr(name)
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(v, (bool, np.bool_, str)) or not np.isfinite(x) or x <= 0:
+        raise ep.error(f"attribute {name} is {v!r}; allowed: a number > 0", key=name)
+    return x
+
+
+def _spawn_key(ep) -> tuple[int, ...]:
+    key = ep.attr_json("seed_spawn_key")
+    if not isinstance(key, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in key):
+        raise ep.error(f"attribute seed_spawn_key is {key!r}; allowed: a JSON list of integers >= 0", key="seed_spawn_key")
+    return tuple(key)

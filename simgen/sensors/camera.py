@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simgen.backends.base import CameraData
+from simgen.records import CameraData
 from simgen.classes import SKY
 from simgen.geometry import (T_BODY_FROM_OPTICAL, box_corners, box_edge_points, clip_polygon_near, distorted_pixel_rays,
                              intrinsics_from_fov, pose_matrix, project_distorted, transform_points)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simgen.backends.base import LidarData
+from simgen.records import LidarData
 from simgen.sensors import render
 from simgen.spec.rig import SensorSpec
 from simgen.geometry import wrap_angle

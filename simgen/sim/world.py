@@ -19,6 +19,7 @@ import numpy as np
 from simgen.classes import ACTOR_KINDS, ActorKind
 from simgen.errors import InputError
 from simgen.geometry import wrap_angle
+from simgen.records import ActorStates  # noqa: F401 - moved to simgen.records; re-exported for old imports
 from simgen.spec.scenario import Behaviour, EgoSpec, Event, Placement, ScenarioSpec
 from simgen.world.roads import Polyline, RoadMap, get_map
 from simgen.classes import PEDESTRIAN, ROADS
@@ -78,28 +79,6 @@ class Actor:
     @property
     def wheelbase(self) -> float:
         return max(0.8, 0.6 * float(self.dims[0]))
-
-
-@dataclass(frozen=True)
-class ActorStates:
-    """Per-tick snapshot of every actor, as arrays (index i is actor ``ids[i]``)."""
-
-    ids: np.ndarray  # (A,) int32 instance ids, ego = 1
-    names: tuple[str, ...]
-    kinds: tuple[str, ...]
-    semantic: np.ndarray  # (A,) uint8
-    pose: np.ndarray  # (A,4) x, y, z (bottom centre), yaw
-    velocity: np.ndarray  # (A,3) m/s, world frame
-    accel: np.ndarray  # (A,) longitudinal, m/s^2
-    dims: np.ndarray  # (A,3) length, width, height
-    door: np.ndarray | None = None  # (A,) door opening angle (rad); 0 closed, > 0 left door, < 0 right door
-
-    def interpolate(self, other: "ActorStates", w: float) -> "ActorStates":
-        """Poses between self (w=0) and other (w=1); yaw along the shorter arc."""
-        p = self.pose + w * (other.pose - self.pose)
-        p[:, 3] = self.pose[:, 3] + w * wrap_angle(other.pose[:, 3] - self.pose[:, 3])
-        v = self.velocity + w * (other.velocity - self.velocity)
-        return dataclasses.replace(other, pose=p, velocity=v)
 
 
 class World:

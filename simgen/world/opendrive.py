@@ -460,6 +460,9 @@ def _f(v: float) -> str:
     return f"{v:.12g}"
 
 
+GEO_REFERENCE = "+proj=tmerc +lat_0=0 +lon_0=0 +k=1 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+
+
 def _sub(parent: ET.Element, tag: str, **attrs) -> ET.Element:
     return ET.SubElement(parent, tag, {k.rstrip("_"): (v if isinstance(v, str) else _f(v)) for k, v in attrs.items()})
 
@@ -471,6 +474,8 @@ def opendrive_xml(road_map: RoadMap | str) -> str:
     root = ET.Element("OpenDRIVE")
     _sub(root, "header", revMajor="1", revMinor="7", name=layout.map_name, version="1.0",
          north=float(hi[1]), south=float(lo[1]), east=float(hi[0]), west=float(lo[0]), vendor="simgen")
+    # a local transverse Mercator projection at (0, 0): CARLA reads lat_0/lon_0 from it (and warns when it is missing)
+    ET.SubElement(root.find("header"), "geoReference").text = GEO_REFERENCE
     for rd in layout.roads:
         r = _sub(root, "road", name=rd.name, length=rd.length, id=str(rd.id), junction=str(rd.junction), rule="RHT")
         link = _sub(r, "link")

@@ -43,23 +43,28 @@ GROUND_INSTANCE_ID = 7  # the ground's object id in the instance camera (a stati
 
 
 # ----------------------------------------------------------------------------------------------------- catalogue
-# (id, base_type or kind, extent (half sizes), bbox centre offset in the actor frame, has colour)
+# (id, base_type, extent (half sizes), bbox centre offset in the actor frame, has colour, has_dynamic_doors, wheels).
+# base_type values are the ones CARLA's VehicleParameters.h documents (car / truck / van / motorcycle and the
+# misspelt "bycicle"); there is no "bus" or "bicycle" base type, so the bus is typed "truck" here.
 VEHICLES = [
-    ("vehicle.fake.compact", "car", (2.1, 0.9, 0.75), (0.1, 0.0, 0.75), True),
-    ("vehicle.fake.saloon", "car", (2.4, 0.95, 0.72), (0.0, 0.0, 0.72), True),
-    ("vehicle.fake.van", "van", (2.6, 1.0, 1.1), (0.0, 0.0, 1.1), True),
-    ("vehicle.fake.truck", "truck", (4.2, 1.25, 1.7), (0.0, 0.0, 1.7), True),
-    ("vehicle.fake.bus", "bus", (5.7, 1.27, 1.6), (0.0, 0.0, 1.6), False),
-    ("vehicle.fake.motorbike", "motorcycle", (1.05, 0.4, 0.75), (0.0, 0.0, 0.75), False),
-    ("vehicle.fake.bicycle", "bicycle", (0.85, 0.3, 0.85), (0.0, 0.0, 0.85), False),
+    ("vehicle.fake.compact", "car", (2.1, 0.9, 0.75), (0.1, 0.0, 0.75), True, False, 4),
+    ("vehicle.fake.saloon", "car", (2.4, 0.95, 0.72), (0.0, 0.0, 0.72), True, True, 4),
+    ("vehicle.fake.van", "van", (2.6, 1.0, 1.1), (0.0, 0.0, 1.1), True, True, 4),
+    ("vehicle.fake.truck", "truck", (4.2, 1.25, 1.7), (0.0, 0.0, 1.7), True, False, 4),
+    ("vehicle.fake.fusorosa", "truck", (5.7, 1.27, 1.6), (0.0, 0.0, 1.6), False, False, 4),
+    ("vehicle.fake.motorbike", "motorcycle", (1.05, 0.4, 0.75), (0.0, 0.0, 0.75), False, False, 2),
+    ("vehicle.fake.bicycle", "bycicle", (0.85, 0.3, 0.85), (0.0, 0.0, 0.85), False, False, 2),
 ]
 WALKERS = [
     ("walker.pedestrian.0001", "adult", (0.25, 0.25, 0.9)),
     ("walker.pedestrian.0002", "adult", (0.27, 0.27, 0.93)),
     ("walker.pedestrian.0009", "child", (0.2, 0.2, 0.6)),
 ]
-PROPS = [("static.prop.fakeball", (0.13, 0.13, 0.13)), ("static.prop.box01", (0.35, 0.35, 0.35))]
-TAG_OF_BASE = {"car": 14, "van": 14, "truck": 15, "bus": 16, "motorcycle": 18, "bicycle": 19}
+# props named as in CARLA's props catalogue (which has no ball); sizes made up
+PROPS = [("static.prop.box01", (0.35, 0.35, 0.35)), ("static.prop.plasticbag", (0.12, 0.1, 0.12)),
+         ("static.prop.motorhelmet", (0.16, 0.14, 0.15)), ("static.prop.dirtdebris01", (0.5, 0.4, 0.05))]
+TAG_OF_BASE = {"car": 14, "van": 14, "truck": 15, "motorcycle": 18, "bycicle": 19}
+TAG_OF_ID = {"vehicle.fake.fusorosa": 16}
 PALETTE = {0: (0, 0, 0), 1: (128, 64, 128), 11: (70, 130, 180), 12: (220, 20, 60), 14: (0, 0, 142), 15: (0, 0, 70),
            16: (0, 60, 100), 18: (0, 0, 230), 19: (119, 11, 32), 20: (110, 190, 160)}
 
@@ -116,12 +121,12 @@ class FakeBlueprint:
 
 def _catalogue() -> list[FakeBlueprint]:
     out = []
-    for id_, base, ext, cen, colour in VEHICLES:
-        attrs = {"role_name": "", "base_type": base, "number_of_wheels": 2 if base in ("motorcycle", "bicycle") else 4,
-                 "generation": 2}
+    for id_, base, ext, cen, colour, doors, wheels in VEHICLES:
+        attrs = {"role_name": "", "base_type": base, "number_of_wheels": wheels, "generation": 2,
+                 "has_dynamic_doors": "true" if doors else "false"}
         if colour:
             attrs["color"] = "10,10,10"
-        out.append(FakeBlueprint(id_, attrs, extent=ext, centre=cen, tag=TAG_OF_BASE[base], kind="vehicle"))
+        out.append(FakeBlueprint(id_, attrs, extent=ext, centre=cen, tag=TAG_OF_ID.get(id_, TAG_OF_BASE[base]), kind="vehicle"))
     for id_, age, ext in WALKERS:
         out.append(FakeBlueprint(id_, {"role_name": "", "age": age, "is_invincible": "true", "speed": "1.4"}, extent=ext,
                                  centre=(0, 0, 0), tag=12, kind="walker"))
@@ -307,7 +312,8 @@ class FakeActor:
         self._server, self.id, self.type_id = server, id_, bp.id
         self.attributes = bp.attrs()
         self.kind, self.tag = bp.kind, bp.tag
-        self.bounding_box = carla.BoundingBox(carla.Location(*bp.centre), carla.Vector3D(*bp.extent))
+        self._box = carla.BoundingBox(carla.Location(*bp.centre), carla.Vector3D(*bp.extent))  # the true geometry
+        self.doors_open: set[str] = set()
         self.parent = parent
         self._tf = transform  # world transform, or relative to the parent when attached
         self.velocity = np.zeros(3)
@@ -323,6 +329,24 @@ class FakeActor:
 
     def _check(self):
         self._server._rpc()
+
+    @property
+    def bounding_box(self):
+        """As CARLA reports it.  Vehicles and walkers: the local box.  ``static.prop.*`` (BoundingBoxCalculator,
+        carla#8663, 0.9.15+): the box's rotation is the actor's WORLD rotation and its extent and centre are built
+        from the world-rotated parts, i.e. the world-axis-aligned box around the rotated one; only at rotation 0 is
+        it the prop's own box."""
+        if self.kind != "prop":
+            return self._box
+        tf = self.world_transform()
+        R = _mat(tf)[:3, :3]
+        c, e = self._box.location, self._box.extent
+        cw = R @ np.array([c.x, c.y, c.z])
+        ew = np.abs(R) @ np.array([e.x, e.y, e.z])
+        r = tf.rotation
+        bb = carla.BoundingBox(carla.Location(*cw), carla.Vector3D(*ew))
+        bb.rotation = carla.Rotation(pitch=r.pitch, yaw=r.yaw, roll=r.roll)
+        return bb
 
     @property
     def is_alive(self):
@@ -370,8 +394,11 @@ class FakeActor:
             self.control = control
 
     def open_door(self, door):
+        """CARLA accepts the call for any vehicle but animates only blueprints with has_dynamic_doors=true."""
         self._check()
         self._server.calls.append(("open_door", self.id, str(door)))
+        if self.attributes.get("has_dynamic_doors") == "true":
+            self.doors_open.add(str(door))
 
     def listen(self, cb):
         self._check()
@@ -531,7 +558,8 @@ class FakeSnapshot:
 # ----------------------------------------------------------------------------------------------------- faults
 @dataclass
 class Faults:
-    """Sensor keys are the suffix of the sensor's role name, e.g. ``"front:depth"``; ticks count from 0."""
+    """Sensor keys are the suffix of the sensor's role name, e.g. ``"front:depth"``; ticks count from 0 at the first
+    tick with a listening sensor (ticks before that, e.g. to let spawned actors settle, do not count)."""
 
     crash_at_tick: int | None = None
     interrupt_at_tick: int | None = None
@@ -540,15 +568,28 @@ class Faults:
     wrong_frame: set = field(default_factory=set)  # {(key, tick)}: delivered stamped with the previous frame id
     stale: set = field(default_factory=set)  # {(key, tick)}: a copy of the previous tick's data arrives after this tick's
     reverse_order: bool = False
-    fail_spawn: set = field(default_factory=set)  # blueprint ids whose spawn raises
+    fail_spawn: set = field(default_factory=set)  # blueprint ids whose spawn raises (as a blocked spot does)
+    crash_at_spawn: int | None = None  # the server dies during this spawn_actor call (0 = the first)
+    blocked_spawns: set = field(default_factory=set)  # spawn_actor calls (0 = the first) refused: collision at the spot
     no_opendrive_ids: bool = False
     instance_ids: str = "unreal"  # "unreal": actor id + UNREAL_ID_OFFSET; "actor": the actor id
 
 
 # ----------------------------------------------------------------------------------------------------- server
 class FakeServer:
-    def __init__(self, *, version="0.9.16", towns: dict | None = None, faults: Faults | None = None):
+    def __init__(self, *, version="0.9.16", towns: dict | None = None, faults: Faults | None = None,
+                 first_actor_id: int = 25, untagged_generated_roads: bool = True, vehicle_clearance_m: float = 0.0,
+                 base_types: bool = True):
+        """``untagged_generated_roads``: roads of an OpenDRIVE-generated world carry semantic tag 0 (procedural meshes
+        are not tagged, carla#2807/#4113), towns' roads tag 1.  ``vehicle_clearance_m``: vehicles are rendered from
+        this height up (the ground under a car shows through, as with a real body), their bounding box still reaching
+        the ground.  ``base_types=False``: vehicle blueprints without the base_type attribute (older servers)."""
         self.version = version
+        self.untagged_generated_roads = untagged_generated_roads
+        self.vehicle_clearance_m = float(vehicle_clearance_m)
+        self.road_tag = 1
+        self.spawn_calls = 0
+        self.sensor_ticks = 0
         self.faults = faults or Faults()
         self.towns = dict(towns or {})
         self.settings = carla.WorldSettings()
@@ -558,7 +599,7 @@ class FakeServer:
         self.spawned: list[int] = []
         self.destroyed: list[int] = []
         self.tms: dict[int, FakeTrafficManager] = {}
-        self.next_id = 24
+        self.next_id = first_actor_id - 1
         self.frame = 5000
         self.elapsed = 0.0
         self.ticks = 0
@@ -566,16 +607,32 @@ class FakeServer:
         self.weather = carla.WeatherParameters()
         self.frozen_all = None
         self.lock = threading.RLock()
+        self.alive_if = None  # test hook: a callable; when it returns False the server is dead (e.g. its process died)
         self.timers: list[threading.Timer] = []
         self.map = FakeMap("Carla/Maps/Town10HD_Opt", self.towns.get("Town10HD_Opt", _EMPTY_XODR))
         self._last_sensor_data: dict[str, object] = {}
-        self._lib = FakeBlueprintLibrary(_catalogue())
+        cat = _catalogue()
+        if not base_types:
+            for b in cat:
+                b._attrs.pop("base_type", None)
+        self._lib = FakeBlueprintLibrary(cat)
         self._snapshot = FakeSnapshot(self.frame, self.elapsed, [])
         self.client_version = version
         self._make_lights()
 
     # -- infrastructure
     def _rpc(self):
+        if self.alive_if is not None:
+            alive = bool(self.alive_if())
+            if not alive:
+                self.dead = True
+            elif self.dead:  # a fresh server came up: an empty world with default settings
+                self.dead = False
+                for a in list(self.actors.values()):
+                    if not isinstance(a, FakeTrafficLight):
+                        self._destroy(a.id)
+                self.settings = carla.WorldSettings()
+                self.tms.clear()
         if self.dead:
             raise RuntimeError(CRASH_MSG)
 
@@ -612,6 +669,7 @@ class FakeServer:
             if not isinstance(a, FakeTrafficLight):
                 self._destroy(a.id)
         self.map = FakeMap(name, xodr)
+        self.road_tag = 0 if (name == "OpenDriveMap" and self.untagged_generated_roads) else 1
         self.settings = carla.WorldSettings()  # reset_settings=True: back to asynchronous defaults
         self._make_lights()
         self.frame += 1
@@ -620,7 +678,8 @@ class FakeServer:
     def tick(self):
         with self.lock:
             self._rpc()
-            n = self.ticks
+            listening = any(a.callback is not None for a in self.actors.values())
+            n = self.sensor_ticks if listening else -1  # fault ticks count from the first tick with sensors
             if self.faults.crash_at_tick == n:
                 self.dead = True
                 raise RuntimeError(CRASH_MSG)
@@ -633,6 +692,8 @@ class FakeServer:
             self.frame += 1
             self.elapsed += dt
             self.ticks += 1
+            if listening:
+                self.sensor_ticks += 1
             frame = self.frame
             self.calls.append(("tick", frame))
             self._snapshot = FakeSnapshot(frame, self.elapsed, [a for a in self.actors.values()])
@@ -665,6 +726,12 @@ class FakeServer:
                     a._tf = carla.Transform(a._tf.location, carla.Rotation(yaw=yaw))
             if a.kind == "prop" and not a.simulate_physics:
                 a.velocity = np.zeros(3)
+            if a.kind in ("vehicle", "walker") and a.simulate_physics:
+                # spawned above the ground: it drops and bounces, settling over a few ticks (as CARLA's do)
+                bottom = a._tf.location.z + a._box.location.z - a._box.extent.z
+                if abs(bottom) > 1e-3:  # at rest within a millimetre
+                    loc = a._tf.location
+                    a._tf = carla.Transform(carla.Location(loc.x, loc.y, loc.z - bottom - 0.3 * bottom), a._tf.rotation)
             loc = a._tf.location
             a._tf = carla.Transform(carla.Location(loc.x + a.velocity[0] * dt, loc.y + a.velocity[1] * dt, loc.z + a.velocity[2] * dt),
                                     a._tf.rotation)
@@ -676,11 +743,18 @@ class FakeServer:
         for a in self.actors.values():
             if a.kind in ("vehicle", "walker", "prop"):
                 M = _mat(a.world_transform())
-                c = a.bounding_box.location
-                centre = M[:3, :3] @ np.array([c.x, c.y, c.z]) + M[:3, 3]
-                e = a.bounding_box.extent
+                c, e = a._box.location, a._box.extent
+                c, e = np.array([c.x, c.y, c.z]), np.array([e.x, e.y, e.z])
+                if a.kind == "vehicle" and self.vehicle_clearance_m > 0:
+                    c[2] += self.vehicle_clearance_m / 2
+                    e[2] -= self.vehicle_clearance_m / 2
+                centre = M[:3, :3] @ c + M[:3, 3]
                 raw = a.id + UNREAL_ID_OFFSET if self.faults.instance_ids == "unreal" else a.id
-                out.append((a, M[:3, :3], centre, np.array([e.x, e.y, e.z]), raw))
+                out.append((a, M[:3, :3], centre, e, raw))
+                for door in a.doors_open:  # an open front door: a panel standing out of that side (CARLA: left = -y)
+                    side = -1.0 if door.endswith("FL") else 1.0
+                    dc = np.array([c[0] + 0.25 * e[0], side * (e[1] + 0.45), c[2]])
+                    out.append((a, M[:3, :3], M[:3, :3] @ dc + M[:3, 3], np.array([0.45, 0.04, 0.6 * e[2]]), raw))
         return out
 
     def _cast(self, o, d, boxes, max_t=np.inf):
@@ -729,7 +803,7 @@ class FakeServer:
         t, which = cache[key]
         tag = np.full((h, w), 11, np.uint8)
         ids = np.zeros((h, w), np.int64)
-        tag[which == -1] = 1
+        tag[which == -1] = self.road_tag
         ids[which == -1] = GROUND_INSTANCE_ID
         for k, (a, _, _, _, raw) in enumerate(boxes):
             m = which == k
@@ -748,7 +822,7 @@ class FakeServer:
             bgra[..., 2], bgra[..., 1], bgra[..., 0] = code & 255, (code >> 8) & 255, (code >> 16) & 255
         elif kind == "semantic_segmentation":
             bgra[..., 2] = tag
-        else:
+        else:  # the id is 16 bits (G + 256 B): larger ids wrap, as CARLA's do
             bgra[..., 2], bgra[..., 1], bgra[..., 0] = tag, ids & 255, (ids >> 8) & 255
         return FakeImage(self.frame, self.elapsed, tf, w, h, fov, bgra.tobytes())
 
@@ -773,10 +847,10 @@ class FakeServer:
         rec = np.zeros(int(hit.sum()), SEM_DTYPE)
         rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
         dw = (d_l @ M[:3, :3].T)[hit]
-        rec["cos"] = np.abs(np.einsum("ij,ij->i", dw, normal[hit]))
+        rec["cos"] = -np.einsum("ij,ij->i", dw, normal[hit])  # signed, as CARLA's: (sensor - hit)/|..| . normal
         w = which[hit]
         rec["idx"] = np.array([boxes[k][0].id if k >= 0 else 0 for k in w], np.uint32)
-        rec["tag"] = np.array([boxes[k][0].tag if k >= 0 else 1 for k in w], np.uint32)
+        rec["tag"] = np.array([boxes[k][0].tag if k >= 0 else self.road_tag for k in w], np.uint32)
         counts = np.bincount(chan[hit], minlength=ch).tolist()
         return FakeSemanticLidarMeasurement(self.frame, self.elapsed, tf, ch, sensor.h_angle, rec.tobytes(), counts)
 
@@ -870,18 +944,21 @@ class FakeWorld:
         return self._s.actors.get(id_)
 
     def try_spawn_actor(self, bp, transform, attach_to=None):
+        """As LibCarla's World::TrySpawnActor: every exception, a lost server's time-out included, becomes None."""
         try:
             return self.spawn_actor(bp, transform, attach_to=attach_to)
-        except RuntimeError as exc:
-            if self._s.dead or "spawn failed because of collision" not in str(exc):
-                raise
+        except Exception:  # noqa: BLE001 - CARLA swallows everything here
             return None
 
     def spawn_actor(self, bp, transform, attach_to=None):
         s = self._s
         s._rpc()
-        if bp.id in s.faults.fail_spawn:
-            raise RuntimeError(f"injected spawn failure for {bp.id}")
+        n, s.spawn_calls = s.spawn_calls, s.spawn_calls + 1
+        if s.faults.crash_at_spawn == n:
+            s.dead = True
+            raise RuntimeError(CRASH_MSG)
+        if bp.id in s.faults.fail_spawn or n in s.faults.blocked_spawns:
+            raise RuntimeError("Spawn failed because of collision at spawn position")
         if not isinstance(transform, carla.Transform):
             raise TypeError("spawn_actor needs a carla.Transform")
         if attach_to is not None and attach_to.id not in s.actors:

@@ -536,7 +536,7 @@ def test_missing_or_mismatched_data_is_an_error_not_a_mixed_frame(rig, fault):
 # =============================================================================== clean-up on errors
 def test_error_inside_open_cleans_up(rig):
     srv = D.FakeServer(faults=D.Faults(fail_spawn={"sensor.camera.depth"}))
-    with pytest.raises(RuntimeError, match="injected spawn failure"):
+    with pytest.raises(RuntimeError, match="Spawn failed because of collision"):
         open_session(srv, rig)
     assert len(srv.spawned) > 3  # actors and a sensor were spawned before the failure
     assert_clean(srv)

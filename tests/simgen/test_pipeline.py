@@ -45,7 +45,7 @@ def test_storage_round_trip_equals_rendered_arrays(tmp_path, small_rig):
     from simgen.io.episode import EpisodeWriter
 
     s = session_for("dense_traffic.yaml", small_rig, seed=2, overrides=["traffic.vehicles=5"], n_frames=4)
-    w = EpisodeWriter(tmp_path / "e.h5", n_frames=4, rig=small_rig, meta={}, static_info=s.static_info())
+    w = EpisodeWriter(tmp_path / "e.h5", n_frames=4, rig=small_rig, meta={}, static_info=s.static_info().to_dict())
     frames = []
     for _ in range(4):
         f = s.step()
