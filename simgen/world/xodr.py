@@ -239,7 +239,6 @@ def _sample_lane(cmap, road: _RoadInfo, k: int, lane_id: int, odr_type: str, s0:
     if not forward:
         xyz, yaw, width, s_arr = xyz[::-1], yaw[::-1], width[::-1], s_arr[::-1]
         outer, inner, change, wps = outer[::-1], inner[::-1], change[::-1], wps[::-1]
-        yaw = yaw  # already the travel heading
     return _LaneSamples(road.id, k, lane_id, odr_type, s_arr, xyz, yaw, width, outer, inner, outer_is_right,
                         change, junction, forward, wps[-1])
 
@@ -351,7 +350,6 @@ def _marks_mesh(lanes: list[_LaneSamples], boundary: str) -> list[Mesh]:
     out = []
     for ls in lanes:
         marks = getattr(ls, boundary)
-        n = len(ls.xyz)
         nrm = _normals(ls.yaw)
         # lateral of the boundary, left of travel positive
         on_right = ls.outer_is_right if boundary == "outer" else not ls.outer_is_right
@@ -382,7 +380,6 @@ def _marks_mesh(lanes: list[_LaneSamples], boundary: str) -> list[Mesh]:
                     lat1 = edge[u + 1] + (off[u] if np.ndim(off) else off)
                     out.append(_segments_mesh(ls.xyz[u], ls.xyz[u + 1], nrm[u], nrm[u + 1], lat0, lat1, w[u] / 2,
                                               YELLOW_PAINT if yellow else ROAD_PAINT))
-        del n
     return out
 
 
@@ -444,12 +441,10 @@ class XodrRoadMap(RoadMap):
             if ln is None or ln.s_road is None:
                 continue
             sr = ln.s_road
-            lo, hi = float(min(sr[0], sr[-1])), float(max(sr[0], sr[-1]))
             s0, s1 = self._sections[(r, k)]
             if s0 - 1e-6 <= s <= s1 + 1e-6:
                 arc = float(np.interp(s, sr, ln.centre.vertex_s) if sr[-1] >= sr[0]
                             else np.interp(-s, -sr, ln.centre.vertex_s))
-                del lo, hi
                 return ln, arc
         return None
 
@@ -608,7 +603,9 @@ def _assemble(name, file, roads, controller, cmap, samples, sections, root) -> X
             okind = DRIVABLE.get(other.odr_type)
             if okind is None or other.forward != ls.forward or not allow[side]:
                 continue
-            if kind == "driving" and okind not in ("driving", "shoulder", "parking") or (kind != "driving" and okind != "driving" and kind != "connector"):
+            # driving lanes neighbour driving lanes and the shoulder/parking lane beside them (pulling over);
+            # shoulder, parking and biking lanes neighbour only driving lanes
+            if (okind not in ("driving", "shoulder", "parking")) if kind in ("driving", "connector") else okind != "driving":
                 continue
             nb[side] = lane_key(other.road, other.lane, other.section)
         # turns at the lane end
@@ -822,7 +819,6 @@ def _crosswalk_from_road(cmap, rd, k, cid, s, t, length, width):
         # nrm is left of the lane's travel; +t is left of +s
         fwd = (ref_lane < 0)
         tn = nrm if fwd else -nrm
-        ref = c - tn * (np.sign(ref_lane) * -1) * 0  # placeholder, replaced below
         half = w.lane_width / 2
         ref = c + tn * half if ref_lane < 0 else c - tn * half  # the lane's inner edge: the reference line
         pts.append((ref, tn))

@@ -419,6 +419,21 @@ def test_carla_town_name_resolves_to_the_installation_xodr(tmp_path, monkeypatch
     monkeypatch.setenv("SIMGEN_CARLA_ROOT", str(tmp_path))
     m = get_map("Town99")
     assert len(m.lanes) == len(load("fabriksgatan").lanes)
+    # and a scenario naming the town runs on the builtin backend
+    from simgen.backends.builtin import BuiltinSession
+    from simgen.spec.rig import load_rig
+
+    sc = tmp_path / "s.yaml"
+    sc.write_text("name: t\nmap: Town99\nego: {place: {road: 2, lane_id: -1, s_m: 100}}\n")
+    spec, _ = concretise(load_scenario_source(sc), rng=np.random.default_rng(0))
+    sess = BuiltinSession(spec, load_rig(ROOT / "assets" / "rigs" / "small.yaml"), seed=np.random.SeedSequence(0),
+                          source=str(sc), n_frames=1)
+    assert sess.world.map.lanes.keys() == m.lanes.keys()
+    sess.close()
+    monkeypatch.delenv("SIMGEN_CARLA_ROOT")
+    with pytest.raises(InputError, match="SIMGEN_CARLA_ROOT"):
+        BuiltinSession(spec, load_rig(ROOT / "assets" / "rigs" / "small.yaml"), seed=np.random.SeedSequence(0),
+                       source=str(sc), n_frames=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -567,3 +582,16 @@ def test_library_scenario_runs_on_an_imported_map(tmp_path):
     assert lead.speed < 0.1 and not w.collisions_total
     s = run(str(p), out=str(tmp_path / "out"), frames=3, progress=False, rig=str(ROOT / "assets" / "rigs" / "small.yaml"))
     assert s["episodes"][0]["frames"] == 3
+
+
+def test_without_the_carla_package_the_error_says_so(tmp_path, monkeypatch):
+    """issue 10: where `carla` cannot be imported (no wheel), loading an .xodr is a one-line error saying why."""
+    from simgen.world import xodr as X
+
+    monkeypatch.setitem(sys.modules, "carla", None)  # import carla -> ImportError
+    p = tmp_path / "road.xodr"
+    p.write_bytes(Path(xodr("straight_500m")).read_bytes() + b"\n")  # new content: not in the cache
+    with pytest.raises(InputError) as e:
+        X.load_xodr(p)
+    msg = str(e.value)
+    assert "\n" not in msg and "carla" in msg and "Linux x86_64" in msg and str(p) in msg
