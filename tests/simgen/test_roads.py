@@ -506,10 +506,12 @@ def test_compiled_small_calls_match_the_vectorised_path():
     th = np.linspace(0.0, 1.5 * math.pi, 120)
     bend = Polyline(np.stack([8.0 * np.cos(th), 8.0 * np.sin(th)], 1))  # radius 8 m: ambiguous inside
     zig = Polyline(np.cumsum(rng.uniform(0.3, 1.0, (200, 2)) * [1.0, 0.3], axis=0))
-    for poly in (bend, zig):
+    # sharp turns: points out beyond them are reached by no segment's frame and no end (the Euclidean fallback)
+    sharp = Polyline([[0.377, -0.396], [2.298, -0.082], [0.691, 1.003], [4.603, 3.844], [2.492, 0.048], [0.622, 0.172]])
+    for poly in (bend, zig, sharp):
         lo, hi = poly.points.min(0) - 15, poly.points.max(0) + 15
         P = rng.uniform(lo, hi, (640, 2))
-        P[:5] = 0.0  # the bend's centre: no segment frame reaches it and no end does, the Euclidean fallback
+        P[:3] = [[9.564, 8.571], [8.571, 8.388], [9.336, 8.235]]
         s_vec, lat_vec = poly.project(P)  # > 64 points: numpy
         assert len(P) > roads._SMALL
         got = [poly.project(P[i:i + 40]) for i in range(0, len(P), 40)]  # <= 64: compiled
