@@ -14,15 +14,17 @@ For every actor (dense over the episode's actors; index 0 is the ego, whose labe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, pose_matrix, project_distorted
+from simgen.labels import CameraLabels, FrameLabels, LidarLabels  # noqa: F401  (re-exported: the old import path)
 from simgen.records import CameraData, Frame
-from simgen.geometry import (T_BODY_FROM_OPTICAL, box_corners, box_edge_points, clip_polygon_near, invert, pose_matrix,
-                             project_distorted)
+
+NEAR_M = 0.05  # near plane (m) boxes are clipped to before projection
+_EDGES = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)])
+_EDGE_SAMPLES = 17  # points per box edge projected through a distorted lens (which bends the edges)
 
 
 def occlusion_level(visible_fraction: np.ndarray, lidar_points: np.ndarray, in_view: np.ndarray) -> np.ndarray:
@@ -39,41 +41,6 @@ def occlusion_level(visible_fraction: np.ndarray, lidar_points: np.ndarray, in_v
     return lvl
 
 
-@dataclass
-class CameraLabels:
-    bbox_mask: np.ndarray  # (A,4) float32
-    bbox_proj: np.ndarray  # (A,4) float32, clipped to the image
-    visible_pixels: np.ndarray  # (A,) int32
-    amodal_pixels: np.ndarray  # (A,) int32
-    visible_fraction: np.ndarray  # (A,) float32, NaN where amodal is 0
-    truncation: np.ndarray  # (A,) float32, NaN where the box is not in front of the camera
-    occlusion: np.ndarray  # (A,) uint8
-    in_fov: np.ndarray  # (A,) bool: the projected box overlaps the image
-    center_sensor: np.ndarray  # (A,3) optical frame
-    quat_sensor: np.ndarray  # (A,4) w,x,y,z, box → optical frame
-
-
-@dataclass
-class LidarLabels:
-    n_points: np.ndarray  # (A,) int32
-    center_sensor: np.ndarray  # (A,3) sensor frame at the frame time
-    quat_sensor: np.ndarray  # (A,4)
-
-
-@dataclass
-class FrameLabels:
-    center_world: np.ndarray  # (A,3) box centre
-    yaw_world: np.ndarray  # (A,)
-    size: np.ndarray  # (A,3) l, w, h
-    velocity_world: np.ndarray  # (A,3)
-    center_ego: np.ndarray
-    yaw_ego: np.ndarray
-    velocity_ego: np.ndarray
-    seen: np.ndarray  # (A,) bool
-    cameras: dict[str, CameraLabels]
-    lidars: dict[str, LidarLabels]
-
-
 def box_poses(frame: Frame) -> np.ndarray:
     """(A,4,4) T_world_from_box (box centre) for every actor."""
     p, dims = frame.actors.pose, frame.actors.dims
@@ -85,43 +52,78 @@ def _quat_wxyz(R: np.ndarray) -> np.ndarray:
     return np.concatenate([q[:, 3:], q[:, :3]], axis=1)
 
 
+def project_boxes(K: np.ndarray, dist, r_max, corners: np.ndarray, width: int, height: int,
+                  near: float = NEAR_M) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one box projection of the project (ground truth and exporters): boxes given by their corners (A,8,3)
+    in a camera's optical frame, through K (3,3) and the lens ``dist`` (Brown-Conrady k1, k2, p1, p2, k3; None or
+    zeros: pinhole; ``r_max`` see :func:`simgen.geometry.distort_normalized`), into a ``width`` x ``height`` image.
+
+    Pinhole: the box is clipped to z >= ``near`` (the corners in front plus the 12 edges' crossings of that plane),
+    so its projection is the hull of those points.  Distorted: the lens bends edges, so points along them are
+    projected.  Returns (bbox_proj (A,4) float32 clipped to the image, NaN where it misses it; truncation (A,)
+    float32 = share of the unclipped projected box's area outside the image, NaN where nothing is in front;
+    in_fov (A,) bool = the projected box overlaps the image).  Vectorised over boxes.
+    """
+    c = np.asarray(corners, float).reshape(-1, 8, 3)
+    A = len(c)
+    if dist is not None and np.any(dist):
+        t = np.linspace(0.0, 1.0, _EDGE_SAMPLES)[None, None, :, None]
+        a, b = c[:, _EDGES[:, 0]][:, :, None, :], c[:, _EDGES[:, 1]][:, :, None, :]
+        pts = (a + t * (b - a)).reshape(A, -1, 3)
+        valid = pts[..., 2] >= near
+    else:
+        a, b = c[:, _EDGES[:, 0]], c[:, _EDGES[:, 1]]
+        za, zb = a[..., 2] - near, b[..., 2] - near
+        cross = za * zb < 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tt = np.where(cross, za / np.where(cross, za - zb, 1.0), 0.0)
+        pts = np.concatenate([c, a + tt[..., None] * (b - a)], axis=1)  # (A,20,3)
+        valid = np.concatenate([c[..., 2] >= near, cross], axis=1)
+    pts = np.where(valid[..., None], pts, np.array([0.0, 0.0, 1.0]))  # masked points: harmless, ignored below
+    uv, _ = project_distorted(K, dist, pts.reshape(-1, 3), r_max)
+    uv = uv.reshape(A, -1, 2)
+    lo = np.where(valid[..., None], uv, np.inf).min(axis=1) if A else np.zeros((0, 2))
+    hi = np.where(valid[..., None], uv, -np.inf).max(axis=1) if A else np.zeros((0, 2))
+    x0, y0, x1, y1 = lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]
+    has = valid.any(axis=1)
+    with np.errstate(invalid="ignore"):
+        area = np.maximum((x1 - x0) * (y1 - y0), 1e-9)
+        cx0, cy0 = np.maximum(x0, 0), np.maximum(y0, 0)
+        cx1, cy1 = np.minimum(x1, width), np.minimum(y1, height)
+        inside = np.maximum(cx1 - cx0, 0) * np.maximum(cy1 - cy0, 0)
+        trunc = np.where(has, 1.0 - inside / area, np.nan).astype(np.float32)
+    in_fov = has & (inside > 0)
+    bbox = np.where(in_fov[:, None], np.stack([cx0, cy0, cx1, cy1], axis=1), np.nan).astype(np.float32)
+    return bbox.reshape(A, 4), trunc, in_fov
+
+
+def mask_boxes(instance: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tight boxes (A,4) float32 of each id's pixels in an instance image, NaN where it has none; pixel counts
+    (A,) int32).  Boxes are in continuous pixel coordinates (pixel i spans [i, i+1))."""
+    ids = np.asarray(ids, np.int64)
+    A = len(ids)
+    max_id = int(max(ids.max(initial=0), 0))
+    inst = np.asarray(instance)
+    counts = np.bincount(np.minimum(inst.ravel(), max_id + 1).astype(np.int64), minlength=max_id + 2)
+    slices = ndimage.find_objects(np.where(inst <= max_id, inst, 0).astype(np.int32), max_label=max_id)
+    bbox = np.full((A, 4), np.nan, np.float32)
+    vis = np.zeros(A, np.int32)
+    for k, i in enumerate(ids):  # find_objects' result is a list of slices: reading it is per label
+        sl = slices[i - 1] if 0 < i <= len(slices) else None
+        if sl is not None:
+            bbox[k] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+            vis[k] = counts[i]
+    return bbox, vis
+
+
 def camera_labels(cam: CameraData, T_world_from_box: np.ndarray, dims: np.ndarray, ids: np.ndarray) -> CameraLabels:
     A = len(ids)
     H, W = cam.instance.shape
     T_opt_from_world = invert(cam.T_world_from_sensor @ T_BODY_FROM_OPTICAL)
     T_opt_from_box = T_opt_from_world @ T_world_from_box
     corners = box_corners(T_opt_from_box, dims)  # (A,8,3) optical frame
-    bbox_proj = np.full((A, 4), np.nan, np.float32)
-    trunc = np.full(A, np.nan, np.float32)
-    distorted = cam.distortion is not None and np.any(cam.distortion)
-    for k in range(A):
-        pts = clip_polygon_near(corners[k], near=0.05)
-        if distorted:  # the lens bends box edges: project points along them
-            pts = box_edge_points(corners[k], 17)
-            pts = pts[pts[:, 2] >= 0.05]
-        if len(pts) == 0:
-            continue
-        uv, _ = project_distorted(cam.K, cam.distortion, pts, cam.r_max)
-        x0, y0 = uv.min(axis=0)
-        x1, y1 = uv.max(axis=0)
-        area = max((x1 - x0) * (y1 - y0), 1e-9)
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
-        inside = max(cx1 - cx0, 0) * max(cy1 - cy0, 0)
-        trunc[k] = 1.0 - inside / area
-        if inside > 0:
-            bbox_proj[k] = (cx0, cy0, cx1, cy1)
-    in_fov = ~np.isnan(bbox_proj[:, 0])
-    max_id = int(ids.max()) if A else 0
-    inst = cam.instance
-    counts = np.bincount(np.minimum(inst.ravel(), max_id + 1), minlength=max_id + 2)
-    slices = ndimage.find_objects(np.where(inst <= max_id, inst, 0).astype(np.int32), max_label=max_id)
-    bbox_mask = np.full((A, 4), np.nan, np.float32)
-    vis = np.zeros(A, np.int32)
-    for k, i in enumerate(ids):
-        sl = slices[i - 1] if 0 < i <= len(slices) else None
-        if sl is not None:
-            bbox_mask[k] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
-            vis[k] = counts[i]
+    bbox_proj, trunc, in_fov = project_boxes(cam.K, cam.distortion, cam.r_max, corners, W, H)
+    bbox_mask, vis = mask_boxes(cam.instance, ids)
     amodal = np.array([cam.amodal_pixels.get(int(i), 0) for i in ids], np.int32)
     with np.errstate(invalid="ignore", divide="ignore"):
         vf = np.where(amodal > 0, vis / np.maximum(amodal, 1), np.nan).astype(np.float32)

@@ -3,4 +3,4 @@
 ``import simgen`` is light: it pulls in neither open3d, carla nor ray.  See README.md for the pipeline.
 """
 __version__ = "0.1.0"
-FORMAT_VERSION = 1  # version of the HDF5 episode layout (docs/hdf5 layout in README.md)
+FORMAT_VERSION = 2  # version of the HDF5 episode layout (README.md "Episode file layout"); 2: LZ4 images and LiDAR

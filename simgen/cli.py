@@ -30,7 +30,19 @@ def _p_run(sub):
                    help="override a scenario value by dotted path, e.g. weather.fog_density=40 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output directory")
     p.add_argument("--no-progress", action="store_true")
+    _plugin_arg(p)
     _carla_args(p)
+
+
+def _plugin_arg(p) -> None:
+    p.add_argument("--allow-plugins", action="store_true",
+                   help="let scenario files run their plugins (Python code: only for files you trust; "
+                        "or set SIMGEN_ALLOW_PLUGINS=1)")
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise InputError(f"got {seed}; allowed: 0 or more", key="--seed")
 
 
 def _carla_args(p) -> None:
@@ -65,10 +77,11 @@ def resolve_scenario(arg: str) -> str:
 def cmd_run(a) -> int:
     from simgen.runner import run
 
+    _check_seed(a.seed)
     opts = _carla_options(a)
     s = run(resolve_scenario(a.scenario), rig=a.rig, out=a.out, seed=a.seed, episodes=a.episodes, frames=a.frames,
             backend=a.backend, overrides=a.overrides, overwrite=a.overwrite, progress=not a.no_progress,
-            backend_options=opts)
+            backend_options=opts, allow_plugins=a.allow_plugins or None)
     n = len(s["episodes"])
     frames = sum(e["frames"] for e in s["episodes"])
     print(f"wrote {n} episode(s), {frames} frames to {a.out}/episodes  (collisions: {s['collisions']}, "
@@ -81,7 +94,7 @@ def cmd_replay(a) -> int:
 
     opts = _carla_options(a)
     s = replay(a.episode, out=a.out, rig=a.rig, overrides=a.overrides, backend=a.backend, overwrite=a.overwrite,
-               progress=not a.no_progress, backend_options=opts)
+               progress=not a.no_progress, backend_options=opts, allow_plugins=a.allow_plugins or None)
     print(f"replayed {a.episode} ({s['episodes'][0]['frames']} frames) into {a.out}/episodes")
     return 0
 
@@ -92,26 +105,35 @@ def cmd_validate(a) -> int:
     from simgen.spec.scenario import load_scenario_source
     from simgen.spec.schema import load_yaml
 
-    for path in a.files:
-        if str(path).lower().endswith(".xodr"):
-            from simgen.world.roads import get_map
+    _check_seed(a.seed)
+    if a.sample < 0:
+        raise InputError(f"got {a.sample}; allowed: 0 or more", key="--sample")
+    failed = 0
+    for path in a.files:  # every file is checked and reported; exit 2 if any failed
+        try:
+            if str(path).lower().endswith(".xodr"):
+                from simgen.world.roads import get_map
 
-            m = get_map(path, file=path)
-            print(f"{path}: ok (OpenDRIVE map: {m.description.split(': ', 1)[-1]})")
+                m = get_map(path, file=path)
+                print(f"{path}: ok (OpenDRIVE map: {m.description.split(': ', 1)[-1]})")
+                continue
+            data = load_yaml(path)
+            if "sensors" in data:
+                rig = load_rig(path)
+                print(f"{path}: ok (rig '{rig.name}', {len(rig.sensors)} sensors)")
+                continue
+            src = load_scenario_source(path, a.overrides, allow_plugins=a.allow_plugins or None)
+            plans = plan_episodes(src, seed=a.seed, episodes=max(1, a.sample))
+        except InputError as e:
+            print(f"simgen: error: {e}", file=sys.stderr)
+            failed += 1
             continue
-        data = load_yaml(path)
-        if "sensors" in data:
-            rig = load_rig(path)
-            print(f"{path}: ok (rig '{rig.name}', {len(rig.sensors)} sensors)")
-            continue
-        src = load_scenario_source(path, a.overrides)
-        plans = plan_episodes(src, seed=a.seed, episodes=max(1, a.sample))
         print(f"{path}: ok (scenario '{src.name}', map {plans[0].spec.map}, {plans[0].spec.n_frames} frames)")
         if a.sample:
             for p in plans:
                 vals = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.params.items())
                 print(f"  episode {p.index}: {vals or '(no parameters)'}")
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_view(a) -> int:
@@ -198,12 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="builtin")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    _plugin_arg(p)
     _carla_args(p)
-    p = sub.add_parser("validate", help="check scenario, rig or OpenDRIVE map files without running")
+    p = sub.add_parser("validate", help="check scenario, rig or OpenDRIVE map files without running (each file is reported)")
     p.add_argument("files", nargs="+")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N episodes' sampled parameters")
     p.add_argument("--seed", type=int, default=0)
+    _plugin_arg(p)
     p = sub.add_parser("view", help="preview an episode: MP4 and PNG contact sheet, or a Rerun recording")
     p.add_argument("episode")
     p.add_argument("--out", help="output MP4 path (default: next to the episode); with --rerun the .rrd path")
@@ -237,7 +261,8 @@ COMMANDS = {"run": cmd_run, "replay": cmd_replay, "validate": cmd_validate, "vie
 # Subcommands living in their own modules: each module has ``add_subcommand(subparsers)``, which adds its parser
 # and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.
 PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli",
-                              "simgen.carla_check"]
+                              "simgen.carla_check", "simgen.loader_bench",
+                              "simgen.search.cli"]
 
 
 # What Ctrl-C leaves behind, per command (a subcommand may set its own with ``set_defaults(interrupted=...)``).

@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 import yaml
 
+import simgen.io  # noqa: F401 - registers the LZ4 filter (hdf5plugin) the image and LiDAR arrays are stored with
 from simgen.classes import CLASS_NAMES, PALETTE
 from simgen.errors import InputError
 

@@ -126,6 +126,8 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
         "episode_index": plan.index, "tick_hz": plan.spec.tick_hz, "map": plan.spec.map, "backend": backend.name,
         "versions_json": json.dumps(versions()),
     })
+    # where the scenario file was (its plugins are found relative to it on replay; helper "input", issue 15 item 11)
+    meta.setdefault("scenario_file", str(Path(source).resolve()) if Path(source).is_file() else "")
     provenance = session.provenance()
     if provenance:
         meta["backend_provenance_json"] = json.dumps(provenance, default=str)
@@ -157,14 +159,14 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
 
 def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 0, episodes: int = 1,
         frames: int | None = None, backend: str = "builtin", overrides: list[str] = (), overwrite: bool = False,
-        progress: bool = True, backend_options: dict | None = None) -> dict:
+        progress: bool = True, backend_options: dict | None = None, allow_plugins: bool | None = None) -> dict:
     from simgen.backends.base import get_backend
 
     if episodes < 1:
         raise InputError(f"got {episodes}; allowed: 1 or more", key="--episodes")
     if frames is not None and frames < 1:
         raise InputError(f"got {frames}; allowed: 1 or more", key="--frames")
-    src = load_scenario_source(scenario, overrides)
+    src = load_scenario_source(scenario, overrides, allow_plugins=allow_plugins)
     rig_spec = load_rig(rig or default_rig_path())
     be = get_backend(backend, **(backend_options or {}))
     plans = plan_episodes(src, seed=seed, episodes=episodes)
@@ -209,7 +211,8 @@ def _run_into(out_dir: Path, src, scenario, rig, rig_spec, be, plans, *, seed, f
 
 
 def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[str] = (), backend: str = "builtin",
-           overwrite: bool = False, progress: bool = True, backend_options: dict | None = None) -> dict:
+           overwrite: bool = False, progress: bool = True, backend_options: dict | None = None,
+           allow_plugins: bool | None = None) -> dict:
     """Re-render an episode's recorded trajectories (not a re-simulation) with the same or another rig,
     weather (``--set weather.…``) or backend.  With nothing changed the arrays are identical to the original."""
     from simgen.backends.base import get_backend
@@ -221,6 +224,13 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
     check_path_arg(episode, "EPISODE")
     rec = read_record(episode)
     where = f"{episode} (stored scenario)"
+    # the stored scenario's plugins, with the same opt-in as a run (helper "input", issue 15 item 11)
+    from simgen.io.episode import Episode
+    from simgen.spec.scenario import load_stored_plugins
+
+    with Episode(episode) as ep:
+        scenario_file = str(ep.attr("scenario_file", "") or "") or None
+    load_stored_plugins(rec.scenario, where=where, scenario_file=scenario_file, allow=allow_plugins)
     spec = scenario_from_dict(apply_overrides(rec.scenario, list(overrides), file=where), file=where)
     rig_spec = load_rig(rig) if rig else rig_from_dict(rec.rig, file=f"{episode} (stored rig)")
     be = get_backend(backend, **(backend_options or {}))
@@ -229,14 +239,15 @@ def replay(episode: str, *, out: str, rig: str | None = None, overrides: list[st
     try:
         with OutputLock(out_dir):
             return _replay_into(out_dir, episode, rec, plan, spec, rig, rig_spec, be, backend=backend,
-                                overrides=overrides, overwrite=overwrite, progress=progress, where=where)
+                                overrides=overrides, overwrite=overwrite, progress=progress, where=where,
+                                scenario_file=scenario_file)
     finally:
         if hasattr(be, "close"):
             be.close()
 
 
 def _replay_into(out_dir, episode, rec, plan, spec, rig, rig_spec, be, *, backend, overrides, overwrite, progress,
-                 where) -> dict:
+                 where, scenario_file=None) -> dict:
     path = out_dir / "episodes" / f"episode_{rec.index:06d}.h5"
     prepare_output(out_dir, overwrite=overwrite, inputs=[episode, rig],
                    outputs=[out_dir / "rig.yaml", path, out_dir / "run.json"])
@@ -248,7 +259,8 @@ def _replay_into(out_dir, episode, rec, plan, spec, rig, rig_spec, be, *, backen
         bar = tqdm(total=rec.n_frames, unit="frame", desc=f"replay {spec.name} ({backend})", dynamic_ncols=True)
     try:
         res = run_episode(plan, rig_spec, path, backend=be, source=where, n_frames=None, progress=bar,
-                          meta={"run_seed": rec.run_seed, "replay_of": str(episode)}, record=rec)
+                          meta={"run_seed": rec.run_seed, "replay_of": str(episode),
+                                "scenario_file": scenario_file or ""}, record=rec)
     finally:
         if bar is not None:
             bar.close()

@@ -163,8 +163,9 @@ def format_show(e: LibraryScenario) -> str:
     return "\n".join(out)
 
 
-def format_behaviours(folder: str | Path | None = None) -> str:
-    """Registered behaviours and custom triggers, after importing the library's plugins."""
+def format_behaviours(folder: str | Path | None = None, allow_plugins: bool | None = None) -> str:
+    """Registered behaviours and custom triggers, after importing the library's plugins (those of another
+    ``--library`` folder only with the opt-in, ``--allow-plugins`` or ``SIMGEN_ALLOW_PLUGINS=1``)."""
     from simgen.sim.behaviours import BEHAVIOURS, BUILTIN_BEHAVIOURS, TRIGGERS
     from simgen.spec.scenario import load_plugins
 
@@ -172,7 +173,8 @@ def format_behaviours(folder: str | Path | None = None) -> str:
     for e in library(folder):
         if e.plugins:
             try:
-                load_plugins({"plugins": list(e.plugins)}, str(e.path))
+                # the shipped library's plugins are part of simgen; another --library folder needs the opt-in
+                load_plugins({"plugins": list(e.plugins)}, str(e.path), allow=True if folder is None else allow_plugins)
             except InputError as err:  # list what is there; say what could not be loaded
                 problems.append(f"  (not loaded: {err})")
 
@@ -197,7 +199,7 @@ def cmd_scenarios(a) -> int:
     elif a.action == "show":
         print(format_show(find(a.name, folder)))
     elif a.action == "behaviours":
-        print(format_behaviours(folder))
+        print(format_behaviours(folder, getattr(a, "allow_plugins", False) or None))
     else:  # pragma: no cover - argparse restricts the actions
         raise InputError(f"unknown scenarios action {a.action!r}; allowed: list, show, behaviours")
     return 0
@@ -208,6 +210,8 @@ def add_subcommand(subparsers) -> None:
     p = subparsers.add_parser("scenarios", help="the scenario library: list, show NAME, behaviours",
                               description="Browse the scenario library (" + str(library_dir()) + ").")
     p.add_argument("--library", metavar="DIR", help="another library folder (default: the shipped one)")
+    p.add_argument("--allow-plugins", action="store_true",
+                   help="behaviours: also run the plugins of another --library folder (Python code: only if you trust it)")
     acts = p.add_subparsers(dest="action", required=True, metavar="{list,show,behaviours}")
     acts.add_parser("list", help="every library scenario: name, description, sampled parameters with ranges")
     s = acts.add_parser("show", help="one scenario's header comment, description, pre-crash type and parameters")

@@ -6,9 +6,19 @@ format's layout.  Exports are deterministic: the same input and options give byt
 non-empty folder needs ``overwrite=True``, which removes only the format's own entries.  ``simgen_export.json``,
 written last, records the options, the source episodes and the counts.
 
-Formats are registered by name in :data:`EXPORTERS`; each module provides ``OWNED`` (its top-level output
-names, or ``owned(ctx)``), ``OPTIONS`` (its format-specific keyword options), ``CLASS_SECTION`` (its section of the class map or None), ``validate(ctx)`` and ``run(ctx) -> dict``.
-The details of each layout are in docs/export.md.
+The formatter interface.  A format is a module registered by name in :data:`EXPORTERS` (one line each) that provides
+
+- ``OWNED`` (its top-level output names) or ``owned(ctx)``: the only entries ``--overwrite`` removes;
+- ``OPTIONS``: its format-specific keyword options (anything else is refused);
+- ``CLASS_SECTION``: its section of the class map, or None when it labels with simgen's semantic classes;
+- ``validate(ctx) -> int``: check the episodes' sensors and its options (raise ``InputError``; nothing is written
+  yet) and return the number of frames it will export;
+- ``run(ctx) -> dict``: write the dataset and return its counts.
+
+``run`` reads each episode with :class:`annotators.export.common.EpisodeReader` and formats, per frame, the object
+table of :mod:`annotators.export.objects` (``EpisodeObjects(reader, class_map=ctx.class_map, filters=ctx.filters,
+cameras=..., lidar=...).frame(k)``: class map and filters already applied), so a format holds no label logic of its
+own.  The details of each layout are in docs/export.md.
 """
 from __future__ import annotations
 

@@ -29,13 +29,13 @@ import numpy as np
 from simgen.errors import InputError
 
 from annotators.export.common import EpisodeReader, ImageWriter, check_sensor, jnum
+from annotators.export.objects import EpisodeObjects
 
 OWNED = ["images", "annotations"]
 CLASS_SECTION = "coco"
 OPTIONS = ()
 COCO_IDS = {"person": (1, "person"), "bicycle": (2, "vehicle"), "car": (3, "vehicle"), "motorcycle": (4, "vehicle"),
             "bus": (6, "vehicle"), "train": (7, "vehicle"), "truck": (8, "vehicle"), "sports ball": (37, "sports")}
-_KEYS = ("bbox_mask", "bbox_proj", "visible_pixels", "visible_fraction", "truncation", "occlusion")
 
 
 def _mask_api():
@@ -98,9 +98,9 @@ def run(ctx) -> dict:
                     check_sensor(r, cam, "camera", required=True, option="--camera")
                     (out / "images" / cam).mkdir(parents=True, exist_ok=True)
                 lidar = check_sensor(r, ctx.lidar, "lidar", required=False, option="--lidar")
+                objects = EpisodeObjects(r, class_map=ctx.class_map, filters=ctx.filters, cameras=cams, lidar=lidar)
                 for k in ctx.frames(r.n):
-                    npts = r.row(f"labels/{lidar}/n_points", k) if lidar else np.zeros(r.A, np.int32)
-                    dist = np.linalg.norm(r.row("labels/objects/center_ego", k).astype(float), axis=1)
+                    t = objects.frame(k)
                     for cam in cams:
                         W, H = r.image_size(cam)
                         fname = f"images/{cam}/{e:04d}_{k:06d}.png"
@@ -108,33 +108,27 @@ def run(ctx) -> dict:
                         image_id += 1
                         imgs.add({"id": image_id, "file_name": fname, "width": W, "height": H, "camera": cam,
                                   "episode": e, "frame": int(k), "time_s": jnum(r.time_s(k), 6)})
-                        L = r.labels(cam, k, _KEYS)
-                        good = ctx.filters.quality(L["visible_fraction"], npts, dist)
-                        inst = None
-                        for i in range(1, r.A):
-                            if L["visible_pixels"][i] <= 0 or not good[i]:
-                                continue
-                            kind = r.kinds[i]
-                            name = ctx.class_map.get(kind)
-                            if name is None or not ctx.filters.class_ok(kind, name):
-                                continue
-                            if inst is None:
-                                inst = r.instance_image(cam, k)
-                            rle = mask_utils.encode(np.asfortranarray(inst == r.actor_ids[i], dtype=np.uint8))
+                        c = t.cams[cam]
+                        sel = t.indices(c.keep & (c.visible_pixels > 0))
+                        if len(sel) == 0:
+                            continue
+                        inst = r.instance_image(cam, k)
+                        for i in sel:
+                            rle = mask_utils.encode(np.asfortranarray(inst == t.ids[i], dtype=np.uint8))
                             area = int(mask_utils.area(rle))
                             if area == 0:
                                 continue
                             ann_id += 1
-                            vf = L["visible_fraction"][i]
+                            vf, tr = c.visible_fraction[i], c.truncation[i]
                             anns.add({
-                                "id": ann_id, "image_id": image_id, "category_id": cat_id[name],
+                                "id": ann_id, "image_id": image_id, "category_id": cat_id[t.names[i]],
                                 "segmentation": {"size": [int(H), int(W)], "counts": rle["counts"].decode("ascii")},
-                                "area": area, "bbox": _xywh(L["bbox_mask"][i]), "iscrowd": 0,
+                                "area": area, "bbox": _xywh(c.bbox_mask[i]), "iscrowd": 0,
                                 "visible_fraction": None if np.isnan(vf) else jnum(vf, 4),
-                                "occlusion": int(L["occlusion"][i]),
-                                "truncation": None if np.isnan(L["truncation"][i]) else jnum(L["truncation"][i], 4),
-                                "amodal_bbox": None if np.isnan(L["bbox_proj"][i][0]) else _xywh(L["bbox_proj"][i]),
-                                "num_lidar_pts": int(npts[i]), "track_id": int(r.actor_ids[i]), "kind": kind,
+                                "occlusion": int(c.occlusion[i]),
+                                "truncation": None if np.isnan(tr) else jnum(tr, 4),
+                                "amodal_bbox": None if np.isnan(c.bbox_proj[i][0]) else _xywh(c.bbox_proj[i]),
+                                "num_lidar_pts": int(t.n_points[i]), "track_id": int(t.ids[i]), "kind": t.kinds[i],
                             })
                     ctx.bar.update(1)
         images.close()

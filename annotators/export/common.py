@@ -46,36 +46,24 @@ class EpisodeRef:
 def find_episodes(src: str | Path) -> tuple[list[EpisodeRef], list[str]]:
     """Complete episode files under ``src`` (a run folder, a batch folder or one ``.h5`` file), sorted by path.
 
-    Searches ``**/*.h5`` recursively; ``*.h5.partial`` files never match, and files that are not simgen episodes
-    or are incomplete are skipped.  Returns (episodes, skipped) where ``skipped`` holds one line per skipped file.
+    Discovery is :func:`simgen.io.episode.find_episodes` (every file opened with the validating reader): unfinished
+    ``.partial`` files, files that are not simgen episodes and incomplete ones (interrupted runs) are skipped; a
+    complete episode that fails validation is refused (``EpisodeError``, an ``InputError``).
+    Returns (episodes, skipped) where ``skipped`` holds one line per skipped file.
     """
-    import h5py
+    from simgen.io import episode as episode_io
 
     src = Path(src)
-    if not src.exists():
-        raise InputError("input not found (expected a run folder, a folder of runs or an episode .h5 file)",
-                         file=str(src))
-    if src.is_file():
-        candidates, root = [src], src.parent
-    else:
-        candidates, root = sorted(p for p in src.rglob("*.h5") if p.is_file()), src
-    found, skipped = [], []
-    for p in sorted(candidates, key=lambda q: q.relative_to(root).as_posix()):
+    paths, passed_over = episode_io.find_episodes(src)  # InputError if src is missing; EpisodeError if corrupt
+    root = src.parent if src.is_file() else src
+    skipped = [f"{p.relative_to(root).as_posix()}: {why}" for p, why in passed_over]
+    found = []
+    for p in paths:
         rel = p.relative_to(root).as_posix()
-        try:
-            with h5py.File(p, "r") as f:
-                if f.attrs.get("format") != "simgen-episode":
-                    skipped.append(f"{rel}: not a simgen episode")
-                    continue
-                if not bool(f.attrs.get("complete", False)):
-                    skipped.append(f"{rel}: incomplete (interrupted run)")
-                    continue
-                a = f.attrs
-                key = "|".join(str(a.get(k, "")) for k in ("scenario_name", "seed_entropy", "seed_spawn_key",
-                                                            "episode_index", "n_frames"))
-        except OSError as e:
-            skipped.append(f"{rel}: unreadable ({e.__class__.__name__})")
-            continue
+        with episode_io.Episode(p) as ep:
+            a = ep.f.attrs
+            key = "|".join(str(a.get(k, "")) for k in ("scenario_name", "seed_entropy", "seed_spawn_key",
+                                                        "episode_index", "n_frames"))
         uid = hashlib.sha256(f"{rel}|{key}".encode()).hexdigest()[:16]
         found.append(EpisodeRef(p, rel, uid))
     if not found:
@@ -85,15 +73,11 @@ def find_episodes(src: str | Path) -> tuple[list[EpisodeRef], list[str]]:
 
 
 def split_of(n_episodes: int, val_fraction: float) -> list[str]:
-    """Deterministic train/val assignment per episode position: 'val' spread evenly, at least one val episode
-    when there are two or more episodes and ``val_fraction`` > 0."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"got {val_fraction}; allowed: 0 <= value < 1", key="--val-fraction")
-    n_val = int(round(n_episodes * val_fraction))
-    if val_fraction > 0 and n_episodes >= 2:
-        n_val = max(1, n_val)
-    n_val = min(n_val, n_episodes - 1) if n_episodes > 1 else 0
-    return ["val" if (i + 1) * n_val // n_episodes > i * n_val // n_episodes else "train" for i in range(n_episodes)]
+    """Train/val per episode position: the one rule in :func:`simgen.io.splits.split_of`, shared with
+    :class:`simgen.io.FrameDataset`, so a model trained on the loader's split never sees an exported val episode."""
+    from simgen.io.splits import split_of as shared
+
+    return shared(n_episodes, val_fraction)
 
 
 # ------------------------------------------------------------------------------------------------ deskewing

@@ -34,14 +34,13 @@ from simgen.geometry import invert, wrap_angle
 
 from annotators.export.common import (EpisodeReader, ImageWriter, Rectifiers, T_optical_from_sensor, check_sensor,
                                       fmt_num, opencv_K, to_opencv_box, write_bytes, write_text)
+from annotators.export.objects import EpisodeObjects, FrameObjects
 
 OWNED = ["training", "ImageSets", "simgen_frames.txt"]
 CLASS_SECTION = "kitti"
 OPTIONS = ("bbox2d",)
 BBOX_MODES = ("proj", "mask")
 DONTCARE_TAIL = "-1 -1 -1 -1000 -1000 -1000 -10"
-_LABEL_KEYS = ("bbox_proj", "bbox_mask", "visible_pixels", "visible_fraction", "truncation", "occlusion", "in_fov",
-               "center_sensor", "quat_sensor")
 
 
 def validate(ctx) -> int:
@@ -85,85 +84,30 @@ def box_fields(center_opt: np.ndarray, quat_wxyz: np.ndarray, dims_lwh: np.ndarr
     return ry, alpha, loc, tilt
 
 
-def pinhole_boxes(K: np.ndarray, width: int, height: int, centers: np.ndarray, quats: np.ndarray,
-                  dims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bbox_proj (A,4), truncation (A,), in_fov (A,)) of boxes through the pinhole K, like the ground truth's
-    camera labels (near-plane clipping, clipping to the image, truncation = share of the box outside it).  Used
-    for distorted cameras, whose exported (rectified) images are pinhole images."""
-    from simgen.geometry import box_corners, clip_polygon_near, project
-
-    A = len(centers)
-    T = np.tile(np.eye(4), (A, 1, 1))
-    for i in range(A):
-        w, x, y, z = (float(v) for v in quats[i])
-        T[i, :3, :3] = Rotation.from_quat([x, y, z, w]).as_matrix()
-    T[:, :3, 3] = centers
-    corners = box_corners(T, dims)
-    box = np.full((A, 4), np.nan)
-    trunc = np.full(A, np.nan)
-    for i in range(A):
-        pts = clip_polygon_near(corners[i], near=0.05)
-        if len(pts) == 0:
-            continue
-        uv, _ = project(K, pts)
-        x0, y0 = uv.min(axis=0)
-        x1, y1 = uv.max(axis=0)
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-        inside = max(cx1 - cx0, 0) * max(cy1 - cy0, 0)
-        trunc[i] = 1.0 - inside / max((x1 - x0) * (y1 - y0), 1e-9)
-        if inside > 0:
-            box[i] = (cx0, cy0, cx1, cy1)
-    return box, trunc, ~np.isnan(box[:, 0])
-
-
-def mask_boxes(instance: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(A,4) tight boxes (continuous pixel coordinates) of each id's pixels in an instance image; NaN if none."""
-    from scipy import ndimage
-
-    out = np.full((len(ids), 4), np.nan)
-    m = int(max(ids.max(initial=0), 0))
-    sl = ndimage.find_objects(np.where(instance <= m, instance, 0).astype(np.int32), max_label=m)
-    for i, a in enumerate(ids):
-        if 0 < a <= len(sl) and sl[a - 1] is not None:
-            ys, xs = sl[a - 1]
-            out[i] = (xs.start, ys.start, xs.stop, ys.stop)
-    return out
-
-
-def label_lines(r: EpisodeReader, k: int, cam: str, lidar: str, ctx, rect=None) -> list[str]:
-    L = r.labels(cam, k, _LABEL_KEYS)
-    if rect is not None:  # distorted camera: the exported image is rectified, so boxes are pinhole boxes
-        W, H = r.image_size(cam)
-        L["bbox_proj"], L["truncation"], L["in_fov"] = pinhole_boxes(r.K(cam, k), W, H, L["center_sensor"],
-                                                                     L["quat_sensor"], r.dims)
-        L["bbox_mask"] = mask_boxes(rect.labels(r.instance_image(cam, k)), r.actor_ids)
-    npts = r.row(f"labels/{lidar}/n_points", k)
-    dist = np.linalg.norm(r.row("labels/objects/center_ego", k).astype(float), axis=1)
-    good = ctx.filters.quality(L["visible_fraction"], npts, dist)
+def label_lines(t: FrameObjects, cam: str, ctx) -> list[str]:
+    """KITTI label lines of frame table ``t`` for camera ``cam``, in actor order."""
+    c = t.cams[cam]
+    vis = c.visible_pixels > 0
+    has_mask = ~np.isnan(c.bbox_mask[:, 0])
+    cand = t.class_ok & c.in_fov & (vis | (t.n_points > 0))
+    dontcare = np.array([n == "DontCare" for n in t.names], bool) | ~c.keep
     use_mask = ctx.options["bbox2d"] == "mask"
     lines = []
-    for i in range(1, r.A):
-        vis = int(L["visible_pixels"][i])
-        if not L["in_fov"][i] or (vis == 0 and npts[i] == 0):
-            continue
-        kind = r.kinds[i]
-        name = ctx.class_map.get(kind)
-        if name is None or not ctx.filters.class_ok(kind, name):
-            continue
-        if name == "DontCare" or not good[i]:
-            if vis > 0 and not np.isnan(L["bbox_mask"][i][0]):
-                b = to_opencv_box(L["bbox_mask"][i])
+    for i in t.indices(cand):
+        if dontcare[i]:
+            if vis[i] and has_mask[i]:
+                b = to_opencv_box(c.bbox_mask[i])
                 lines.append("DontCare -1 -1 -10 " + " ".join(fmt_num(v, 2) for v in b) + " " + DONTCARE_TAIL)
             continue
-        box = L["bbox_mask"][i] if use_mask and vis > 0 and not np.isnan(L["bbox_mask"][i][0]) else L["bbox_proj"][i]
+        box = c.bbox_mask[i] if use_mask and vis[i] and has_mask[i] else c.bbox_proj[i]
         b = to_opencv_box(box)
-        ry, alpha, loc, tilt = box_fields(L["center_sensor"][i], L["quat_sensor"][i], r.dims[i])
+        ry, alpha, loc, tilt = box_fields(c.center_sensor[i], c.quat_sensor[i], t.dims[i])
         if tilt > 1.0:
             ctx.warn(f"camera {cam!r} is tilted {tilt:.1f} deg from the boxes' up axis; KITTI boxes rotate about "
                      "the camera y axis only, so exported boxes are approximate")
-        l, w, h = r.dims[i]
-        trunc = float(np.nan_to_num(L["truncation"][i], nan=1.0))
-        cols = [name, fmt_num(min(max(trunc, 0.0), 1.0), 2), str(int(L["occlusion"][i])), fmt_num(alpha, 4)]
+        l, w, h = t.dims[i]
+        trunc = float(np.nan_to_num(c.truncation[i], nan=1.0))
+        cols = [t.names[i], fmt_num(min(max(trunc, 0.0), 1.0), 2), str(int(c.occlusion[i])), fmt_num(alpha, 4)]
         cols += [fmt_num(v, 2) for v in b]
         cols += [fmt_num(v, 4) for v in (h, w, l)]
         cols += [fmt_num(v, 4) for v in loc]
@@ -202,9 +146,11 @@ def _episode(ctx, ref, split, e, dirs, images, rectifiers, ids, mapping, counts)
         T_ec, T_el = r.T_ego_from_sensor(cam), r.T_ego_from_sensor(lidar)
         Tr_velo_to_cam = T_optical_from_sensor(T_ec, T_el)
         Tr_imu_to_velo = invert(T_el)
+        rect = rectifiers.get(r, cam, 0)
+        objects = EpisodeObjects(r, class_map=ctx.class_map, filters=ctx.filters, cameras=[cam], lidar=lidar,
+                                 pinhole={cam: rect} if rect else None)
         for k in ctx.frames(r.n):
             name = f"{counts['frames']:06d}"
-            rect = rectifiers.get(r, cam, k)
             rgb = r.rgb(cam, k)
             images.write(dirs["image_2"] / f"{name}.png", rect.image(rgb) if rect else rgb, ".png")
             pts = r.lidar(lidar, k, ctx.deskew)
@@ -213,7 +159,7 @@ def _episode(ctx, ref, split, e, dirs, images, rectifiers, ids, mapping, counts)
             cloud[:, 3] = pts["intensity"]
             write_bytes(dirs["velodyne"] / f"{name}.bin", cloud.tobytes())
             write_text(dirs["calib"] / f"{name}.txt", calib_text(r.K(cam, k), Tr_velo_to_cam, Tr_imu_to_velo))
-            lines = label_lines(r, k, cam, lidar, ctx, rect)
+            lines = label_lines(objects.frame(k), cam, ctx)
             counts["dontcare"] += sum(1 for ln in lines if ln.startswith("DontCare "))
             counts["objects"] += sum(1 for ln in lines if not ln.startswith("DontCare "))
             write_text(dirs["label_2"] / f"{name}.txt", "".join(ln + "\n" for ln in lines))

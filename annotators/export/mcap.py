@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from annotators.export.common import EpisodeReader, check_sensor, encode_image, opencv_K, quat_wxyz
+from annotators.export.objects import EpisodeObjects
 from simgen.errors import InputError
 from simgen.geometry import T_BODY_FROM_OPTICAL
 
@@ -145,6 +146,9 @@ class _Episode:
         self.ev_name = [str(s) for s in f["events/name"].asstr()[:]] if "events/name" in f else []
         self.coll = f["collisions"][:] if "collisions" in f else np.zeros((0, 3), int)
         self.name_of = {int(i): n for i, n in zip(r.actor_ids, r.names)}
+        # the export's object table: --classes and the filters (best camera, the first LiDAR), applied once
+        self.objects = EpisodeObjects(r, class_map=None, filters=ctx.filters, cameras=self.cams,
+                                      lidar=self.lidars[0] if self.lidars else None)
 
     def tf(self, k: int) -> list[tuple[str, str, np.ndarray]]:
         """(parent, child, T_parent_from_child): world->ego at frame k, ego->sensor mounts, camera->optical."""
@@ -155,21 +159,15 @@ class _Episode:
 
     def boxes(self, k: int) -> dict:
         """Per-actor box table at frame k with the export filters applied (``keep``; the ego is always kept)."""
-        r, ctx = self.r, self.ctx
-        o = r.objects(k, keys=("center_world", "center_ego", "yaw_world", "velocity_world", "seen"))
-        vis = {c: r.row(f"labels/{c}/visible_fraction", k).astype(np.float64) for c in self.cams}
+        r = self.r
+        t = self.objects.frame(k)
+        seen = np.asarray(r.row("labels/objects/seen", k), bool)
+        vis = {c: t.cams[c].visible_fraction.astype(np.float64) for c in self.cams}
         pts = {l: r.row(f"labels/{l}/n_points", k).astype(np.int64) for l in self.lidars}
-        best = np.zeros(r.A)
-        for v in vis.values():
-            best = np.fmax(best, np.nan_to_num(v, nan=0.0))
-        npts = pts[self.lidars[0]] if self.lidars else np.zeros(r.A, np.int64)
-        dist = np.linalg.norm(np.asarray(o["center_ego"], float), axis=1)
-        keep = ctx.filters.quality(best, npts, dist)
-        keep &= np.array([ctx.filters.class_ok(kd, None) for kd in r.kinds])
+        keep = t.keep.copy()
         if r.A:
             keep[0] = True
-        return {"center": np.asarray(o["center_world"], float), "yaw": np.asarray(o["yaw_world"], float),
-                "velocity": np.asarray(o["velocity_world"], float), "seen": np.asarray(o["seen"], bool),
+        return {"center": t.center_world, "yaw": t.yaw_world, "velocity": t.velocity_world, "seen": seen,
                 "vis": vis, "pts": pts, "keep": keep}
 
     def boxes2d(self, cam: str, k: int, keep: np.ndarray) -> list[tuple[int, np.ndarray, float]]:

@@ -23,7 +23,9 @@ Points: ``.pcd.bin`` float32 x, y, z, intensity (simgen's 0..1 scaled to nuScene
 deskewed to the frame time (``--deskew``).  Images are JPEG; a camera with lens distortion is rectified to the
 pinhole camera with the same K, as nuScenes' images are.  Annotations: actors some exported sensor sees (a LiDAR return or a
 visible pixel) that map to a nuScenes category and pass the filters; ``visibility`` is the best camera's visible
-fraction binned like nuScenes (v0-40, v40-60, v60-80, v80-100); ``num_lidar_pts`` counts LIDAR_TOP returns;
+fraction binned like nuScenes (v0-40, v40-60, v60-80, v80-100); boxes are grown 1 mm on every side but the
+bottom, which is raised 1 mm (see BOX_PAD_M), and ``num_lidar_pts`` counts the exported LIDAR_TOP points inside
+the exported box, faces included, which is what the devkit's ``points_in_box`` counts;
 attributes: vehicle.moving / stopped / parked (never moving in the episode), cycle.with_rider,
 pedestrian.moving / standing.  The map mask (``semantic_prior``) is the builtin map's roads and sidewalks at
 0.1 m per pixel.  ``simgen_splits.json`` lists train/val scene names (the devkit hard-codes its own splits).
@@ -37,11 +39,12 @@ import re
 import numpy as np
 
 from simgen.errors import InputError
-from simgen.geometry import T_BODY_FROM_OPTICAL
+from simgen.geometry import T_BODY_FROM_OPTICAL, invert, pose_matrix
 
 from annotators.export.common import (NUSCENES_CATEGORIES, EpisodeReader, ImageWriter, JsonArrayWriter, Rectifiers,
                                       check_sensor,
                                       jnum, opencv_K, quat_wxyz, token, write_bytes, write_text)
+from annotators.export.objects import EpisodeObjects, points_in_boxes
 
 CLASS_SECTION = "nuscenes"
 OPTIONS = ("version", "keyframe_every")
@@ -65,6 +68,10 @@ BASE_US = 1_500_000_000_000_000  # timestamps (µs): BASE_US + episode position 
 DAY_US = 86_400_000_000
 MAP_RES_M = 0.1
 MOVING_MPS = 0.5
+# simgen's boxes are tight: mesh faces lie exactly on box faces, so a return there is inside or outside by rounding.
+# Exported boxes are grown by this much on every side and their bottom face raised by it (off the ground under
+# the object), and num_lidar_pts counts the exported points inside the exported box, as the devkit does.
+BOX_PAD_M = 0.001
 _VERSION_RE = re.compile(r"^v\d+\.\d+-[A-Za-z0-9_]+$")
 
 
@@ -265,7 +272,8 @@ def _episode(ctx, r: EpisodeReader, e: int, streams, sensors, calibrated, logs, 
         return BASE_US + e * DAY_US + int(round(r.time_s(k) * 1e6))
 
     max_speed = _max_speeds(r)
-    cat_of = [None] + [ctx.class_map.get(r.kinds[i]) for i in range(1, r.A)]
+    objects = EpisodeObjects(r, class_map=ctx.class_map, filters=ctx.filters, cameras=cams, lidar=lidar)
+    T_el = r.T_ego_from_sensor(lidar)
     pending: dict[int, dict] = {}
     inst_info: dict[int, dict] = {}
     n_ann = 0
@@ -307,33 +315,30 @@ def _episode(ctx, r: EpisodeReader, e: int, streams, sensors, calibrated, logs, 
             ctx.bar.update(1)
             continue
         # annotations of this key frame
-        npts = r.row(f"labels/{lidar}/n_points", k)
-        obj = r.objects(k)
-        dist = np.linalg.norm(r.row("labels/objects/center_ego", k).astype(float), axis=1)
-        vf = np.zeros(r.A)
-        seen = npts > 0
-        for c in cams:
-            vf = np.fmax(vf, np.nan_to_num(r.row(f"labels/{c}/visible_fraction", k).astype(float), nan=0.0))
-            seen = seen | (r.row(f"labels/{c}/visible_pixels", k) > 0)
-        good = ctx.filters.quality(vf, npts, dist)
-        for i in range(1, r.A):
-            cat = cat_of[i]
-            if cat is None or not seen[i] or not good[i] or not ctx.filters.class_ok(r.kinds[i], cat):
-                continue
-            aid = int(r.actor_ids[i])
+        t = objects.frame(k)
+        sel = t.indices(t.keep & t.seen)
+        T_lidar_from_box = invert(T_we @ T_el) @ pose_matrix(*t.center_world[sel].T, t.yaw_world[sel])
+        T_lidar_from_box[:, :3, 3] += T_lidar_from_box[:, :3, 2] * BOX_PAD_M  # bottom face 1 mm off the ground
+        size = t.dims[sel] + np.array([2 * BOX_PAD_M, 2 * BOX_PAD_M, 0.0])
+        n_in_box = points_in_boxes(cloud[:, :3].astype(np.float64), T_lidar_from_box, size)
+        for j_sel, i in enumerate(sel):
+            cat = t.names[i]
+            aid = int(t.ids[i])
             atok = token(uid, "sample_annotation", aid, k)
             itok = token(uid, "instance", aid)
-            yaw = float(obj["yaw_world"][i])
-            l, w, h = r.dims[i]
-            speed = float(np.linalg.norm(obj["velocity_world"][i][:2]))
+            yaw = float(t.yaw_world[i])
+            l, w, h = size[j_sel]
+            speed = float(np.linalg.norm(t.velocity_world[i][:2]))
+            centre = t.center_world[i] + offset + np.array([0.0, 0.0, BOX_PAD_M])
             prev = pending.get(i)
             rec = {"token": atok, "sample_token": sample_tok[j], "instance_token": itok,
-                   "visibility_token": _vis_token(vf[i]), "attribute_tokens": _attribute(cat, speed, max_speed[i]),
-                   "translation": [jnum(v, 6) for v in obj["center_world"][i].astype(float) + offset],
+                   "visibility_token": _vis_token(t.visible_fraction[i]),
+                   "attribute_tokens": _attribute(cat, speed, max_speed[i]),
+                   "translation": [jnum(v, 6) for v in centre],
                    "size": [jnum(w, 6), jnum(l, 6), jnum(h, 6)],
                    "rotation": [jnum(np.cos(yaw / 2), 9), 0.0, 0.0, jnum(np.sin(yaw / 2), 9)],
                    "prev": prev["token"] if prev else "", "next": "",
-                   "num_lidar_pts": int(npts[i]), "num_radar_pts": 0}
+                   "num_lidar_pts": int(n_in_box[j_sel]), "num_radar_pts": 0}
             if prev is not None:
                 prev["next"] = atok
                 streams["sample_annotation"].add(prev)

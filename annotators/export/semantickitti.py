@@ -28,6 +28,7 @@ from simgen.geometry import T_OPTICAL_FROM_BODY, invert
 
 from annotators.export.common import (EpisodeReader, T_optical_from_sensor, check_sensor, opencv_K, write_bytes,
                                       write_text)
+from annotators.export.objects import EpisodeObjects
 
 OWNED = ["sequences", "semantic-kitti.yaml"]
 CLASS_SECTION = None
@@ -98,14 +99,16 @@ def run(ctx) -> dict:
             T_cam_from_velo_inv = invert(Tr)
             poses, times = [], []
             first_cam = t0 = None
-            cmap_names = {int(i): CLASSES.get(int(c), ("?",))[0] for i, c in zip(r.actor_ids, r.f["actors/semantic"][:])}
+            # visibility for --min-visible: the best of all the rig's cameras; classes: simgen's semantic names
+            objects = EpisodeObjects(r, class_map=None, filters=ctx.filters, cameras=r.cameras, lidar=lidar)
             for j, k in enumerate(ctx.frames(r.n)):
                 pts = r.lidar(lidar, k, ctx.deskew)
                 cloud = np.empty((len(pts["xyz"]), 4), np.float32)
                 cloud[:, :3] = pts["xyz"]
                 cloud[:, 3] = pts["intensity"]
                 write_bytes(seq / "velodyne" / f"{j:06d}.bin", cloud.tobytes())
-                keep = _kept_instances(r, k, lidar, ctx, cmap_names)
+                t = objects.frame(k)
+                keep = t.ids[t.keep].astype(np.uint32)
                 inst = pts["instance"].astype(np.uint32)
                 inst = np.where(np.isin(inst, keep), inst, 0).astype(np.uint32)
                 sem = pts["semantic"].astype(np.uint32)
@@ -123,16 +126,3 @@ def run(ctx) -> dict:
             write_text(seq / "times.txt", "".join(times))
     write_text(out / "semantic-kitti.yaml", label_map_yaml(counts, splits))
     return {"sequences": len(ctx.episodes), "scans": n_scans, "instances": n_inst}
-
-
-def _kept_instances(r: EpisodeReader, k: int, lidar: str, ctx, class_names: dict) -> np.ndarray:
-    """Actor ids whose points keep their instance id in frame k (filters; visibility = best camera)."""
-    npts = r.row(f"labels/{lidar}/n_points", k)
-    dist = np.linalg.norm(r.row("labels/objects/center_ego", k).astype(float), axis=1)
-    vf = np.zeros(r.A)
-    for cam in r.cameras:
-        vf = np.fmax(vf, np.nan_to_num(r.row(f"labels/{cam}/visible_fraction", k).astype(float), nan=0.0))
-    good = ctx.filters.quality(vf, npts, dist)
-    ids = [int(r.actor_ids[i]) for i in range(1, r.A)
-           if good[i] and ctx.filters.class_ok(r.kinds[i], class_names.get(int(r.actor_ids[i])))]
-    return np.array(ids, np.uint32)

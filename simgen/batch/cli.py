@@ -29,6 +29,9 @@ def add_subcommand(sub) -> None:
                    help="thread limit per local worker (OMP_NUM_THREADS, NUMBA_NUM_THREADS ...; default: "
                         "cores // workers; 0: no limit)")
     p.add_argument("--pin", action="store_true", help="pin each local worker to its share of the cores")
+    p.add_argument("--allow-plugins", action="store_true",
+                   help="let the plan's scenarios run their plugins (Python code: only for files you trust; or set "
+                        "SIMGEN_ALLOW_PLUGINS=1)")
     p.add_argument("--carla-host", default="127.0.0.1", help="host of the CARLA servers (carla-backend jobs)")
     p.add_argument("--carla-port", type=int, default=2000,
                    help="RPC port of the first CARLA server; carla worker k uses PORT + 10*k (default 2000)")
@@ -54,7 +57,8 @@ def cmd_batch(a) -> int:
 
     res = run_batch(a.plan, a.out, executor=a.executor, workers=a.workers, ray_address=a.ray_address,
                     overwrite=a.overwrite, progress=not a.no_progress, carla_host=a.carla_host,
-                    carla_port=a.carla_port, carla_workers=a.carla_workers, threads=a.threads, pin=a.pin)
+                    carla_port=a.carla_port, carla_workers=a.carla_workers, threads=a.threads, pin=a.pin,
+                    allow_plugins=a.allow_plugins or None)
     print(res.summary_text(), file=sys.stdout)
     return res.exit_code
 

@@ -101,6 +101,7 @@ class Job:
     episodes: int
     src: object  # ScenarioSource
     rig_spec: object  # RigSpec
+    allow_plugins: bool | None = None  # the user's opt-in to the scenario's plugins (--allow-plugins)
 
     def seed(self, plan_seed: int) -> np.random.SeedSequence:
         """The job's SeedSequence: child ``index`` of ``SeedSequence(plan_seed)``."""
@@ -140,7 +141,7 @@ class EpisodeTask:
         j = self.job
         return {"job": j.name, "job_index": j.index, "episode": self.episode, "plan_seed": self.plan_seed,
                 "scenario": j.scenario, "set": list(j.overrides), "rig": j.rig, "frames": j.frames,
-                "backend": j.backend}
+                "backend": j.backend, "allow_plugins": j.allow_plugins}
 
 
 @dataclass
@@ -200,9 +201,10 @@ def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def load_plan(path: str | Path) -> Plan:
+def load_plan(path: str | Path, *, allow_plugins: bool | None = None) -> Plan:
     """Read, validate and resolve a plan; also loads every job's scenario and rig and samples its episode 0, so
-    bad paths, overrides and values fail here, before anything runs."""
+    bad paths, overrides and values fail here, before anything runs.  Scenario plugins run only with
+    ``allow_plugins`` (``--allow-plugins``) or ``SIMGEN_ALLOW_PLUGINS=1``."""
     from simgen.spec.rig import default_rig_path, load_rig, rig_to_dict
     from simgen.spec.scenario import load_scenario_source
 
@@ -227,14 +229,14 @@ def load_plan(path: str | Path) -> Plan:
         try:
             if rig_path not in rigs:
                 rigs[rig_path] = load_rig(rig_path)
-            src = load_scenario_source(scen, list(overrides))
+            src = load_scenario_source(scen, list(overrides), allow_plugins=allow_plugins)
             plan_one(src, episode_seed(spec.seed, j, 0), 0)  # episode 0 samples and places
         except InputError as e:
             raise jctx.error(str(e)) from None
         if any(job.name == name for job in jobs):
             raise jctx.key("name").error(f"duplicate job name {name!r}; give the jobs distinct names")
         jobs.append(Job(j, name, str(scen), overrides, str(rig_path), js.frames, js.backend, js.episodes, src,
-                        rigs[rig_path]))
+                        rigs[rig_path], allow_plugins))
     ident = {"format": "simgen-batch-plan/1", "seed": spec.seed, "jobs": [
         {"name": jb.name, "backend": jb.backend, "frames": jb.frames, "scenario": jb.src.raw,
          "rig": rig_to_dict(jb.rig_spec)} for jb in jobs]}

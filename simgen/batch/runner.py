@@ -185,7 +185,8 @@ def _default_threads(workers: int) -> int:
 def run_batch(plan_path: str | Path, out: str | Path, *, executor: str = "local", workers: int | None = None,
               ray_address: str | None = None, overwrite: bool = False, progress: bool = True,
               carla_host: str = "127.0.0.1", carla_port: int = 2000, carla_workers: int = 1,
-              threads: int | None = None, pin: bool = False, faults: str | None = None) -> BatchResult:
+              threads: int | None = None, pin: bool = False, faults: str | None = None,
+              allow_plugins: bool | None = None) -> BatchResult:
     """Run (or resume) a batch.  ``threads``: per-worker thread limit (OMP_NUM_THREADS ...; default: cores //
     workers; 0: leave the environment alone); ``pin``: also pin each local worker to its share of the cores.  ``faults``: the test hook
     (default: ``$SIMGEN_BATCH_FAULT``)."""
@@ -201,7 +202,7 @@ def run_batch(plan_path: str | Path, out: str | Path, *, executor: str = "local"
         fault_list = parse_faults(os.environ.get(FAULT_ENV) if faults is None else faults)
     except ValueError as e:
         raise InputError(str(e), key=FAULT_ENV) from None
-    plan = load_plan(plan_path)
+    plan = load_plan(plan_path, allow_plugins=allow_plugins)
     out = Path(out)
     lock_fd = prepare_out(out, plan, overwrite=overwrite)
     try:

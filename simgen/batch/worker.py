@@ -118,12 +118,12 @@ class EpisodeRunner:
     def __init__(self):
         self.sources, self.rigs, self.backends = {}, {}, {}
 
-    def _source(self, path, overrides):
+    def _source(self, path, overrides, allow_plugins=None):
         from simgen.spec.scenario import load_scenario_source
 
         key = (path, tuple(overrides))
         if key not in self.sources:
-            self.sources[key] = load_scenario_source(path, list(overrides))
+            self.sources[key] = load_scenario_source(path, list(overrides), allow_plugins=allow_plugins)
         return self.sources[key]
 
     def _rig(self, path):
@@ -166,7 +166,7 @@ class EpisodeRunner:
         fault = matching_fault(task.get("faults"), task)
         if fault is not None and fault["frame"] <= 0:
             _fire(fault, 0)
-        src = self._source(task["scenario"], task["set"])
+        src = self._source(task["scenario"], task["set"], task.get("allow_plugins"))
         rig = self._rig(task["rig"])
         backend = self._backend(task["backend"], task.get("backend_options") or {})
         seed = episode_seed(task["plan_seed"], task["job_index"], task["episode"])

@@ -24,7 +24,7 @@ from simgen.errors import InputError
 from simgen.records import ActorStates
 
 LIGHT_NAMES = {0: "red", 1: "yellow", 2: "green", 3: "off"}
-SUPPORTED = (1,)
+SUPPORTED = (1, 2)  # 2 changed only the image and LiDAR codec (LZ4), not the record
 
 
 @dataclass

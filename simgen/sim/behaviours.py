@@ -5,6 +5,10 @@ built-in behaviours are implemented by :class:`simgen.sim.world.World`; a regist
 called every tick that returns a :class:`Control`, so the simulator keeps the kinematics (bicycle model for
 vehicles, straight-line motion for walkers) and collision handling.
 
+A plugin is code: a scenario's ``plugins:`` run only with the user's opt-in (``--allow-plugins`` or
+``SIMGEN_ALLOW_PLUGINS=1``), from a file inside the scenario's folder or an installed ``simgen.plugins`` entry
+point (see :func:`simgen.spec.scenario.load_plugins`).
+
 Worked example (a file next to the scenario, listed under ``plugins:`` in it)::
 
     # scenarios/plugins/weave.py
@@ -37,6 +41,7 @@ and in the scenario::
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -85,3 +90,25 @@ def register_trigger(name: str):
         return fn
 
     return deco
+
+
+_DEFERRED = [0]  # > 0 while names are being checked before a scenario's plugins have run
+
+
+@contextlib.contextmanager
+def plugin_names_deferred():
+    """While active, behaviour ``type`` and trigger ``custom`` names that are not registered pass validation: a
+    scenario is checked in full *before* its plugins run, and their names are checked again after."""
+    _DEFERRED[0] += 1
+    try:
+        yield
+    finally:
+        _DEFERRED[0] -= 1
+
+
+def is_behaviour(name: str) -> bool:
+    return name in BEHAVIOURS or _DEFERRED[0] > 0
+
+
+def is_trigger(name: str) -> bool:
+    return name in TRIGGERS or _DEFERRED[0] > 0

@@ -59,6 +59,7 @@ class Actor:
     accel: float = 0.0
     steer: float = 0.0
     z: float = 0.0
+    vz: float = 0.0  # vertical velocity over the last tick, dz/dt (m/s): kerbs, slopes
     is_ego: bool = False
     walk_left_m: float | None = None
     walk_heading: float = 0.0
@@ -682,7 +683,7 @@ class World:
             self._bicycle(a, acc, dt)
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
-        self._update_z()
+        self._update_z(dt)
         return self._collisions()
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
@@ -728,7 +729,9 @@ class World:
         a.speed, a.steer = v_new, steer
         a.s = float(a.path.project(np.array([a.x, a.y]))[0])
 
-    def _update_z(self) -> None:
+    def _update_z(self, dt: float | None = None) -> None:
+        """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
+        the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick)."""
         xy = np.array([[a.x, a.y] for a in self.actors])
         if getattr(self.map, "source_file", ""):
             # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
@@ -738,6 +741,7 @@ class World:
         else:
             z = self.map.ground_height(xy)
         for a, zi in zip(self.actors, z):
+            a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
             a.z = float(zi)
 
     def _collisions(self) -> list[tuple[int, int]]:
@@ -766,7 +770,7 @@ class World:
             kinds=tuple(a.kind.name for a in A),
             semantic=np.array([a.kind.semantic for a in A], np.uint8),
             pose=np.array([[a.x, a.y, a.z, a.yaw] for a in A], float),
-            velocity=np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw), 0.0] for a in A], float),
+            velocity=np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw), a.vz] for a in A], float),
             accel=np.array([a.accel for a in A], float),
             dims=np.array([a.dims for a in A], float),
             door=np.array([a.door for a in A], float),

@@ -15,7 +15,7 @@ import numpy as np
 from simgen.classes import ACTOR_KINDS
 from simgen.errors import InputError
 from simgen.spec.params import check_parameters, sample_parameters, substitute
-from simgen.spec.schema import Ctx, apply_overrides, from_dict, load_yaml, to_dict
+from simgen.spec.schema import Ctx, apply_overrides, check_keys, check_range, from_dict, load_yaml, to_dict
 
 SPEED = {"range": (0.0, 70.0)}  # m/s; 250 km/h is absurd for any scenario here
 DIST = {"range": (-2000.0, 2000.0)}
@@ -164,9 +164,9 @@ class Behaviour:
     params: dict = field(default_factory=dict)
 
     def validate(self, ctx: Ctx) -> None:
-        from simgen.sim.behaviours import BEHAVIOURS
+        from simgen.sim.behaviours import BEHAVIOURS, is_behaviour
 
-        if self.type not in BEHAVIOURS:
+        if not is_behaviour(self.type):
             raise ctx.key("type").error(f"got {self.type!r}; allowed: {', '.join(sorted(BEHAVIOURS))}")
         if self.type == "scripted" and not self.speed_profile:
             raise ctx.key("speed_profile").error("scripted needs speed_profile: [[t_s, v_mps], ...]")
@@ -193,7 +193,7 @@ class Trigger:
     to: str = "ego"
     ttc_s: float | None = field(default=None, metadata={"range": (0.0, 60.0)})
     after: str | None = None
-    position: tuple[float, float] | None = None
+    position: tuple[float, float] | None = field(default=None, metadata=DIST)
     radius_m: float = field(default=2.0, metadata={"gt": 0.0, "range": (0.0, 100.0)})
     custom: str | None = None
     params: dict = field(default_factory=dict)
@@ -203,9 +203,9 @@ class Trigger:
         if all(v is None for v in (self.time_s, self.distance_m, self.ttc_s, self.after, self.position, self.custom)):
             raise ctx.error("a trigger needs at least one of time_s, distance_m, ttc_s, after, position, custom")
         if self.custom is not None:
-            from simgen.sim.behaviours import TRIGGERS
+            from simgen.sim.behaviours import TRIGGERS, is_trigger
 
-            if self.custom not in TRIGGERS:
+            if not is_trigger(self.custom):
                 raise ctx.key("custom").error(f"got {self.custom!r}; allowed: {', '.join(sorted(TRIGGERS)) or 'none registered'}")
 
 
@@ -286,7 +286,7 @@ class Road:
 
     wear: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
     asphalt_brightness: float = field(default=1.0, metadata={"range": (0.3, 3.0)})
-    marking_colour: tuple[float, float, float] = (0.85, 0.85, 0.82)
+    marking_colour: tuple[float, float, float] = field(default=(0.85, 0.85, 0.82), metadata={"range": (0.0, 1.0)})
 
 
 @dataclass(frozen=True)
@@ -334,6 +334,18 @@ class Ramp:
             raise ctx.key("key").error(f"got {self.key!r}; allowed: {', '.join(RAMPABLE)}")
         if self.end_s <= self.start_s:
             raise ctx.key("end_s").error(f"got {self.end_s}; allowed: greater than start_s ({self.start_s})")
+        check_range(self.to, ctx.key("to"), _field_metadata(ScenarioSpec, self.key))  # the target key's own range
+
+
+def _field_metadata(cls, dotted: str) -> dict:
+    """The ``field(metadata=...)`` of a dotted key such as ``weather.fog_density`` (``{}`` if it has none)."""
+    from simgen.spec.schema import _hints
+
+    meta: dict = {}
+    for part in dotted.split("."):
+        f = {f.name: f for f in fields(cls)}[part]
+        meta, cls = dict(f.metadata), _hints(cls)[part]
+    return meta
 
 
 RAMPABLE = tuple([f"weather.{f.name}" for f in fields(Weather)] + ["time_of_day_h", "road.wear", "road.asphalt_brightness"]
@@ -342,7 +354,7 @@ RAMPABLE = tuple([f"weather.{f.name}" for f in fields(Weather)] + ["time_of_day_
 
 @dataclass(frozen=True)
 class ScenarioSpec:
-    name: str
+    name: str = field(metadata={"nonempty": True, "max_len": 200})
     map: str
     ego: EgoSpec
     description: str = ""
@@ -368,6 +380,11 @@ class ScenarioSpec:
 
     def validate(self, ctx: Ctx) -> None:
         from simgen.world.roads import MAPS, is_map_file
+
+        for i, (what, lo, v) in enumerate(zip(("green", "yellow", "all-red"), (0.0, 0.0, 0.0), self.traffic_light_cycle_s)):
+            if not (v > lo if i == 0 else v >= lo) or v > 3600:
+                raise ctx.key("traffic_light_cycle_s").index(i).error(
+                    f"got {v} ({what}); allowed: " + ("greater than 0" if i == 0 else "0") + " to 3600 s")
 
         if is_map_file(self.map):
             from simgen.world.xodr import load_xodr
@@ -447,40 +464,152 @@ class ScenarioSource:
         return str(self.raw.get("name", Path(self.path).stem))
 
 
-def load_plugins(raw: dict, path: str) -> None:
-    """Import the scenario's ``plugins`` (module names, or .py files relative to the scenario file)."""
-    import importlib
-    import importlib.util
+PLUGIN_ENV = "SIMGEN_ALLOW_PLUGINS"
+PLUGIN_GROUP = "simgen.plugins"  # entry-point group of installed plugins
+OPT_IN = f"pass --allow-plugins (or set {PLUGIN_ENV}=1) if you trust it"
 
+
+def plugins_allowed(flag: bool | None = None) -> bool:
+    """The user's opt-in to plugin code: ``flag`` (``--allow-plugins``) or ``SIMGEN_ALLOW_PLUGINS=1``."""
+    import os
+
+    return bool(flag) or os.environ.get(PLUGIN_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _plugin_list(raw: dict, path: str) -> list[str]:
     plugins = raw.get("plugins") or []
     if not isinstance(plugins, list):
-        raise InputError(f"got {plugins!r}; allowed: a list of module names or .py files", file=path, key="plugins")
+        raise InputError(f"got {plugins!r}; allowed: a list of .py files in the scenario's folder or installed "
+                         f"plugin names", file=path, key="plugins")
+    for i, name in enumerate(plugins):
+        if not isinstance(name, str) or not name.strip() or len(name) > 1000:
+            raise InputError(f"got {name!r}; allowed: a .py file in the scenario's folder or an installed plugin name",
+                             file=path, key=f"plugins[{i}]")
+    return plugins
+
+
+def _plugin_file(name: str, base: Path, path: str, key: str) -> Path:
+    """A plugin file, resolved (symlinks too) and confined to the scenario's folder ``base``."""
+    rel = Path(name)
+    where = f"allowed: a .py file in the scenario's folder ({base}) or below it"
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InputError(f"got {name!r}: outside the scenario's folder; {where}", file=path, key=key)
+    root = base.resolve()
+    file = (root / rel).resolve()
+    if not file.is_relative_to(root):
+        raise InputError(f"got {name!r}: resolves to {file}, outside the scenario's folder; {where}", file=path, key=key)
+    if not file.is_file():
+        raise InputError(f"plugin file {str(file)!r} not found", file=path, key=key)
+    return file
+
+
+def _plugin_entry_point(name: str, path: str, key: str):
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name == name]
+    if not found:
+        raise InputError(f"got {name!r}: not an installed plugin (entry point group {PLUGIN_GROUP}: "
+                         f"{', '.join(sorted(ep.name for ep in entry_points(group=PLUGIN_GROUP))) or 'none installed'}); "
+                         "allowed: a .py file in the scenario's folder or an installed plugin name", file=path, key=key)
+    return found[0]
+
+
+def load_plugins(raw: dict, path: str, *, allow: bool | None = None, base: str | Path | None = None) -> None:
+    """Run the scenario's ``plugins``: Python code that registers behaviours and triggers.
+
+    A plugin is code, so nothing runs unless the user opted in (``allow``, i.e. ``--allow-plugins``, or
+    ``SIMGEN_ALLOW_PLUGINS=1``).  An entry is a ``.py`` file inside the scenario's folder (``base``, default the
+    folder of ``path``; no ``..``, no absolute path, no symlink leading out of it) or the name of an installed
+    plugin (an entry point in group ``simgen.plugins``).  Plain module names are not imported.  Every entry is
+    checked before any of them runs.
+    """
+    import importlib.util
+
+    plugins = _plugin_list(raw, path)
+    if not plugins:
+        return
+    if not plugins_allowed(allow):
+        raise InputError(f"this file asks to run Python code ({plugins[0]!r}); plugins are code: {OPT_IN}",
+                         file=path, key="plugins[0]")
+    base = Path(path).parent if base is None else Path(base)
+    todo = []
     for i, name in enumerate(plugins):
         key = f"plugins[{i}]"
-        if not isinstance(name, str):
-            raise InputError(f"got {name!r}; allowed: a module name or a .py file", file=path, key=key)
+        if name.endswith(".py") or "/" in name or "\\" in name:
+            todo.append((key, name, _plugin_file(name, base, path, key)))
+        else:
+            todo.append((key, name, _plugin_entry_point(name, path, key)))
+    for key, name, target in todo:
         try:
-            if name.endswith(".py"):
-                file = (Path(path).parent / name).resolve()
-                if not file.exists():
-                    raise InputError(f"plugin file {str(file)!r} not found", file=path, key=key)
-                spec = importlib.util.spec_from_file_location(f"simgen_plugin_{file.stem}", file)
+            if isinstance(target, Path):
+                import hashlib
+
+                tag = hashlib.sha1(str(target).encode()).hexdigest()[:8]
+                spec = importlib.util.spec_from_file_location(f"simgen_plugin_{target.stem}_{tag}", target)
                 mod = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(mod)
             else:
-                importlib.import_module(name)
+                target.load()
         except InputError:
             raise
         except Exception as e:  # noqa: BLE001 - a broken plugin is the user's input
             raise InputError(f"cannot import plugin {name!r}: {type(e).__name__}: {e}", file=path, key=key) from None
 
 
-def load_scenario_source(path: str | Path, overrides: list[str] = ()) -> ScenarioSource:
+def load_stored_plugins(scenario: dict, *, where: str, scenario_file: str | None, allow: bool | None = None) -> None:
+    """Load the plugins a stored (episode) scenario names, for replay: relative to the folder of the scenario file
+    the episode was made from (``scenario_file``; for episodes that do not record it, a library scenario of the
+    same name), with the same opt-in as a run."""
+    plugins = _plugin_list(scenario, where)
+    if not plugins:
+        return
+    base = None
+    if scenario_file and Path(scenario_file).is_file():
+        base = Path(scenario_file).parent
+    else:
+        from simgen.paths import SCENARIOS
+
+        lib = SCENARIOS / f"{scenario.get('name', '')}.yaml"
+        if str(scenario.get("name", "")).isidentifier() and lib.is_file():
+            base = lib.parent
+    if base is None:
+        if not plugins_allowed(allow):  # the opt-in error comes first
+            load_plugins(scenario, where, allow=allow)
+        raise InputError(f"the scenario file this episode was made from ({scenario_file or 'not recorded'}) is "
+                         "not there, so its plugins cannot be found", file=where, key="plugins[0]")
+    load_plugins(scenario, where, allow=allow, base=base)
+
+
+def _check_set_parameters(raw: dict, overrides: list[str], path: str) -> None:
+    """``--set parameters.NAME=...`` must name a declared parameter (a misspelt one would be silently unused)."""
+    params = raw.get("parameters") or {}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        parts = [p for p in key.split(".") if p]
+        if len(parts) >= 2 and parts[0] == "parameters" and isinstance(params, dict) and parts[1] not in params:
+            raise InputError(f"--set {key}: unknown parameter {parts[1]!r}; known: {', '.join(map(str, params)) or 'none'}",
+                             file=path, key=f"parameters.{parts[1]}")
+
+
+def load_scenario_source(path: str | Path, overrides: list[str] = (), *, allow_plugins: bool | None = None) -> ScenarioSource:
+    """Read a scenario file: YAML, ``--set`` overrides, parameter declarations and keys are checked, and only then
+    are its plugins run (with the user's opt-in, see :func:`load_plugins`); the behaviour and trigger names are
+    checked when the scenario is concretised."""
     raw = load_yaml(path, what="scenario file")
-    load_plugins(raw, str(path))
+    _check_set_parameters(raw, list(overrides), str(path))
     raw = apply_overrides(raw, list(overrides), file=str(path))
     check_parameters(raw.get("parameters", {}) or {}, file=str(path))
-    return ScenarioSource(str(path), raw)
+    check_keys(ScenarioSpec, raw, Ctx(str(path)))
+    src = ScenarioSource(str(path), raw)
+    if _plugin_list(raw, str(path)):
+        if not plugins_allowed(allow_plugins):
+            load_plugins(raw, str(path), allow=allow_plugins)  # raises the opt-in error
+        from simgen.sim.behaviours import plugin_names_deferred
+
+        with plugin_names_deferred():  # the whole file is checked before any plugin code runs
+            concretise(src, rng=np.random.default_rng(0))
+        load_plugins(raw, str(path), allow=allow_plugins)
+    return src
 
 
 def concretise(src: ScenarioSource, *, rng: np.random.Generator) -> tuple[ScenarioSpec, dict]:

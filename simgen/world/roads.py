@@ -58,6 +58,15 @@ _STOP_S = (5.5, 5.9)  # stop line, likewise
 _PARK_LEN, _PARK_W = 6.0, 2.3
 
 
+_SMALL = 64  # point counts up to which Polyline hands pose_at / project to the compiled loops
+
+
+def _kernels():
+    from simgen.world import polyline_kernels
+
+    return polyline_kernels
+
+
 def _wrap(a):
     return np.arctan2(np.sin(a), np.cos(a))
 
@@ -133,6 +142,12 @@ class Polyline:
         s, lat = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(lateral, np.float64))
         shape = s.shape
         s, lat = s.reshape(-1), lat.reshape(-1)
+        if len(s) <= _SMALL:  # the simulator's per-actor calls: compiled loop, same algorithm (polyline_kernels)
+            x, y, yaw = np.empty(len(s)), np.empty(len(s)), np.empty(len(s))
+            _kernels().pose_at_points(self._cum, self._seg, self.points, self._d, self._nv, self._yv, self._t0,
+                                      self._t1, self.length, np.ascontiguousarray(s), np.ascontiguousarray(lat),
+                                      x, y, yaw)
+            return x.reshape(shape)[()], y.reshape(shape)[()], yaw.reshape(shape)[()]
         i = np.clip(np.searchsorted(self._cum, s, side="right") - 1, 0, len(self._seg) - 1)
         a = np.clip((s - self._cum[i]) / self._seg[i], 0.0, 1.0)
         nv = self._nv[i] + a[..., None] * (self._nv[i + 1] - self._nv[i])
@@ -160,6 +175,11 @@ class Polyline:
         P = P.reshape(-1, 2)
         M, K = len(P), len(self._seg)
         s_out, lat_out = np.empty(M), np.empty(M)
+        if M <= _SMALL:  # the simulator's per-actor calls: compiled loop, same algorithm (polyline_kernels)
+            _kernels().project_points(self.points, self._n, self._u, self._seg, self._cum, self._d, self._dnu,
+                                      self._nu0, self._t0, self._t1, self._nv, self.length,
+                                      np.ascontiguousarray(P), s_out, lat_out)
+            return (s_out[0], lat_out[0]) if single else (s_out, lat_out)
         chunk = max(1, 300_000 // K)
         for c0 in range(0, M, chunk):
             Q = P[c0 : c0 + chunk]

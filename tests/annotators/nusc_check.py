@@ -78,9 +78,7 @@ def check_sample(nusc: NuScenes, sample_token: str, mask) -> dict:
     rec["n_points"] = int(pc.points.shape[1])
     for b in boxes:
         rec["lidar"][b.token] = {"center": [float(v) for v in b.center],
-                                 "in_box": int(points_in_box(b, pc.points[:3, :]).sum()),
-                                 # labels are tight: surface points lie on the faces, so also count with 1 % slack
-                                 "in_box_1pct": int(points_in_box(b, pc.points[:3, :], wlh_factor=1.01).sum()),
+                                 "in_box": int(points_in_box(b, pc.points[:3, :]).sum()),  # wlh_factor 1
                                  "num_lidar_pts": int(nusc.get("sample_annotation", b.token)["num_lidar_pts"])}
     for channel, sd_token in sorted(sample["data"].items()):
         if not channel.startswith("CAM_"):

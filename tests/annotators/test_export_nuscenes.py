@@ -8,7 +8,8 @@
    - otherwise a cached venv at ``SIMGEN_NUSCENES_VENV`` (default ``~/.cache/simgen/nuscenes-devkit-1.2.0``),
      created on first use with ``python -m venv`` + ``pip install nuscenes-devkit==1.2.0`` (about 25 s with a
      package index at hand; reused afterwards).
-   The devkit test is skipped, saying why, only when that venv cannot be created (e.g. no network).
+   When that venv cannot be created (e.g. no package index) the devkit test is skipped, saying why, except under
+   CI (``CI`` set), where it fails: CI runs the README's test command and nothing may skip silently there.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.annotators.test_export import export, make_runs, quat_to_R, tree_digest
+from tests.needs import unavailable
 
 HERE = Path(__file__).resolve().parent
 DEVKIT = "nuscenes-devkit==1.2.0"
@@ -114,12 +116,12 @@ def test_tables_links_and_ground_truth(nusc, episodes):
                     token(ref.uid, "sample_annotation", int(ids[i]), k) for i in want)
                 for i in want:
                     a = by["sample_annotation"][token(ref.uid, "sample_annotation", int(ids[i]), k)]
-                    np.testing.assert_allclose(np.array(a["translation"]) - offset, f["labels/objects/center_world"][k][i],
-                                               atol=2e-6)
-                    np.testing.assert_allclose(a["size"], dims[i][[1, 0, 2]], atol=1e-6)
+                    # boxes grown 1 mm on every side, bottom raised 1 mm (docs/export.md, issue 15)
+                    np.testing.assert_allclose(np.array(a["translation"]) - offset,
+                                               f["labels/objects/center_world"][k][i] + [0, 0, 0.001], atol=2e-6)
+                    np.testing.assert_allclose(a["size"], dims[i][[1, 0, 2]] + [0.002, 0.002, 0.0], atol=1e-6)
                     R = quat_to_R(a["rotation"])
                     assert abs(np.angle(np.exp(1j * (np.arctan2(R[1, 0], R[0, 0]) - f["labels/objects/yaw_world"][k][i])))) < 1e-6
-                    assert a["num_lidar_pts"] == f["labels/lidar_top/n_points"][k][i]
                     cat = by["category"][by["instance"][a["instance_token"]]["category_token"]]["name"]
                     assert cat == cmap[kinds[i]]
                     n_ann += 1
@@ -139,8 +141,11 @@ def _T(rec) -> np.ndarray:
 
 
 def test_points_inside_boxes_via_tables(nusc, episodes):
-    """Boxes from sample_annotation, taken to LIDAR_TOP through ego_pose and calibrated_sensor, hold >= 95 % of
-    the points whose HDF5 instance is that actor (the .pcd.bin rows keep the episode's point order)."""
+    """Issue 15: ``num_lidar_pts`` is the number of exported LIDAR_TOP points inside the exported box (faces
+    included, as the devkit's ``points_in_box`` counts), here recomputed from the tables alone (box through ego_pose
+    and calibrated_sensor).  The test rigs have no range noise, so every return on an actor lies inside its box
+    with no margin, and the count equals the actor's returns by instance id (tight boxes once put the returns on
+    the faces, half of them outside)."""
     from annotators.export.common import token
     from simgen.geometry import invert, points_in_box
 
@@ -162,15 +167,16 @@ def test_points_inside_boxes_via_tables(nusc, episodes):
                 T_sensor_from_global = invert(_T(by["ego_pose"][sd["ego_pose_token"]]) @ _T(by["calibrated_sensor"][
                     sd["calibrated_sensor_token"]]))
                 for ann in T["sample_annotation"]:
-                    if ann["sample_token"] != sd["sample_token"] or ann["num_lidar_pts"] < 10:
+                    if ann["sample_token"] != sd["sample_token"]:
                         continue
                     aid = next(int(x) for x in ids if token(ref.uid, "instance", int(x)) == ann["instance_token"])
-                    sel = inst == aid
-                    assert sel.sum() == ann["num_lidar_pts"]
                     w, l, h = ann["size"]
                     box = T_sensor_from_global @ _T(ann)
-                    assert points_in_box(pts[sel, :3].astype(float), box, [l, w, h], margin=0.01).mean() >= 0.95
-                    checked += 1
+                    inside = points_in_box(pts[:, :3].astype(float), box, [l, w, h])
+                    assert inside.sum() == ann["num_lidar_pts"], (ann["token"], inside.sum(), ann["num_lidar_pts"])
+                    sel = inst == aid
+                    assert inside[sel].all() and inside.sum() == sel.sum()
+                    checked += sel.sum() > 0
     assert checked >= 8
 
 
@@ -186,7 +192,7 @@ def test_nuscenes_export_is_deterministic(runs, tmp_path):
 def _devkit_ok(py: Path) -> bool:
     try:
         r = subprocess.run([str(py), "-c", "import nuscenes.nuscenes, numpy; assert numpy.__version__ < '2'"],
-                           capture_output=True, timeout=120)
+                           capture_output=True, timeout=600)
     except (OSError, subprocess.SubprocessError):
         return False
     return r.returncode == 0
@@ -215,20 +221,27 @@ def nuscenes_python() -> Path:
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             except (OSError, subprocess.SubprocessError) as e:
-                pytest.skip(f"cannot create the nuscenes-devkit venv ({' '.join(cmd[:4])}: {e}); "
+                unavailable(f"cannot create the nuscenes-devkit venv ({' '.join(cmd[:4])}: {e}); "
                             "set SIMGEN_NUSCENES_PYTHON to a Python with nuscenes-devkit 1.2.0")
             if r.returncode != 0:
                 tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
-                pytest.skip(f"cannot create the nuscenes-devkit venv (no network?): {' '.join(cmd[:4])} failed: "
+                unavailable(f"cannot create the nuscenes-devkit venv (no network?): {' '.join(cmd[:4])} failed: "
                             f"{tail[0][:200]}; set SIMGEN_NUSCENES_PYTHON to a Python with nuscenes-devkit 1.2.0")
         if not _devkit_ok(py):
-            pytest.skip(f"nuscenes-devkit installed in {root} but does not import")
+            unavailable(f"nuscenes-devkit installed in {root} but does not import")
         return py
 
 
 @pytest.fixture(scope="session")
 def devkit_python() -> Path:
     return nuscenes_python()
+
+
+def raised(f, sensor: str, k: int, i: int) -> np.ndarray:
+    """Centre of actor i's exported box in a sensor's frame: the HDF5 box centre moved 1 mm up the box's z axis
+    (exported boxes: grown 1 mm on every side, bottom raised 1 mm; docs/export.md)."""
+    c = f[f"labels/{sensor}/center_sensor"][k][i].astype(float)
+    return c + quat_to_R(f[f"labels/{sensor}/quat_sensor"][k][i].astype(float))[:, 2] * 0.001
 
 
 def test_official_devkit_reads_export(nusc, episodes, devkit_python, tmp_path):
@@ -238,7 +251,7 @@ def test_official_devkit_reads_export(nusc, episodes, devkit_python, tmp_path):
     out, s, T = nusc
     report_path = tmp_path / "report.json"
     r = subprocess.run([str(devkit_python), str(HERE / "nusc_check.py"), str(out), VERSION, str(report_path)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(report_path.read_text())
     assert rep["devkit"] == "1.2.0" and rep["numpy"] < "2"
@@ -255,16 +268,16 @@ def test_official_devkit_reads_export(nusc, episodes, devkit_python, tmp_path):
                 assert set(x["lidar"]) == set(x["anns"]) and x["anns"]
                 for tok, box in x["lidar"].items():
                     i = ann_of[tok]
-                    np.testing.assert_allclose(box["center"], f["labels/lidar_top/center_sensor"][k][i], atol=1e-4)
-                    if box["num_lidar_pts"] >= 10:
-                        assert box["in_box_1pct"] >= 0.95 * box["num_lidar_pts"]
-                        n_in += 1
+                    np.testing.assert_allclose(box["center"], raised(f, "lidar_top", k, i), atol=1e-4)
+                    # issue 15: the devkit's own count (points_in_box, wlh_factor 1) is num_lidar_pts
+                    assert box["in_box"] == box["num_lidar_pts"], (tok, box)
+                    n_in += box["num_lidar_pts"] >= 10
                 for ch, boxes in x["cameras"].items():
                     cam = ch[4:].lower()
                     K = opencv_K(f[f"sensors/{cam}/K"][k])
                     for tok, b in boxes.items():
                         i = ann_of[tok]
-                        c = f[f"labels/{cam}/center_sensor"][k][i].astype(float)
+                        c = raised(f, cam, k, i)
                         uv, z = project(K, c[None])
                         np.testing.assert_allclose(b["uv"], uv[0], atol=0.01)
                         assert abs(b["depth"] - z[0]) < 1e-4

@@ -55,7 +55,7 @@ def scenario(name="lead_vehicle_brakes.yaml", seed=1, text=None, tmp=None, **ove
 
 
 def backend(server, **kw):
-    kw.setdefault("sensor_timeout_s", 1.0)
+    kw.setdefault("sensor_timeout_s", 60.0)  # late data arrives on timer threads: no race on a loaded machine
     return CB.CarlaBackend(carla_module=D.make_module(server), **kw)
 
 
@@ -246,12 +246,12 @@ def test_collector_waits_for_other_threads_and_times_out_naming_the_sensor():
     c = CB.FrameCollector(["cam", "lidar"])
     threading.Timer(0.05, c.put, args=("lidar", _D(3))).start()
     c.put("cam", _D(3))
-    assert set(c.wait(3, 1.0)) == {"cam", "lidar"}
+    assert set(c.wait(3, 60.0)) == {"cam", "lidar"}  # returns when the timer thread delivers
     c.put("cam", _D(4))
     t0 = time.monotonic()
     with pytest.raises(CB.SensorTimeout, match="frame 4: no data from lidar"):
         c.wait(4, 0.2)
-    assert 0.15 < time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 >= 0.2  # it waited the whole timeout (no upper bound: issue 15 item 6)
     c.put("lidar", _D(4))  # arrives after the timeout: never mixed into a later frame
     c.put("cam", _D(5))
     c.put("lidar", _D(5))
@@ -744,10 +744,10 @@ def test_attached_server_that_does_not_answer():
 
 def test_managed_server_is_launched_and_relaunched_after_a_crash(tmp_path):
     script = tmp_path / "CarlaUE4.sh"
-    script.write_text("#!/bin/sh\nexec sleep 60\n")
+    script.write_text("#!/bin/sh\nexec sleep 3600\n")  # outlives the test however slow
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     fake = D.FakeServer()
-    srv = CarlaServer(D.make_module(fake), "127.0.0.1", 2000, root=tmp_path, start_timeout_s=5)
+    srv = CarlaServer(D.make_module(fake), "127.0.0.1", 2000, root=tmp_path, start_timeout_s=120)
     try:
         assert srv.ensure() == ("127.0.0.1", 2000) and srv.process is None  # a server answers: attach, launch nothing
         srv.start()
@@ -806,7 +806,7 @@ def test_same_actors_as_the_builtin_backend(rig):
 def test_every_library_scenario_plays(rig, path):
     from simgen.runner import plan_episodes
 
-    plan = plan_episodes(load_scenario_source(path), seed=1, episodes=1)[0]
+    plan = plan_episodes(load_scenario_source(path, allow_plugins=True), seed=1, episodes=1)[0]  # shipped library
     srv = D.FakeServer()
     s = backend(srv).open(plan.spec, rig, seed=plan.sim_seed, source=str(path), n_frames=3)
     frames = [s.step() for _ in range(3)]

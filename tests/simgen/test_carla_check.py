@@ -57,10 +57,10 @@ def test_server_loss_is_detected_and_recovered_on_a_server_it_launched(tmp_path)
     from simgen.backends.carla_server import CarlaServer
 
     script = tmp_path / "CarlaUE4.sh"
-    script.write_text("#!/bin/sh\nexec sleep 120\n")
+    script.write_text("#!/bin/sh\nexec sleep 3600\n")  # outlives the test however slow (stopped below)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     fake = D.FakeServer()
-    server = CarlaServer(D.make_module(fake), "127.0.0.1", 2000, root=tmp_path, start_timeout_s=20)
+    server = CarlaServer(D.make_module(fake), "127.0.0.1", 2000, root=tmp_path, start_timeout_s=120)
     fake.alive_if = lambda: server.process is not None and server.process.poll() is None
     server.start()
     try:

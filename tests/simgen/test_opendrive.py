@@ -7,7 +7,6 @@ The geometry checks evaluate the written XML with their own small line/arc/lane-
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import xml.etree.ElementTree as ET
@@ -83,22 +82,23 @@ def exported(request):
 
 
 # ------------------------------------------------------------------ schema
-def _schema_path():
-    spec = importlib.util.find_spec("qc_opendrive")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]) / "schema" / "1.7.0" / "opendrive_17_core.xsd"
-    return p if p.is_file() else None
+def _schema_path() -> Path:
+    from tests.asam_schemas import schema_dir
+    from tests.needs import unavailable
+
+    p = schema_dir("opendrive") / "1.7.0" / "opendrive_17_core.xsd"
+    if not p.is_file():
+        unavailable(f"ASAM OpenDRIVE 1.7 XSD missing at {p}")
+    return p
 
 
 def test_valid_against_asam_opendrive_17_xsd(exported):
-    """The ASAM OpenDRIVE 1.7 XSD ships in ASAM's own PyPI package ``asam-qc-opendrive`` (MPL-2.0); validated with
-    ``xmlschema``.  Install them with ``pip install --no-deps asam-qc-opendrive xmlschema`` (the package pins
-    numpy < 2, hence --no-deps: only its schema files are used)."""
+    """The ASAM OpenDRIVE 1.7 XSD ships in ASAM's own PyPI package ``asam-qc-opendrive``; validated with
+    ``xmlschema`` (in the test extra).  That package pins numpy < 2, so the tests take only its schema files
+    (tests/asam_schemas.py: the installed package, else its wheel unpacked into a cache), never its deps."""
+    import xmlschema
+
     path = _schema_path()
-    xmlschema = pytest.importorskip("xmlschema", reason="xmlschema not installed (pip install xmlschema)")
-    if path is None:
-        pytest.skip("ASAM OpenDRIVE 1.7 XSD not available (pip install --no-deps asam-qc-opendrive)")
     name, text, _, _ = exported
     errors = [str(e).splitlines()[0] for e in xmlschema.XMLSchema(str(path)).iter_errors(text)]
     assert errors == [], f"{name}: {errors[:3]}"

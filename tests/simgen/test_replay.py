@@ -3,6 +3,7 @@ another weather or rig re-renders the same motion."""
 import h5py
 import numpy as np
 
+import simgen
 from simgen.cli import main
 from simgen.io.record import read_record
 from tests.conftest import RIGS
@@ -49,4 +50,4 @@ def test_replay_rejects_bad_input(lead_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "weather.fog_density" in err and "0.0 to 100.0" in err
     rec = read_record(src)
-    assert rec.n_frames == 12 and rec.names[0] == "ego" and rec.format_version == 1
+    assert rec.n_frames == 12 and rec.names[0] == "ego" and rec.format_version == simgen.FORMAT_VERSION == 2

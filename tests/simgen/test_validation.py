@@ -112,3 +112,62 @@ def test_valid_files_pass(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "episode 0: gap_m=" in out and "episode 1: gap_m=" in out
+
+
+# issue 15 item 5: values accepted (exit 0) or failing at run time (exit 1, no key named) before
+@pytest.mark.parametrize("old,new,needles", [
+    ("duration_s: 8", "duration_s: 8\ntraffic_light_cycle_s: [-12, 3, 2]", ["traffic_light_cycle_s", "-12"]),
+    ("duration_s: 8", "duration_s: 8\ntraffic_light_cycle_s: [.inf, 3, 2]", ["traffic_light_cycle_s", "inf"]),
+    ("duration_s: 8", "duration_s: 8\ntraffic_light_cycle_s: [0, 0, 0]", ["traffic_light_cycle_s"]),
+    ("when: {time_s: $brake_time_s}", "when: {position: [.inf, 0]}", ["events[0].when.position[0]", "a finite number"]),
+    ("when: {time_s: $brake_time_s}", "when: {time_s: .nan}", ["events[0].when.time_s", "NaN"]),
+    ("duration_s: 8", "duration_s: 8\nroad: {marking_colour: [-1.0e+308, -.inf, 5]}", ["road.marking_colour[0]"]),
+    ("duration_s: 8", "duration_s: 8\nroad: {marking_colour: [0.5, 0.5, 5]}", ["road.marking_colour[2]", "0.0 to 1.0"]),
+    ("duration_s: 8", "duration_s: 8\nramps: [{key: weather.fog_density, to: 1e9}]", ["ramps[0].to", "0.0 to 100.0"]),
+    ("duration_s: 8", "duration_s: 8\nramps: [{key: weather.fog_density, to: -500}]", ["ramps[0].to", "-500"]),
+    ("duration_s: 8", "duration_s: 8\nramps: [{key: time_of_day_h, to: 30}]", ["ramps[0].to", "0.0 to 24.0"]),
+    ("do: {type: brake, decel_mps2: $decel_mps2}", "do: {type: scripted, speed_profile: [[0, 5], [.inf, 5]]}",
+     ["do.speed_profile[1][0]", "a finite number"]),
+    ("decel_mps2: {uniform: [5, 9]}", "decel_mps2: {normal: {mean: 6, std: 0, min: 50, max: 60}}",
+     ["parameters.decel_mps2.normal", "window"]),
+    ("decel_mps2: {uniform: [5, 9]}", "decel_mps2: {normal: {mean: 6, std: 0.1, min: 50, max: 60}}",
+     ["parameters.decel_mps2.normal", "window"]),
+    ("name: lead_vehicle_brakes", 'name: ""', ["name", "empty"]),
+    ("name: lead_vehicle_brakes", "name: " + "x" * 5_000_000, ["name", "characters"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {uniform: [.nan, 1]}", ["parameters.gap_m.uniform", "a finite number"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {uniform: [-.inf, .inf]}", ["parameters.gap_m.uniform", "a finite number"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {normal: {mean: abc, std: 1}}", ["parameters.gap_m.normal.mean", "'abc'"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {choice: [12, 35], weights: [.nan, 1]}", ["parameters.gap_m.weights"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {randint: [0, 1e30]}", ["parameters.gap_m.randint", "1e+30"]),
+    ("gap_m: {uniform: [12, 35]}", "gap_m: {uniform: [0, 1.0e+300]}", ["parameters.gap_m.uniform"]),
+])
+def test_validation_gaps(tmp_path, capsys, old, new, needles):
+    """issue 15 item 5: each is a one-line error naming file and key; a run writes nothing."""
+    assert old in GOOD, old
+    p = write(tmp_path, "s.yaml", GOOD.replace(old, new, 1))
+    check_bad(capsys, ["validate", str(p)], str(p), *needles)
+    out = tmp_path / "o"
+    check_bad(capsys, ["run", str(p), "--rig", str(RIGS / "small.yaml"), "--out", str(out), "--frames", "2",
+                       "--no-progress"], str(p), needles[0])
+    assert not out.exists()
+
+
+def test_non_finite_rig_values(tmp_path, capsys):
+    """issue 15 item 5: the generic schema refuses inf for float fields (rig files too)."""
+    p = write(tmp_path, "rig.yaml", RIG.replace("fov: 90", "fov: .inf", 1))
+    check_bad(capsys, ["validate", str(p)], str(p), "sensors[0].attributes.fov", "a finite number")
+    p = write(tmp_path, "rig.yaml", RIG.replace("mount: {x: 1.0, z: 1.6}", "mount: {x: -.inf, z: 1.6}", 1))
+    check_bad(capsys, ["validate", str(p)], str(p), "sensors[0].mount.x", "a finite number")
+
+
+def test_truncated_normal_keeps_its_window():
+    """issue 15 item 5: a narrow but possible window is sampled inside it, never clipped to its edge."""
+    import numpy as np
+
+    from simgen.spec.params import sample_parameters
+
+    spec = {"v": {"normal": {"mean": 0.0, "std": 1.0, "min": 4.0, "max": 4.5}}}
+    vals = [sample_parameters(spec, rng=np.random.default_rng(s), file="f")["v"] for s in range(40)]
+    assert all(4.0 <= v <= 4.5 for v in vals)
+    assert len(set(vals)) == 40  # drawn, not clipped to one bound
+    assert not any(v in (4.0, 4.5) for v in vals)
