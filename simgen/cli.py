@@ -111,6 +111,12 @@ def cmd_validate(a) -> int:
     failed = 0
     for path in a.files:  # every file is checked and reported; exit 2 if any failed
         try:
+            if str(path).lower().endswith(".xodr"):
+                from simgen.world.roads import get_map
+
+                m = get_map(path, file=path)
+                print(f"{path}: ok (OpenDRIVE map: {m.description.split(': ', 1)[-1]})")
+                continue
             data = load_yaml(path)
             if "sensors" in data:
                 rig = load_rig(path)
@@ -160,6 +166,24 @@ def cmd_maps(a) -> int:
         for name in MAPS:
             print(f"{name:14s} {get_map(name).description}")
         return 0
+    if a.action in ("show", "bench"):
+        from simgen.world import xodr_tools
+
+        if not a.name:
+            raise InputError("give the map file: simgen maps " + a.action + " FILE.xodr", key="FILE")
+        if a.action == "show":
+            for line in xodr_tools.show(a.name, a.out, a.overwrite):
+                print(line)
+            return 0
+        import json
+
+        r = xodr_tools.bench(a.name, ticks=a.ticks)
+        print(f"{a.name}: load {r['load_s']:.2f} s (+{r['height_scene_s']:.2f} s height scene, world setup "
+              f"{r['world_setup_s']:.2f} s), {r['lanes']} lanes, {r['triangles']} ground triangles; simulator "
+              f"{r['tick_ms']:.2f} ms/tick with {r['actors']} actors over {r['ticks']} ticks")
+        if a.json:
+            print(json.dumps(r))
+        return 0
     if a.action == "export":
         from pathlib import Path
 
@@ -177,7 +201,7 @@ def cmd_maps(a) -> int:
         tmp.replace(out)
         print(f"wrote {out}")
         return 0
-    raise InputError(f"unknown maps action {a.action!r}; allowed: list, export")
+    raise InputError(f"unknown maps action {a.action!r}; allowed: list, export, show, bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _plugin_arg(p)
     _carla_args(p)
-    p = sub.add_parser("validate", help="check scenario or rig files without running (each file is reported)")
+    p = sub.add_parser("validate", help="check scenario, rig or OpenDRIVE map files without running (each file is reported)")
     p.add_argument("files", nargs="+")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="also print N episodes' sampled parameters")
@@ -217,11 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--memory-frames", type=int, default=0, help="also run this many frames and report memory growth")
-    p = sub.add_parser("maps", help="builtin road maps: list, or export one to OpenDRIVE 1.7 for CARLA")
-    p.add_argument("action", choices=["list", "export"])
-    p.add_argument("name", nargs="?", help="map name (export)")
-    p.add_argument("--out", help="output .xodr file (export)")
+    p = sub.add_parser("maps", help="road maps: list the builtin ones, export one to OpenDRIVE 1.7, show or bench "
+                                     "an OpenDRIVE file")
+    p.add_argument("action", choices=["list", "export", "show", "bench"])
+    p.add_argument("name", nargs="?", help="map name (export) or .xodr file (show, bench)")
+    p.add_argument("--out", help="output .xodr file (export) or PNG drawing (show)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--ticks", type=int, default=100, help="simulator ticks to time (bench)")
+    p.add_argument("--json", action="store_true", help="also print the figures as JSON (bench)")
     import importlib
 
     for mod in PLUGIN_MODULES:
@@ -234,7 +261,8 @@ COMMANDS = {"run": cmd_run, "replay": cmd_replay, "validate": cmd_validate, "vie
 # Subcommands living in their own modules: each module has ``add_subcommand(subparsers)``, which adds its parser
 # and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.
 PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli",
-                              "simgen.carla_check", "simgen.loader_bench"]
+                              "simgen.carla_check", "simgen.loader_bench",
+                              "simgen.search.cli"]
 
 
 # What Ctrl-C leaves behind, per command (a subcommand may set its own with ``set_defaults(interrupted=...)``).

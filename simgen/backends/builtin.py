@@ -199,7 +199,12 @@ class BuiltinSession:
         from simgen.spec.scenario import is_carla_town
 
         if is_carla_town(scenario.map):
-            raise InputError(f"map {scenario.map!r} is a CARLA town: run it with --backend carla", file=source, key="map")
+            from simgen.world.xodr import carla_town_xodr
+
+            if carla_town_xodr(scenario.map) is None:  # with $SIMGEN_CARLA_ROOT set, its .xodr runs here
+                raise InputError(f"map {scenario.map!r} is a CARLA town: run it with --backend carla, or set "
+                                 "SIMGEN_CARLA_ROOT to a CARLA installation to run its OpenDRIVE file on the builtin "
+                                 "backend", file=source, key="map")
         sim = sim_streams(seed)
         s_world, s_scenery = sim.world, sim.backend
         self.scenario, self.rig = scenario, rig

@@ -72,6 +72,7 @@ class Actor:
     hesitate_until: float | None = None
     aeb_latched: bool = False  # emergency braking engaged: brake to a stop and hold while blocked
     sync: dict | None = None  # synchronize in progress: own/reference points (see World._sync_start)
+    junction_entries: list = field(default_factory=list)  # [(s on path, junction id)] of unsignalised junctions
 
     @property
     def is_vehicle(self) -> bool:
@@ -88,7 +89,10 @@ class World:
     def __init__(self, spec: ScenarioSpec, *, rng: np.random.Generator, source: str = "<scenario>"):
         self.spec = spec
         self.source = source
-        self.map: RoadMap = get_map(spec.map)
+        try:
+            self.map: RoadMap = get_map(spec.map, file=source)
+        except KeyError as e:
+            raise InputError(str(e.args[0]), file=source, key="map") from None
         self.dt = 1.0 / spec.tick_hz
         self.time_s = 0.0
         self.frame = 0
@@ -99,6 +103,7 @@ class World:
         self.collisions_total: set[tuple[int, int]] = set()
         self.impacts: list[dict] = []  # one record per first contact of a pair (see World._collisions)
         self._stepping: int | None = None  # index of the actor being stepped (None between steps)
+        self._reserved: dict[int, int] = {}  # junction id -> index of the vehicle holding it
         self._rng = rng
         self._place_all()
         self._update_z()
@@ -116,6 +121,16 @@ class World:
     def _resolve(self, place: Placement, key: str, placed: dict[str, Actor], own_dims=None):
         """→ (x, y, yaw, lane id or None, path or None, s on path)."""
         yaw_off = np.deg2rad(place.yaw_deg)
+        if place.road is not None:
+            return self._resolve_road(place, key, yaw_off)
+        if place.conflict_of is not None:
+            return self._resolve_conflict(place, key, placed, yaw_off)
+        if place.relative_to is not None and (place.before_junction_m is not None or
+                                              getattr(self.map, "source_file", "")):
+            ref = placed.get(place.relative_to)
+            if ref is None:
+                raise self._err(f"{key}.relative_to", f"actor {place.relative_to!r} must be placed before it is referenced")
+            return self._resolve_on_route(place, key, ref, yaw_off)
         if place.lane is not None:
             lane = self._lane(place.lane, f"{key}.lane")
             if place.s_m > lane.centre.length:
@@ -176,6 +191,88 @@ class World:
             return self._at_xy(np.array([float(x), float(y)]), float(yaw) + yaw_off)
         return self._at_xy(np.array([place.x, place.y], float), yaw_off)
 
+    # ---- placements on imported (OpenDRIVE) maps and along routes
+    def _resolve_road(self, place: Placement, key: str, yaw_off: float):
+        """OpenDRIVE road id, lane id, road s and lateral offset (towards +t) on an imported map."""
+        finder = getattr(self.map, "lane_at_road_s", None)
+        if finder is None:
+            raise self._err(f"{key}.road", f"map {self.map.name!r} is not an OpenDRIVE map; use lane: (and s_m) "
+                            "with its lane ids")
+        roads = self.map.info["roads"]
+        if place.road not in roads:
+            raise self._err(f"{key}.road", f"unknown road {place.road} in {self.map.name}; roads: "
+                            + ", ".join(str(r) for r in sorted(roads)))
+        rd = roads[place.road]
+        if not 0.0 <= place.s_m <= rd.length:
+            raise self._err(f"{key}.s_m", f"got {place.s_m}; allowed: 0 to {rd.length:.1f} (length of road {rd.id})")
+        hit = finder(place.road, place.lane_id, place.s_m)
+        if hit is None:
+            ids = sorted({l for _, _, ls in rd.sections for l, _ in ls if l != 0})
+            raise self._err(f"{key}.lane_id", f"road {rd.id} of {self.map.name} has no drivable lane {place.lane_id} "
+                            f"at s={place.s_m:g}; its lanes: {', '.join(map(str, ids))}")
+        lane, arc = hit
+        fwd = lane.s_road[-1] >= lane.s_road[0]
+        lat = (place.offset_m if fwd else -place.offset_m) + place.lateral_m
+        x, y, yaw = lane.centre.pose_at(arc, lat)
+        return float(x), float(y), float(yaw) + yaw_off, lane.id, float(arc), lat
+
+    def _route_lanes(self, a: Actor):
+        """(lanes of ``a``'s route, start s of each on ``a.path``)."""
+        seq = self.map.lane_sequence(a.lane, list(a.behaviour.turns)) if a.lane else []
+        starts, acc = [], 0.0
+        for ln in seq:
+            starts.append(acc)
+            acc += ln.centre.length
+        return seq, np.array(starts)
+
+    def _resolve_on_route(self, place: Placement, key: str, ref: Actor, yaw_off: float):
+        """``ahead_m`` (or ``before_junction_m`` before the next junction) along ``ref``'s route."""
+        if ref.path is None or ref.lane is None:
+            raise self._err(f"{key}.relative_to", f"actor {place.relative_to!r} is not on a lane; place relative to a lane actor")
+        seq, starts = self._route_lanes(ref)
+        if place.before_junction_m is not None:
+            ahead = [i for i, ln in enumerate(seq) if ln.kind == "connector" and starts[i] > ref.s - 1e-6]
+            if not ahead:
+                raise self._err(f"{key}.before_junction_m", f"the route of {place.relative_to!r} (from lane {ref.lane}) "
+                                "reaches no junction")
+            s = float(starts[ahead[0]]) - place.before_junction_m
+        else:
+            s = ref.s + place.ahead_m
+        if not -50.0 <= s <= ref.path.length:
+            raise self._err(f"{key}.ahead_m", f"that is off the route of {place.relative_to!r} "
+                            f"({s:.0f} m along it; route length {ref.path.length:.0f} m)")
+        x, y, yaw = ref.path.pose_at(s)
+        i = int(np.searchsorted(starts, s, side="right") - 1) if len(starts) else -1
+        lane = seq[i] if 0 <= i < len(seq) else self.map.lanes[ref.lane]
+        step = "left" if place.lane_offset > 0 else "right"
+        for _ in range(abs(place.lane_offset)):
+            nxt = getattr(lane, step)
+            if nxt is None:
+                raise self._err(f"{key}.lane_offset", f"got {place.lane_offset}; lane {lane.id} has no lane to its {step}")
+            lane = self.map.lanes[nxt]
+        s_l, _ = lane.centre.project(np.array([float(x), float(y)]))
+        x, y, yaw = lane.centre.pose_at(float(s_l), place.lateral_m)
+        return float(x), float(y), float(yaw) + yaw_off, lane.id, float(s_l), place.lateral_m
+
+    def _resolve_conflict(self, place: Placement, key: str, placed: dict, yaw_off: float):
+        """Where actor A's route first crosses actor B's route, ``before_m`` back along A's route."""
+        a_id, b_id = place.conflict_of
+        refs = []
+        for r in (a_id, b_id):
+            act = placed.get(r)
+            if act is None:
+                raise self._err(f"{key}.conflict_of", f"actor {r!r} must be placed before it is referenced")
+            if act.path is None:
+                raise self._err(f"{key}.conflict_of", f"actor {r!r} has no route (not a vehicle on a lane)")
+            refs.append(act)
+        s_a = route_crossing(refs[0].path, refs[1].path, s_from=refs[0].s)
+        if s_a is None:
+            raise self._err(f"{key}.conflict_of", f"the routes of {a_id!r} and {b_id!r} do not cross")
+        s = s_a - place.before_m
+        x, y, yaw = refs[0].path.pose_at(s, place.lateral_m)
+        res = self._at_xy(np.array([float(x), float(y)]), float(yaw) + yaw_off)
+        return res
+
     def _at_xy(self, p: np.ndarray, yaw: float):
         xy = p.reshape(1, 2)
         lane_id = self.map.lane_at(xy)[0]
@@ -212,7 +309,8 @@ class World:
                 a.path = self.map.route(lane_id, list(turns), min_length_m=lane.centre.length + 400.0)
             except ValueError as e:
                 raise InputError(f"{a.name}: {e}", file=self.source, key=f"{a.name}.behaviour.turns") from None
-            a.stop_points = [(lane.stop_s, lane.signal)] if lane.stop_s is not None and lane.signal else []
+            a.stop_points = self._route_stops(lane_id, turns)
+            a.junction_entries = self._route_junctions(lane_id, turns)
         s, lat = a.path.project(np.array([a.x, a.y]))
         a.s = float(s)
         a.lateral = float(lat)
@@ -280,6 +378,10 @@ class World:
                 continue
             kind = tr.kinds[rng.integers(len(tr.kinds))]
             speed = float(rng.uniform(*tr.speed_mps))
+            if getattr(self.map, "junction_ids", None) and lane.signal is None and any(
+                    self.map.lanes[n].junction is not None for n in lane.successors.values()) and \
+                    lane.centre.length - s < speed * speed / (2 * IDM_B) + 15.0:
+                continue  # not where it could no longer give way at the junction ahead (imported maps)
             x, y, yaw = lane.centre.pose_at(s, 0.0)
             cand = dict(x=float(x), y=float(y), yaw=float(yaw))
             k = ACTOR_KINDS[kind]
@@ -358,7 +460,52 @@ class World:
             a.path = self.map.route(target, [], min_length_m=tl.centre.length + 400.0)
             a.lane = target
             a.s, a.lateral = float(a.path.project(np.array([a.x, a.y]))[0]), float(lat_now)
-            a.stop_points = [(tl.stop_s, tl.signal)] if tl.stop_s is not None and tl.signal else []
+            a.stop_points = self._route_stops(target, [])
+
+    def _route_junctions(self, lane_id: str, turns=()) -> list:
+        """[(s on the route, junction id)] where the route enters a junction not controlled by a light (imported
+        maps: vehicles there give way to whoever is already inside, so crossing traffic does not collide)."""
+        if not getattr(self.map, "junction_ids", None):
+            return []
+        out, acc, prev = [], 0.0, None
+        try:
+            seq = self.map.lane_sequence(lane_id, list(turns))
+        except ValueError:
+            return []
+        for ln in seq:
+            if ln.junction is not None and (prev is None or prev.junction is None) and not (prev and prev.signal):
+                out.append((acc, acc + ln.centre.length, ln.junction))
+            prev = ln
+            acc += ln.centre.length
+        return out
+
+    def _junction_occupants(self, pos: np.ndarray) -> dict:
+        """Junction id -> indices of the vehicles whose centre is inside its outline now."""
+        ids = getattr(self.map, "junction_ids", None)
+        if not ids:
+            return {}
+        from simgen.world.roads import _in_polygon
+
+        veh = np.array([a.kind.vehicle and a.kind.name != "ball" for a in self.actors])
+        out = {}
+        for jid, outline in zip(ids, self.map.junctions):
+            inside = _in_polygon(pos, outline) & veh
+            if inside.any():
+                out[jid] = set(np.flatnonzero(inside).tolist())
+        return out
+
+    def _route_stops(self, lane_id: str, turns=()) -> list:
+        """[(s on the route, light id)] of every signalised stop line along the route from ``lane_id``."""
+        out, acc = [], 0.0
+        try:
+            seq = self.map.lane_sequence(lane_id, list(turns))
+        except ValueError:
+            seq = [self.map.lanes[lane_id]]
+        for ln in seq:
+            if ln.stop_s is not None and ln.signal:
+                out.append((acc + ln.stop_s, ln.signal))
+            acc += ln.centre.length
+        return out
 
     def _target_speed(self, a: Actor) -> float:
         b = a.behaviour
@@ -401,6 +548,21 @@ class World:
         a.aeb_latched = b.aeb and aeb_ttc < b.aeb_ttc_s
         if a.aeb_latched:
             return -b.aeb_decel_mps2
+        if b.obstacles != "none" and a.junction_entries:
+            # unsignalised junctions, first come first served: a vehicle that can no longer stop comfortably
+            # reserves the junction until it has left it; the others wait at its entry
+            busy = getattr(self, "_occupied", {})
+            for s_in, s_out, jid in a.junction_entries:
+                d = s_in - a.s - a.dims[0] / 2
+                if not -0.5 < d < 40.0:
+                    continue
+                holder = self._reserved.get(jid)
+                others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
+                if not others:
+                    if d < v * v / (2 * IDM_B) + 3.0:
+                        self._reserved[jid] = i
+                elif d < gap:
+                    gap, dv = d, v
         if b.obey_lights or b.type == "stop_at_line":
             for stop_s, light in a.stop_points:
                 st = "red" if b.type == "stop_at_line" else lights.get(light)
@@ -422,12 +584,13 @@ class World:
         """Phase of every traffic light at time t: groups NS and EW alternate (green, yellow, all-red)."""
         t = (self.time_s if t is None else t) + self.spec.traffic_light_offset_s
         g, y, r = self.spec.traffic_light_cycle_s
-        period = 2 * (g + y + r)
-        ph = t % period
-        ns = "green" if ph < g else "yellow" if ph < g + y else "red"
-        ph2 = (ph - (g + y + r)) % period
-        ew = "green" if ph2 < g else "yellow" if ph2 < g + y else "red"
-        return {tl.id: (ns if tl.group == "NS" else ew) for tl in self.map.traffic_lights}
+        out = {}
+        for tl in self.map.traffic_lights:  # each group's slot of its junction's cycle: green, yellow, all-red
+            n = max(2, tl.n_phases)
+            period = n * (g + y + r)
+            ph = (t - tl.slot * (g + y + r)) % period
+            out[tl.id] = "green" if ph < g else "yellow" if ph < g + y else "red"
+        return out
 
     def ttc_to_ego(self, a: Actor) -> float:
         """Time-to-collision (s) from the ego to actor ``a`` along the line joining them (inf if not closing)."""
@@ -485,6 +648,11 @@ class World:
         pre = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)  # motion starts here (after events)
         lights = self.light_states()
         pos = np.array([[a.x, a.y] for a in self.actors])
+        self._occupied = self._junction_occupants(pos)
+        for jid, holder in list(self._reserved.items()):  # a holder releases its junction once through it
+            h = self.actors[holder]
+            if h.crashed or not any(j == jid and h.s - h.dims[0] / 2 < s_out for _, s_out, j in h.junction_entries):
+                del self._reserved[jid]
         vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
         from simgen.sim.behaviours import BEHAVIOURS
 
@@ -591,7 +759,13 @@ class World:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
         the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick)."""
         xy = np.array([[a.x, a.y] for a in self.actors])
-        z = self.map.ground_height(xy)
+        if getattr(self.map, "source_file", ""):
+            # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
+            # ground under its footprint (corners and centre), so no part of the actor sinks into the road
+            pts = np.concatenate([self._footprints(), xy[:, None, :]], axis=1)  # (A, 5, 2)
+            z = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+        else:
+            z = self.map.ground_height(xy)
         for a, zi in zip(self.actors, z):
             a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
             a.z = float(zi)
@@ -864,6 +1038,26 @@ def sample_appearance(kind: ActorKind, dims_spec, colour, rng: np.random.Generat
     if colour is not None:
         return dims, np.array(colour, np.float32)
     return dims, np.clip(col + colour_jitter * jitter, 0.0, 1.0).astype(np.float32)
+
+
+def route_crossing(a: Polyline, b: Polyline, s_from: float = 0.0) -> float | None:
+    """Arc length on ``a`` (at or after ``s_from``) where it first crosses ``b``, or None (vectorised over the
+    segment pairs; paths that merge tangentially count where their centre lines first touch)."""
+    pa, pb = a.points, b.points
+    p, r = pa[:-1], np.diff(pa, axis=0)
+    q, t = pb[:-1], np.diff(pb, axis=0)
+    rxs = r[:, None, 0] * t[None, :, 1] - r[:, None, 1] * t[None, :, 0]
+    qp = q[None, :, :] - p[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = (qp[..., 0] * t[None, :, 1] - qp[..., 1] * t[None, :, 0]) / rxs
+        v = (qp[..., 0] * r[:, None, 1] - qp[..., 1] * r[:, None, 0]) / rxs
+    hit = (np.abs(rxs) > 1e-12) & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    ia, ib = np.nonzero(hit)
+    if len(ia) == 0:
+        return None
+    s = a.vertex_s[ia] + u[ia, ib] * a._seg[ia]
+    s = s[s >= s_from - 1e-6]
+    return float(s.min()) if len(s) else None
 
 
 def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:

@@ -52,7 +52,14 @@ class Placement:
     - ``crosswalk`` (+ ``along``): on a crosswalk, ``along`` from 0 (its start kerb) to 1 (its end kerb), facing
       across the road;
     - ``sidewalk`` (+ ``s_m``): on a sidewalk's centre line, facing along it;
-    - ``x``/``y``: absolute world position.
+    - ``x``/``y``: absolute world position;
+    - ``road`` + ``lane_id`` (+ ``s_m``, ``offset_m``): OpenDRIVE terms on an imported map: road id, lane id
+      (-1, 1, ...), ``s_m`` the road's reference-line s, ``offset_m`` the OpenDRIVE lateral offset from the lane
+      centre (positive towards +t, i.e. left of the road's reference direction);
+    - ``relative_to`` + ``before_junction_m``: on that actor's route (its lane and ``turns``), that many metres
+      before the route enters the next junction (``lane_offset`` lanes to the side);
+    - ``conflict_of: [A, B]`` (+ ``before_m``): where the route of actor A first crosses the route of actor B,
+      ``before_m`` metres back along A's route, heading along it.
 
     ``lateral_m`` shifts the actor sideways (left positive) from the lane centre / line of sight / sidewalk
     centre, e.g. onto the shoulder.  ``yaw_deg`` is added to the mode's heading (absolute for x/y).
@@ -73,25 +80,45 @@ class Placement:
     x: float | None = field(default=None, metadata=DIST)
     y: float | None = field(default=None, metadata=DIST)
     yaw_deg: float = field(default=0.0, metadata={"range": (-360.0, 360.0)})
+    road: int | None = None
+    lane_id: int | None = field(default=None, metadata={"range": (-100, 100)})
+    offset_m: float = field(default=0.0, metadata={"range": (-40.0, 40.0)})
+    before_junction_m: float | None = field(default=None, metadata={"range": (0.0, 2000.0)})
+    conflict_of: tuple[str, str] | None = None
+    before_m: float = field(default=0.0, metadata={"range": (-500.0, 2000.0)})
 
     @property
     def mode(self) -> str:
         modes = [m for m, on in (("lane", self.lane is not None), ("relative_to", self.relative_to is not None),
                                  ("behind", self.behind is not None), ("crosswalk", self.crosswalk is not None),
                                  ("sidewalk", self.sidewalk is not None),
-                                 ("xy", self.x is not None or self.y is not None)) if on]
+                                 ("xy", self.x is not None or self.y is not None), ("road", self.road is not None),
+                                 ("conflict_of", self.conflict_of is not None)) if on]
         return modes[0] if len(modes) == 1 else ",".join(modes)
 
     def validate(self, ctx: Ctx) -> None:
         if "," in self.mode or not self.mode:
-            raise ctx.error("give exactly one of: lane (with s_m), relative_to (with ahead_m), behind, crosswalk, "
-                            "sidewalk, or x and y" + (f"; got {self.mode.replace(',', ' and ')}" if self.mode else ""))
+            raise ctx.error("give exactly one of: lane (with s_m), relative_to (with ahead_m or before_junction_m), "
+                            "behind, crosswalk, sidewalk, x and y, road (with lane_id, s_m), or conflict_of"
+                            + (f"; got {self.mode.replace(',', ' and ')}" if self.mode else ""))
         if self.mode == "xy" and (self.x is None or self.y is None):
             raise ctx.error("x and y must be given together")
+        if self.mode == "road" and (self.lane_id is None or self.lane_id == 0):
+            raise ctx.key("lane_id").error(f"got {self.lane_id!r}; allowed: a non-zero OpenDRIVE lane id (-1, 1, ...) "
+                                           "with road")
+        if self.lane_id is not None and self.mode != "road":
+            raise ctx.key("lane_id").error("lane_id goes with road (an OpenDRIVE road id)")
+        if self.before_junction_m is not None and self.mode != "relative_to":
+            raise ctx.key("before_junction_m").error("before_junction_m goes with relative_to (whose route is meant)")
+        if self.before_junction_m is not None and self.ahead_m != 0.0:
+            raise ctx.key("before_junction_m").error("give ahead_m or before_junction_m, not both")
+        if self.conflict_of is not None and (len(self.conflict_of) != 2 or self.conflict_of[0] == self.conflict_of[1]):
+            raise ctx.key("conflict_of").error(f"got {list(self.conflict_of)!r}; allowed: two different actor ids")
 
     @property
     def references(self) -> list[str]:
-        return [r for r in (self.relative_to, self.behind) if r is not None] + ([self.as_seen_from] if self.behind else [])
+        return [r for r in (self.relative_to, self.behind) if r is not None] + ([self.as_seen_from] if self.behind else []) \
+            + (list(self.conflict_of) if self.conflict_of else [])
 
 
 @dataclass(frozen=True)
@@ -408,16 +435,23 @@ class ScenarioSpec:
     end: tuple[EndCondition, ...] = ()  # end conditions (any ends the episode); duration_s is then a cap
 
     def validate(self, ctx: Ctx) -> None:
-        from simgen.world.roads import MAPS
+        from simgen.world.roads import MAPS, is_map_file
 
         for i, (what, lo, v) in enumerate(zip(("green", "yellow", "all-red"), (0.0, 0.0, 0.0), self.traffic_light_cycle_s)):
             if not (v > lo if i == 0 else v >= lo) or v > 3600:
                 raise ctx.key("traffic_light_cycle_s").index(i).error(
                     f"got {v} ({what}); allowed: " + ("greater than 0" if i == 0 else "0") + " to 3600 s")
 
-        if self.map not in MAPS and not is_carla_town(self.map):
-            raise ctx.key("map").error(f"got {self.map!r}; allowed: {', '.join(MAPS)}, or a CARLA town (Town01 ... Town15, "
-                                       "carla backend only)")
+        if is_map_file(self.map):
+            from simgen.world.xodr import load_xodr
+
+            if not Path(self.map).is_file():
+                raise ctx.key("map").error(f"map file {self.map!r} not found (a path is relative to the scenario file)")
+            load_xodr(self.map)  # a bad map file is an error naming it, before anything runs
+        elif self.map not in MAPS and not is_carla_town(self.map):
+            raise ctx.key("map").error(f"got {self.map!r}; allowed: {', '.join(MAPS)}, a path to an OpenDRIVE .xodr "
+                                       "file, or a CARLA town (Town01 ... Town15: carla backend, or builtin with "
+                                       "$SIMGEN_CARLA_ROOT set)")
         ids = {"ego"}
         for i, a in enumerate(self.actors):
             if a.id in ids:
@@ -439,6 +473,9 @@ class ScenarioSpec:
                     continue
                 if ref is not None and ref not in ids:
                     raise ctx.key("actors").index(i).key(f"place.{key}").error(f"unknown actor {ref!r}; known: {', '.join(sorted(ids))}")
+            for ref in a.place.conflict_of or ():
+                if ref not in ids:
+                    raise ctx.key("actors").index(i).key("place.conflict_of").error(f"unknown actor {ref!r}; known: {', '.join(sorted(ids))}")
         for owner, j, e in all_events:
             base = ctx.key("ego") if owner == "ego" else ctx.key("actors").index([a.id for a in self.actors].index(owner))
             ectx = base.key("events").index(j).key("when")
@@ -670,8 +707,18 @@ def concretise(src: ScenarioSource, *, rng: np.random.Generator, grid_index: int
         body = apply_overrides(body, [f"{k}={_yaml_scalar(drawn[names[k]])}" for k in rand], file=src.path)
         values.update({f"randomize.{k}": drawn[names[k]] for k in rand})
     body["parameters"] = {k: v for k, v in values.items() if not k.startswith("randomize.")}
+    body = _resolve_map_path(body, src.path)
     spec = from_dict(ScenarioSpec, body, Ctx(src.path))
     return spec, values
+
+
+def _resolve_map_path(body: dict, path: str) -> dict:
+    """A ``map:`` that is an .xodr path is relative to the scenario file: make it absolute (episodes store it so)."""
+    m = body.get("map")
+    if isinstance(m, str) and m.lower().endswith(".xodr") and not Path(m).is_absolute():
+        base = Path(path).parent if path and not str(path).startswith("<") else Path.cwd()
+        body = dict(body, map=str((base / m).resolve()))
+    return body
 
 
 def _yaml_scalar(v) -> str:

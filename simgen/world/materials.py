@@ -50,6 +50,7 @@ _MATERIALS = [
     Material(26, "plastic", (0.12, 0.12, 0.13), 0.25),
     Material(27, "rubber_ball", (0.9, 0.25, 0.1), 0.4),
     Material(28, "wood", (0.45, 0.32, 0.18), 0.35),
+    Material(29, "road_paint_yellow", (0.80, 0.60, 0.10), 0.7),  # yellow lane marks of imported maps
 ]
 
 MATERIALS: dict[str, Material] = {m.name: m for m in _MATERIALS}
@@ -57,7 +58,7 @@ N_MATERIALS = 256
 
 DEFAULT, PAINT, GLASS, TYRE, METAL, SKIN, CLOTHING, HAIR, ASPHALT, ROAD_PAINT = range(10)
 CONCRETE, KERB, FACADE, ROOF, WINDOW, BARK, FOLIAGE, POLE_METAL, SIGN_FACE, LIGHT_HOUSING = range(10, 20)
-LAMP_RED, LAMP_YELLOW, LAMP_GREEN, GRASS, HEADLIGHT, TAILLIGHT, PLASTIC, RUBBER_BALL, WOOD = range(20, 29)
+LAMP_RED, LAMP_YELLOW, LAMP_GREEN, GRASS, HEADLIGHT, TAILLIGHT, PLASTIC, RUBBER_BALL, WOOD, YELLOW_PAINT = range(20, 30)
 
 # Lookup tables indexed by material id (vectorised shading uses these).
 COLOUR_LUT = np.full((N_MATERIALS, 3), 0.5, np.float32)

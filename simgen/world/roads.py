@@ -58,6 +58,15 @@ _STOP_S = (5.5, 5.9)  # stop line, likewise
 _PARK_LEN, _PARK_W = 6.0, 2.3
 
 
+_SMALL = 64  # point counts up to which Polyline hands pose_at / project to the compiled loops
+
+
+def _kernels():
+    from simgen.world import polyline_kernels
+
+    return polyline_kernels
+
+
 def _wrap(a):
     return np.arctan2(np.sin(a), np.cos(a))
 
@@ -133,6 +142,12 @@ class Polyline:
         s, lat = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(lateral, np.float64))
         shape = s.shape
         s, lat = s.reshape(-1), lat.reshape(-1)
+        if len(s) <= _SMALL:  # the simulator's per-actor calls: compiled loop, same algorithm (polyline_kernels)
+            x, y, yaw = np.empty(len(s)), np.empty(len(s)), np.empty(len(s))
+            _kernels().pose_at_points(self._cum, self._seg, self.points, self._d, self._nv, self._yv, self._t0,
+                                      self._t1, self.length, np.ascontiguousarray(s), np.ascontiguousarray(lat),
+                                      x, y, yaw)
+            return x.reshape(shape)[()], y.reshape(shape)[()], yaw.reshape(shape)[()]
         i = np.clip(np.searchsorted(self._cum, s, side="right") - 1, 0, len(self._seg) - 1)
         a = np.clip((s - self._cum[i]) / self._seg[i], 0.0, 1.0)
         nv = self._nv[i] + a[..., None] * (self._nv[i + 1] - self._nv[i])
@@ -160,6 +175,11 @@ class Polyline:
         P = P.reshape(-1, 2)
         M, K = len(P), len(self._seg)
         s_out, lat_out = np.empty(M), np.empty(M)
+        if M <= _SMALL:  # the simulator's per-actor calls: compiled loop, same algorithm (polyline_kernels)
+            _kernels().project_points(self.points, self._n, self._u, self._seg, self._cum, self._d, self._dnu,
+                                      self._nu0, self._t0, self._t1, self._nv, self.length,
+                                      np.ascontiguousarray(P), s_out, lat_out)
+            return (s_out[0], lat_out[0]) if single else (s_out, lat_out)
         chunk = max(1, 300_000 // K)
         for c0 in range(0, M, chunk):
             Q = P[c0 : c0 + chunk]
@@ -270,9 +290,16 @@ class Lane:
     right: str | None  # adjacent same-direction lane to the right
     speed_limit_mps: float
     successors: dict[str, str]
-    kind: str  # "driving" | "connector" | "shoulder"
+    kind: str  # "driving" | "connector" | "shoulder" (imported maps also "parking" | "biking")
     stop_s: float | None = None
     signal: str | None = None
+    # imported (OpenDRIVE) maps only: height of each centre-line vertex (m), the OpenDRIVE lane type, the
+    # (road, lane section index, lane id) triple, road s of each vertex, and the junction id of connectors
+    z: np.ndarray | None = None
+    lane_type: str | None = None
+    odr: tuple[int, int, int] | None = None
+    s_road: np.ndarray | None = None
+    junction: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,6 +332,12 @@ class TrafficLight:
     yaw: float
     lanes: tuple[str, ...]
     group: str
+    phase: int | None = None  # slot of ``group`` in its junction's cycle (None: "NS" is 0, anything else 1)
+    n_phases: int = 2  # slots in the cycle; each slot is green, yellow, all-red in turn
+
+    @property
+    def slot(self) -> int:
+        return self.phase if self.phase is not None else (0 if self.group == "NS" else 1)
 
 
 @dataclass(frozen=True)
@@ -354,6 +387,7 @@ class _Frontage:
     side: int
     s0: float
     s1: float
+    base: float = WALK_OUTER  # lateral of the back of the sidewalk from ``poly`` (0: poly is the road's outer edge)
 
 
 _RANK = {TERRAIN: 0, SIDEWALKS: 1, ROADS: 2}
@@ -462,7 +496,7 @@ class RoadMap:
             todo = best == np.inf
             for li, lid in enumerate(ids):
                 lane = self.lanes[lid]
-                if (lane.kind != "shoulder") != preferred:
+                if (lane.kind in ("driving", "connector")) != preferred:
                     continue
                 h = lane.width_m / 2
                 near = np.flatnonzero(
@@ -490,8 +524,11 @@ class RoadMap:
             if not succ:
                 break
             if len(succ) > 1:
-                turn = turns[choice] if choice < len(turns) else "straight"
+                given = choice < len(turns)
+                turn = turns[choice] if given else "straight"
                 choice += 1
+                if not given and turn not in succ:  # no straight on: the first way on, in the map's order
+                    turn = next(iter(succ))
             else:
                 turn = next(iter(succ)) if "straight" not in succ else "straight"
             if turn not in succ:
@@ -524,7 +561,7 @@ class RoadMap:
                 gap = rng.uniform(2.0, 12.0) / density
                 if s + length > fr.s1:
                     break
-                x, y, yaw = fr.poly.pose_at(s + length / 2, fr.side * (WALK_OUTER + setback + width / 2))
+                x, y, yaw = fr.poly.pose_at(s + length / 2, fr.side * (fr.base + setback + width / 2))
                 corners = _rect_corners(float(x), float(y), float(yaw), length, width)
                 if self._footprint_free(corners, lo, hi, placed):
                     placed.append(corners)
@@ -541,28 +578,30 @@ class RoadMap:
         for fr in self._frontages:  # street lights
             at = np.arange(fr.s0 + 5.0, fr.s1 - 2.0, 30.0 / density)
             for s in at + rng.uniform(-2.0, 2.0, len(at)):
-                x, y, yaw = fr.poly.pose_at(s, fr.side * (WALK_OUTER - 0.4))
+                x, y, yaw = fr.poly.pose_at(s, fr.side * (fr.base - 0.4))
                 xy = np.array([x, y])
                 if self._on_sidewalk(xy, keep_out + poles, 3.0):
                     poles.append(xy)
                     arm_yaw = float(_wrap(yaw - fr.side * math.pi / 2))  # towards the road
-                    items.append(SceneryItem("pole", float(x), float(y), arm_yaw, SIDEWALK_HEIGHT,
+                    items.append(SceneryItem("pole", float(x), float(y), arm_yaw, float(self.ground_height(xy)[0]),
                                              {"height_m": float(rng.uniform(7.0, 10.0))}))
         trees: list[np.ndarray] = []
         for fr in self._frontages:  # trees
             s = fr.s0 + rng.uniform(0.0, 8.0) / density
             while s < fr.s1 - 1.0:
                 height, crown = rng.uniform(5.0, 12.0), rng.uniform(1.5, 3.5)
-                x, y, _ = fr.poly.pose_at(s, fr.side * (WALK_OUTER - 0.9))
+                x, y, _ = fr.poly.pose_at(s, fr.side * (fr.base - 0.9))
                 xy = np.array([x, y])
                 if self._on_sidewalk(xy, keep_out + poles + trees, 3.5):
                     trees.append(xy)
                     params = {"height_m": float(height), "crown_radius_m": float(crown)}
                     yaw = float(rng.uniform(-math.pi, math.pi))
-                    items.append(SceneryItem("tree", float(x), float(y), yaw, SIDEWALK_HEIGHT, params))
+                    items.append(SceneryItem("tree", float(x), float(y), yaw, float(self.ground_height(xy)[0]), params))
                 s += rng.uniform(8.0, 16.0) / density
-        for x, y, yaw, kind in self._signs:
-            items.append(SceneryItem("sign", x, y, yaw, SIDEWALK_HEIGHT, {"kind": kind}))
+        if self._signs:
+            sz = self.ground_height(np.array([[x, y] for x, y, _, _ in self._signs]))
+            for (x, y, yaw, kind), z in zip(self._signs, sz):
+                items.append(SceneryItem("sign", x, y, yaw, float(z), {"kind": kind}))
         return items
 
     def _footprint_free(self, corners: np.ndarray, lo, hi, placed: list[np.ndarray]) -> bool:
@@ -954,9 +993,33 @@ MAPS: dict[str, Callable[[], RoadMap]] = {
 _CACHE: dict[str, RoadMap] = {}
 
 
-def get_map(name: str) -> RoadMap:
-    """The map registered as ``name`` in :data:`MAPS` (built once, then cached).  KeyError lists known names."""
+def is_map_file(name: str) -> bool:
+    """Whether a scenario's ``map:`` value names an OpenDRIVE file rather than a builtin map or CARLA town."""
+    return str(name).lower().endswith(".xodr")
+
+
+def get_map(name: str, *, file: str | None = None) -> RoadMap:
+    """The map ``name``: a builtin map registered in :data:`MAPS` (built once, then cached), a path to an OpenDRIVE
+    ``.xodr`` file (imported with :mod:`simgen.world.xodr`, cached by content hash), or a CARLA town name when
+    $SIMGEN_CARLA_ROOT points at a CARLA installation holding its .xodr.  KeyError lists known names; a bad map
+    file is an InputError naming it (``file`` names the scenario that asked for it when the map is missing)."""
+    if is_map_file(name):
+        from pathlib import Path
+
+        from simgen.errors import InputError
+        from simgen.world.xodr import load_xodr
+
+        if not Path(name).is_file():
+            raise InputError(f"map file {name!r} not found", file=file, key="map")
+        return load_xodr(name)
     if name not in MAPS:
+        from simgen.world.xodr import carla_town_xodr
+
+        town = carla_town_xodr(name)
+        if town is not None:
+            from simgen.world.xodr import load_xodr
+
+            return load_xodr(town)
         raise KeyError(f"unknown map {name!r}; known maps: {sorted(MAPS)}")
     if name not in _CACHE:
         _CACHE[name] = MAPS[name]()

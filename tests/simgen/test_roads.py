@@ -494,3 +494,35 @@ def test_scenery(name):
         assert it.z == pytest.approx(float(m.ground_height(np.array([it.x, it.y]))[0]))
     sparse = m.scenery(np.random.default_rng(7), density=0.4)
     assert 0 < len(sparse) < len(items)
+
+
+def test_compiled_small_calls_match_the_vectorised_path():
+    """Issue 13: Polyline hands calls of up to 64 points to compiled loops (simgen/world/polyline_kernels.py);
+    they must give what the vectorised numpy code gives for the same points (above 64 points), including points
+    beyond the ends, inside tight bends (the Euclidean fallback) and far off the path."""
+    import simgen.world.roads as roads
+
+    rng = np.random.default_rng(5)
+    th = np.linspace(0.0, 1.5 * math.pi, 120)
+    bend = Polyline(np.stack([8.0 * np.cos(th), 8.0 * np.sin(th)], 1))  # radius 8 m: ambiguous inside
+    zig = Polyline(np.cumsum(rng.uniform(0.3, 1.0, (200, 2)) * [1.0, 0.3], axis=0))
+    # sharp turns: points out beyond them are reached by no segment's frame and no end (the Euclidean fallback)
+    sharp = Polyline([[0.377, -0.396], [2.298, -0.082], [0.691, 1.003], [4.603, 3.844], [2.492, 0.048], [0.622, 0.172]])
+    for poly in (bend, zig, sharp):
+        lo, hi = poly.points.min(0) - 15, poly.points.max(0) + 15
+        P = rng.uniform(lo, hi, (640, 2))
+        P[:3] = [[9.564, 8.571], [8.571, 8.388], [9.336, 8.235]]
+        s_vec, lat_vec = poly.project(P)  # > 64 points: numpy
+        assert len(P) > roads._SMALL
+        got = [poly.project(P[i:i + 40]) for i in range(0, len(P), 40)]  # <= 64: compiled
+        assert np.allclose(np.concatenate([g[0] for g in got]), s_vec, atol=1e-9, equal_nan=True)
+        assert np.allclose(np.concatenate([g[1] for g in got]), lat_vec, atol=1e-9)
+        s = rng.uniform(-20, poly.length + 20, 640)
+        lat = rng.uniform(-5, 5, 640)
+        x, y, yaw = poly.pose_at(s, lat)
+        small = [poly.pose_at(s[i:i + 40], lat[i:i + 40]) for i in range(0, len(s), 40)]
+        for j, ref in enumerate((x, y, yaw)):
+            assert np.allclose(np.concatenate([g[j] for g in small]), ref, atol=1e-9)
+        one = poly.project(P[7])
+        assert np.isscalar(one[0]) or np.ndim(one[0]) == 0
+        assert one[0] == pytest.approx(s_vec[7]) and one[1] == pytest.approx(lat_vec[7])

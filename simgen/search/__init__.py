@@ -1,0 +1,1 @@
+"""Criticality search over a scenario's parameters (see simgen/search/run.py)."""

@@ -1,0 +1,54 @@
+"""Sensor-free episodes: the builtin simulator and the criticality annotator, no rendering, no files.
+
+:func:`simulate` plays exactly the episode that ``simgen run SCENARIO --seed SEED --set OVERRIDES`` would play:
+the same concrete scenario (parameters from the same seed stream), the same simulation stream, the same ticks;
+only the sensors are left out.  Its criticality summary is therefore the summary the rendered episode writes
+(``tests/simgen/test_search.py`` checks that on rendered episodes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SimTask:
+    """One sensor-free episode: scenario file, pinned overrides, run seed (``simgen run --seed``)."""
+
+    scenario: str
+    overrides: tuple[str, ...]
+    seed: int
+    frames: int | None = None
+
+
+def simulate(task: SimTask) -> dict:
+    """Play one episode without sensors; returns its criticality summary (as in run.json) plus ``frames``."""
+    from annotators.criticality import EpisodeCriticality
+    from simgen.backends.base import Frame
+    from simgen.runner import plan_episodes
+    from simgen.seeding import streams
+    from simgen.sim.world import World
+    from simgen.spec.scenario import load_scenario_source
+
+    src = load_scenario_source(task.scenario, list(task.overrides))
+    plan = plan_episodes(src, seed=task.seed, episodes=1)[0]
+    # The builtin session's first stream is the world's (simgen.backends.builtin.BuiltinSession).
+    world = World(plan.spec, rng=np.random.default_rng(streams(plan.sim_seed, 3)[0]), source=src.path)
+    n = task.frames or plan.spec.n_frames
+    actors = [{"id": a.id, "name": a.name} for a in world.actors]
+    crit = EpisodeCriticality({"actors": actors})
+    eye = np.eye(4)
+    for k in range(n):
+        collisions = world.step() if k > 0 else []
+        crit.add(Frame(index=k, time_s=world.time_s, T_world_from_ego=eye, actors=world.states(), lights={},
+                       collisions=collisions, events=[], T_ego_from_sensor={}))
+    return {"frames": n, **crit.summary()}
+
+
+def simulate_many(tasks: list[SimTask]) -> list[dict]:
+    """Worker entry point for a chunk of tasks (one process import, many episodes)."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return [simulate(t) for t in tasks]
