@@ -12,6 +12,7 @@ Units: metres, seconds, radians; world frame x east, y north, z up.  All randomn
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -338,13 +339,26 @@ class World:
 
     def _footprints(self, actors=None) -> np.ndarray:
         actors = self.actors if actors is None else actors
-        out = np.zeros((len(actors), 4, 2))
-        for i, a in enumerate(actors):
-            c, s = np.cos(a.yaw), np.sin(a.yaw)
-            l2, w2 = a.dims[0] / 2, a.dims[1] / 2
-            local = np.array([[l2, w2], [l2, -w2], [-l2, -w2], [-l2, w2]])
-            out[i] = local @ np.array([[c, s], [-s, c]]) + [a.x, a.y]
-        return out
+        if not len(actors):
+            return np.zeros((0, 4, 2))
+        pose = np.array([(a.x, a.y, a.yaw) for a in actors], float)
+        lw = np.array([(a.dims[0], a.dims[1]) for a in actors], float)
+        return _rects(pose[:, :2], pose[:, 2], lw)
+
+    def _static_arrays(self) -> dict:
+        """Per-actor arrays that do not change while the actor list stays the same (widths, lengths, kinds):
+        built once, rebuilt only if actors are added, removed or given new dims arrays (dims are never edited in place)."""
+        key = tuple((id(a), id(a.dims)) for a in self.actors)  # a replaced dims array counts as a change
+        cache = getattr(self, "_static_cache", None)
+        if cache is None or cache["key"] != key:
+            dims = np.array([(a.dims[0], a.dims[1]) for a in self.actors], float).reshape(-1, 2)
+            cache = {"key": key, "dims": dims, "length": dims[:, 0].copy(), "half_w": dims[:, 1] / 2,
+                     "vehicle": np.array([a.kind.vehicle for a in self.actors], bool),
+                     "ped": np.array([a.kind.semantic == PEDESTRIAN for a in self.actors], bool),
+                     "ids": np.array([a.id for a in self.actors]),
+                     "r": 0.5 * np.hypot(dims[:, 0], dims[:, 1])}
+            self._static_cache = cache
+        return cache
 
     def _check_placements(self) -> None:
         fps = self._footprints()
@@ -526,8 +540,9 @@ class World:
             ds = s_all - a.s
             others = np.ones(len(self.actors), bool)
             others[i] = False
-            half_w = np.array([o.dims[1] for o in self.actors]) / 2 + a.dims[1] / 2 + 0.2
-            lengths = np.array([o.dims[0] for o in self.actors])
+            st = self._tick_static if self._stepping is not None else self._static_arrays()
+            half_w = st["half_w"] + a.dims[1] / 2 + 0.2
+            lengths = st["length"]
             ahead = others & (ds > 0) & (ds < 120) & (np.abs(d_all - a.lateral) < half_w)
             gaps = ds - (lengths + a.dims[0]) / 2
             v_lead = vel[:, 0] * np.cos(tan) + vel[:, 1] * np.sin(tan)
@@ -540,7 +555,7 @@ class World:
                     aeb_ttc = 0.0  # once engaged, brake to a stop and hold while the obstacle is right ahead
             mask = ahead.copy()
             if b.obstacles == "vehicles":
-                mask &= np.array([o.kind.vehicle for o in self.actors])
+                mask &= st["vehicle"]
             if b.obstacles != "none" and np.any(mask):
                 j = np.argmin(np.where(mask, gaps, np.inf))
                 gap = gaps[j]
@@ -656,6 +671,7 @@ class World:
         vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
         from simgen.sim.behaviours import BEHAVIOURS
 
+        self._tick_static = self._static_arrays()
         for i, a in enumerate(self.actors):
             self._stepping = i
             b = a.behaviour
@@ -739,21 +755,22 @@ class World:
 
     def _bicycle(self, a: Actor, acc: float, dt: float) -> None:
         """Kinematic bicycle (reference point: box centre) with pure-pursuit steering towards the path."""
-        v = a.speed
+        # scalar maths (math, not numpy: one actor's numbers; the same formulas)
+        v = float(a.speed)
         look = max(4.0, 0.9 * v)
-        tx, ty, _ = a.path.pose_at(a.s + look, a.lateral)
-        alpha = wrap_angle(np.arctan2(ty - a.y, tx - a.x) - a.yaw)
+        tx, ty, _ = a.path.pose_at(float(a.s + look), float(a.lateral))
+        alpha = _wrap1(math.atan2(ty - a.y, tx - a.x) - a.yaw)
         L = a.wheelbase
-        steer = float(np.clip(np.arctan2(2 * L * np.sin(alpha), look), -MAX_STEER, MAX_STEER))
+        steer = min(max(math.atan2(2 * L * math.sin(alpha), look), -MAX_STEER), MAX_STEER)
         v_new = max(0.0, v + acc * dt)
         a.accel = (v_new - v) / dt
         v_mid = 0.5 * (v + v_new)
-        beta = np.arctan(0.5 * np.tan(steer))  # slip angle at the centre for a centred reference point
-        a.x += v_mid * np.cos(a.yaw + beta) * dt
-        a.y += v_mid * np.sin(a.yaw + beta) * dt
-        a.yaw = float(wrap_angle(a.yaw + v_mid * np.cos(beta) * np.tan(steer) / L * dt))
+        beta = math.atan(0.5 * math.tan(steer))  # slip angle at the centre for a centred reference point
+        a.x += v_mid * math.cos(a.yaw + beta) * dt
+        a.y += v_mid * math.sin(a.yaw + beta) * dt
+        a.yaw = _wrap1(a.yaw + v_mid * math.cos(beta) * math.tan(steer) / L * dt)
         a.speed, a.steer = v_new, steer
-        a.s = float(a.path.project(np.array([a.x, a.y]))[0])
+        a.s = float(a.path.project(np.array([a.x, a.y], float))[0])
 
     def _update_z(self, dt: float | None = None) -> None:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
@@ -781,16 +798,17 @@ class World:
         new: dict[tuple[int, int], float] = {}
         if pre is not None and len(self.actors) > 1:
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
-            dims = np.array([a.dims[:2] for a in self.actors], float)
+            st = self._static_arrays()
+            dims = st["dims"]
             i, j = np.triu_indices(len(self.actors), 1)
-            r = 0.5 * np.hypot(dims[:, 0], dims[:, 1])  # bounding circles (they contain the footprint at any yaw)
+            r = st["r"]  # bounding circles (they contain the footprint at any yaw)
             d0 = pre[i, :2] - pre[j, :2]  # centres move linearly within the tick: closest approach of the pair
             dd = (post[i, :2] - post[j, :2]) - d0
             u = np.clip(-np.einsum("pk,pk->p", d0, dd) / np.maximum(np.einsum("pk,pk->p", dd, dd), 1e-12), 0.0, 1.0)
             near = np.hypot(*(d0 + u[:, None] * dd).T) <= r[i] + r[j] + 1e-6
-            ped = np.array([a.kind.semantic == PEDESTRIAN for a in self.actors])
+            ped = st["ped"]
             i, j = i[near & ~(ped[i] & ped[j])], j[near & ~(ped[i] & ped[j])]
-            ids = np.array([a.id for a in self.actors])
+            ids = st["ids"]
             fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
             i, j = i[fresh], j[fresh]
             if len(i):
@@ -1022,6 +1040,11 @@ class World:
             dims=np.array([a.dims for a in A], float),
             door=np.array([a.door for a in A], float),
         )
+
+
+def _wrap1(a: float) -> float:
+    """:func:`simgen.geometry.wrap_angle` for one Python float (same floor-modulo formula)."""
+    return (float(a) + math.pi) % (2 * math.pi) - math.pi
 
 
 def sample_appearance(kind: ActorKind, dims_spec, colour, rng: np.random.Generator, colour_jitter: float):
