@@ -535,31 +535,14 @@ class World:
         aeb_ttc = np.inf
         b = a.behaviour
         if a.path is not None and len(self.actors) > 1 and (b.obstacles != "none" or b.aeb):
-            s_all, d_all = a.path.project(pos[:, :2])
-            tan = a.path.pose_at(s_all)[2]
-            ds = s_all - a.s
-            others = np.ones(len(self.actors), bool)
-            others[i] = False
+            s_all, d_all, tan = a.path.project_heading(pos[:, :2])
             st = self._tick_static if self._stepping is not None else self._static_arrays()
-            half_w = st["half_w"] + a.dims[1] / 2 + 0.2
-            lengths = st["length"]
-            ahead = others & (ds > 0) & (ds < 120) & (np.abs(d_all - a.lateral) < half_w)
-            gaps = ds - (lengths + a.dims[0]) / 2
-            v_lead = vel[:, 0] * np.cos(tan) + vel[:, 1] * np.sin(tan)
-            if b.aeb and np.any(ahead):  # emergency braking sees everything in the path, whatever the driver heeds
-                closing = v - v_lead
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ttc = np.where(ahead & (closing > 0), np.maximum(gaps, 0.0) / closing, np.inf)
-                aeb_ttc = float(ttc.min())
-                if a.aeb_latched and np.min(np.where(ahead, gaps, np.inf)) < 10.0:
-                    aeb_ttc = 0.0  # once engaged, brake to a stop and hold while the obstacle is right ahead
-            mask = ahead.copy()
-            if b.obstacles == "vehicles":
-                mask &= st["vehicle"]
-            if b.obstacles != "none" and np.any(mask):
-                j = np.argmin(np.where(mask, gaps, np.inf))
-                gap = gaps[j]
-                dv = v - v_lead[j]
+            # one compiled loop over the others: ahead within 120 m and overlapping laterally; AEB sees everything
+            # in the path, whatever the driver heeds; once engaged it holds while the obstacle is right ahead
+            gap, dv, aeb_ttc = _sim_kernels().idm_leader(
+                i, s_all, d_all, tan, np.ascontiguousarray(vel, float), st["half_w"], st["length"], st["vehicle"],
+                float(a.s), float(a.lateral), float(a.dims[0]), float(a.dims[1]) / 2, float(v), bool(b.aeb),
+                bool(a.aeb_latched), {"none": 0, "vehicles": 1}.get(b.obstacles, 2))
         a.aeb_latched = b.aeb and aeb_ttc < b.aeb_ttc_s
         if a.aeb_latched:
             return -b.aeb_decel_mps2
@@ -1040,6 +1023,18 @@ class World:
             dims=np.array([a.dims for a in A], float),
             door=np.array([a.door for a in A], float),
         )
+
+
+_SIM_KERNELS = None
+
+
+def _sim_kernels():
+    global _SIM_KERNELS
+    if _SIM_KERNELS is None:
+        from simgen.sim import kernels
+
+        _SIM_KERNELS = kernels
+    return _SIM_KERNELS
 
 
 def _wrap1(a: float) -> float:

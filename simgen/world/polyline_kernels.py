@@ -100,3 +100,13 @@ def project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, px, py)
 def project_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P, out_s, out_lat):  # pragma: no cover
     for m in range(len(P)):
         out_s[m], out_lat[m] = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P[m, 0], P[m, 1])
+
+
+@njit(cache=True)
+def project_heading_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, yv, length, P, out_s, out_lat,
+                           out_yaw):  # pragma: no cover
+    """project_points, then the path's heading at each projected s (pose_at_points with lateral 0)."""
+    for m in range(len(P)):
+        s, lat = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P[m, 0], P[m, 1])
+        out_s[m], out_lat[m] = s, lat
+        out_yaw[m] = pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, s, 0.0)[2]

@@ -174,6 +174,18 @@ class Polyline:
         yaw = _wrap(yaw).reshape(shape)
         return xy[:, 0].reshape(shape)[()], xy[:, 1].reshape(shape)[()], yaw[()]
 
+    def project_heading(self, xy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``s, lateral = project(xy)`` and ``yaw = pose_at(s)[2]`` for (M, 2) points in one call."""
+        P = np.ascontiguousarray(np.asarray(xy, np.float64).reshape(-1, 2))
+        if len(P) > _SMALL:
+            s, lat = self.project(P)
+            return s, lat, self.pose_at(s)[2]
+        s, lat, yaw = np.empty(len(P)), np.empty(len(P)), np.empty(len(P))
+        _kernels().project_heading_points(self.points, self._n, self._u, self._seg, self._cum, self._d, self._dnu,
+                                          self._nu0, self._t0, self._t1, self._nv, self._yv, self.length, P,
+                                          s, lat, yaw)
+        return s, lat, yaw
+
     def project(self, xy) -> tuple[np.ndarray, np.ndarray]:
         """Arc length ``s`` and lateral offset (m, > 0 left) of world points ``xy`` ((2,) or (M, 2)).
 

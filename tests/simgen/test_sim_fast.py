@@ -73,3 +73,14 @@ def test_sim_bench_bad_repeats_is_a_one_line_error(capsys):
     assert main(["sim-bench", "--repeats", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--repeats" in err[0]
+
+
+def test_project_heading_is_project_then_pose_at():
+    pl = _wiggly(30)
+    rng = np.random.default_rng(5)
+    for n in (1, 35, 100):  # compiled kernel and numpy path
+        P = np.stack([rng.uniform(-20, 210, n), rng.uniform(-25, 25, n)], 1)
+        s, d, yaw = pl.project_heading(P)
+        s2, d2 = pl.project(P)
+        assert np.allclose(s, s2, atol=1e-9) and np.allclose(d, d2, atol=1e-9)
+        assert np.allclose(wrap_angle(yaw - pl.pose_at(s2)[2]), 0.0, atol=1e-9)
