@@ -63,6 +63,7 @@ class EpisodeCriticality:
         self.collisions: list[tuple[int, int, int]] = []
         self.ego_xy: list[np.ndarray] = []
         self.xy: list[np.ndarray] = []
+        self.impacts: list[dict] = []
 
     def add(self, frame: Frame) -> None:
         st = frame.actors
@@ -100,6 +101,22 @@ class EpisodeCriticality:
             out[self.names[j]] = float(abs(t[ie] - t[ia]))
         return out
 
+    def set_impacts(self, impacts: list[dict]) -> None:
+        """Impact records of the episode (one per first contact of a pair, from the simulator: see
+        :meth:`simgen.sim.world.World._impact`)."""
+        self.impacts = [dict(r) for r in impacts]
+
+    def impact_summary(self) -> dict:
+        """The ego's first impact as flat columns (for run.json and the batch index), and every impact as a list."""
+        ego = [r for r in self.impacts if self.names and r["actor_a"] == self.names[0]]
+        first = ego[0] if ego else None
+        out = {"impacts": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                           for r in self.impacts]}
+        for key in IMPACT_COLUMNS:
+            v = None if first is None else first[key]
+            out[f"impact_{key}"] = None if isinstance(v, float) and not np.isfinite(v) else v
+        return out
+
     def summary(self) -> dict:
         a = self.arrays()
         ttc = a["ttc_s"][:, 1:] if a["ttc_s"].shape[1] > 1 else np.full((1, 1), np.inf)
@@ -114,9 +131,32 @@ class EpisodeCriticality:
             "any_collision": bool(self.collisions),
             "max_ego_decel_mps2": float(max(0.0, -np.min(a["ego_accel_mps2"]))),
             "pet_s": self.pet(),
+            **self.impact_summary(),
         }
 
     def write(self, f) -> None:
         g = f.create_group("criticality")
         for k, v in self.arrays().items():
             g.create_dataset(k, data=v, compression="gzip", compression_opts=4)
+        import h5py
+
+        ig = f.create_group("impacts")  # one row per impact (possibly none); units in the dataset names
+        ig.attrs["description"] = ("first contact of each actor pair, found between ticks; delta-v for a perfectly "
+                                   "plastic impact; ego_point_pct: 0 = the ego's right edge, 100 = its left edge")
+        for k in IMPACT_FIELDS:
+            vals = [r[k] for r in self.impacts]
+            if k in IMPACT_STRINGS:
+                ig.create_dataset(k, data=np.array(vals, dtype=object), dtype=h5py.string_dtype())
+            elif k in ("frame", "id_a", "id_b"):
+                ig.create_dataset(k, data=np.array(vals, np.int32).reshape(-1))
+            else:
+                ig.create_dataset(k, data=np.array(vals, np.float64).reshape(-1))
+
+
+IMPACT_FIELDS = ("time_s", "frame", "actor_a", "actor_b", "id_a", "id_b", "kind_a", "kind_b", "speed_a_mps",
+                 "speed_b_mps", "relative_speed_mps", "mass_a_kg", "mass_b_kg", "delta_v_a_mps", "delta_v_b_mps",
+                 "point_x", "point_y", "ego_side", "ego_point_pct")
+IMPACT_STRINGS = ("actor_a", "actor_b", "kind_a", "kind_b", "ego_side")
+# the ego's first impact, flattened into run.json episode entries and batch index.csv columns (prefixed impact_)
+IMPACT_COLUMNS = ("time_s", "actor_b", "speed_a_mps", "speed_b_mps", "relative_speed_mps", "delta_v_a_mps",
+                  "delta_v_b_mps", "ego_side", "ego_point_pct")

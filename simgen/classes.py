@@ -83,5 +83,20 @@ ACTOR_KINDS: dict[str, ActorKind] = {
         ActorKind("child", PEDESTRIAN, (0.30, 0.45), (0.35, 0.50), (1.00, 1.35), False, 6.0),
         ActorKind("ball", DYNAMIC, (0.22, 0.30), (0.22, 0.30), (0.22, 0.30), False, 15.0),
         ActorKind("debris", STATIC, (0.4, 1.5), (0.4, 1.2), (0.15, 0.6), False, 0.0),
+        # Animals (quadrupeds; they move like walkers).  CARLA 0.9.14+ has no animal tag: its documentation puts
+        # animals under "Dynamic" (21: things whose position changes over time), so that is their semantic id.
+        # Sizes: roe/white-tailed deer (body length incl. head, shoulder-to-antler height) and medium/large dogs.
+        ActorKind("deer", DYNAMIC, (1.3, 1.9), (0.35, 0.50), (1.20, 1.70), False, 15.0),
+        ActorKind("dog", DYNAMIC, (0.60, 1.10), (0.22, 0.38), (0.50, 0.85), False, 12.0),
+        ActorKind("animal", DYNAMIC, (0.60, 1.90), (0.22, 0.50), (0.50, 1.70), False, 15.0),
     ]
+}
+
+ANIMAL_KINDS = ("deer", "dog", "animal")
+
+# Masses (kg) by kind for the impact metrics (delta-v by momentum conservation): typical kerb masses plus one
+# occupant for road vehicles, rider included for two-wheelers, an adult / a 6-year-old child for walkers.
+MASS_KG: dict[str, float] = {
+    "car": 1500.0, "van": 2200.0, "truck": 12000.0, "bus": 13000.0, "motorcycle": 280.0, "cyclist": 95.0,
+    "pedestrian": 75.0, "child": 23.0, "ball": 0.45, "debris": 15.0, "deer": 60.0, "dog": 30.0, "animal": 45.0,
 }

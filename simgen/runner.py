@@ -96,7 +96,7 @@ def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int) 
     from simgen.sim.world import World
 
     es = episode_streams(seed)
-    spec, values = concretise(src, rng=np.random.default_rng(es.params))
+    spec, values = concretise(src, rng=np.random.default_rng(es.params), grid_index=index)  # grid point = index mod N
     if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
         World(spec, rng=np.random.default_rng(sim_streams(es.sim).world), source=src.path)  # placement checks only
     return EpisodePlan(index, seed, spec, values, es.sim)
@@ -116,6 +116,21 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
     from simgen.io.episode import EpisodeWriter
 
     opts = {"record": record} if record is not None else {}
+    # --- end conditions (protocols helper): the scenario's `end:` decides the last frame, --frames/duration_s caps it
+    from simgen.sim.world import EndMonitor, World, predict_end
+
+    end = plan.spec.end if record is None else ()
+    cap = n_frames or plan.spec.n_frames
+    if end:
+        from simgen.spec.scenario import is_carla_town
+
+        if is_carla_town(plan.spec.map):
+            raise InputError("end conditions need a builtin map: the end frame is found by simulating the scenario "
+                             "before the sensors run", file=source, key="end")
+        n_frames, _ = predict_end(World(plan.spec, rng=np.random.default_rng(sim_streams(plan.sim_seed).world),
+                                        source=source), cap)
+    monitor = EndMonitor(end)
+    # ---
     session = backend.open(plan.spec, rig, seed=plan.sim_seed, source=source, n_frames=n_frames, **opts)
     n = session.n_frames
     meta = dict(meta or {})
@@ -141,11 +156,17 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
             labels = annotate(frame)
             writer.write(frame, labels)
             crit.add(frame)
+            if end:
+                monitor.update(frame.index, frame.time_s, float(np.hypot(*frame.actors.velocity[0, :2])),
+                               frame.collisions, frame.events)
             if progress is not None:
                 progress.update(1)
-        summary = crit.summary()
+        ending = _ending(plan, monitor, end, n, cap, path) if record is None else {"end_reason": "replay", "end_cap_hit": False}
+        sim = getattr(session, "sim_world", None) or getattr(session, "world", None)
+        crit.set_impacts(list(sim.impacts) if isinstance(sim, World) else [])
+        summary = {**crit.summary(), **ending}
         crit.write(writer.f)
-        writer.close({"summary_json": json.dumps(summary)})
+        writer.close({"summary_json": json.dumps(summary), **ending})
     except BaseException as e:
         if writer is not None:
             writer.abort()
@@ -155,6 +176,21 @@ def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source:
     finally:
         session.close()
     return {"index": plan.index, "file": str(path.name), "frames": n, "parameters": plan.params, **summary}
+
+
+def _ending(plan, monitor, end, n: int, cap: int, path: Path) -> dict:
+    """Why the episode ended (stored in the episode's attributes, its summary, run.json and the batch index); warns
+    (one line on stderr) when the frame cap cut the episode before its end condition held."""
+    import sys
+
+    if not end:
+        return {"end_reason": "duration", "end_cap_hit": False}
+    if monitor.reason is not None:
+        return {"end_reason": monitor.reason, "end_time_s": monitor.time_s, "end_frame": monitor.frame, "end_cap_hit": False}
+    why = "; ".join(c.describe() for c in end)
+    print(f"simgen: warning: {path.name}: the frame cap ({cap} frames, {cap / plan.spec.tick_hz:g} s) ended the episode "
+          f"before its end condition ({why}) held", file=sys.stderr)
+    return {"end_reason": "cap", "end_time_s": (n - 1) / plan.spec.tick_hz, "end_frame": n - 1, "end_cap_hit": True}
 
 
 def run(scenario: str, *, rig: str | None = None, out: str = "out", seed: int = 0, episodes: int = 1,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from simgen.errors import InputError
 
-_KINDS = ("uniform", "normal", "choice", "randint")
+_KINDS = ("uniform", "normal", "choice", "randint", "grid")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ def describe(spec) -> str:
             if isinstance(w, list) and len(w) == len(v):
                 return "one of " + ", ".join(f"{_num(c)} ({_num(x)})" for c, x in zip(v, w))
             return "one of " + ", ".join(_num(c) for c in v)
+        if kind == "grid" and isinstance(v, list):
+            return "grid of " + ", ".join(_num(c) for c in v)
         return str(spec)
     if isinstance(spec, str) and spec.startswith("$"):
         return f"= {spec}"

@@ -13,7 +13,7 @@ pixels there, its kind maps to a category (class map ``coco`` section) and it pa
   ``num_lidar_pts``, ``track_id`` (simgen actor id, stable across the episode's frames) and ``kind``.
 - Images carry ``camera``, ``episode`` (index), ``frame`` and ``time_s``.
 - Categories: official COCO ids for COCO names (person 1, bicycle 2, car 3, motorcycle 4, bus 6, train 7,
-  truck 8, sports ball 37), other names from 91 up in alphabetical order.
+  truck 8, dog 18, sports ball 37), other names from 91 up in alphabetical order.
 
 The JSON is streamed: images and annotations go to spool files as they are made and are joined at the end, so
 memory does not grow with the number of frames.
@@ -35,7 +35,7 @@ OWNED = ["images", "annotations"]
 CLASS_SECTION = "coco"
 OPTIONS = ()
 COCO_IDS = {"person": (1, "person"), "bicycle": (2, "vehicle"), "car": (3, "vehicle"), "motorcycle": (4, "vehicle"),
-            "bus": (6, "vehicle"), "train": (7, "vehicle"), "truck": (8, "vehicle"), "sports ball": (37, "sports")}
+            "bus": (6, "vehicle"), "train": (7, "vehicle"), "truck": (8, "vehicle"), "dog": (18, "animal"), "sports ball": (37, "sports")}
 
 
 def _mask_api():

@@ -128,6 +128,8 @@ def index_rows(tasks, recs: dict, params_of) -> list[dict]:
         for k, v in summary.items():
             if k not in row:
                 row[k] = v
+        if getattr(t.job, "grid_size", 1) > 1:
+            row["grid_point"] = t.episode % t.job.grid_size
         err = r.get("error")
         row.update({"elapsed_s": r.get("elapsed_s"), "path": t.rel_path if row["status"] == "done" else None,
                     "sha256": r.get("sha256"), "bytes": r.get("bytes"),

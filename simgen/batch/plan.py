@@ -36,6 +36,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,15 +52,19 @@ class JobSpec:
     """One job of a plan: ``episodes`` episodes of one scenario on one rig and backend."""
 
     scenario: str
-    episodes: int = field(metadata={"range": (1, 10_000_000)})
+    episodes: int | None = field(default=None, metadata={"range": (1, 10_000_000)})
     frames: int | None = field(default=None, metadata={"range": (1, 10_000_000)})
     duration_s: float | None = field(default=None, metadata={"gt": 0.0, "range": (0.0, 3600.0)})
     rig: str | None = None
     set: tuple[str, ...] = ()
     backend: str = field(default="builtin", metadata={"choices": tuple(BACKENDS)})
     name: str | None = None
+    grid: dict[str, Any] = field(default_factory=dict)  # parameter name -> list of values (full factorial)
 
     def validate(self, ctx: Ctx) -> None:
+        for k, v in self.grid.items():
+            if not isinstance(v, list) or not v:
+                raise ctx.key("grid").key(str(k)).error(f"got {v!r}; allowed: a non-empty list of values")
         if self.frames is not None and self.duration_s is not None:
             raise ctx.error("give frames or duration_s, not both")
         if self.name is not None and not _NAME.fullmatch(self.name):
@@ -102,6 +107,7 @@ class Job:
     src: object  # ScenarioSource
     rig_spec: object  # RigSpec
     allow_plugins: bool | None = None  # the user's opt-in to the scenario's plugins (--allow-plugins)
+    grid_size: int = 1  # points of the scenario's full-factorial grid (episode i takes point i mod grid_size)
 
     def seed(self, plan_seed: int) -> np.random.SeedSequence:
         """The job's SeedSequence: child ``index`` of ``SeedSequence(plan_seed)``."""
@@ -179,7 +185,7 @@ def sample_params(task: EpisodeTask) -> dict:
     from simgen.spec.scenario import concretise
 
     s_param = episode_streams(task.seed).params
-    return concretise(task.job.src, rng=np.random.default_rng(s_param))[1]
+    return concretise(task.job.src, rng=np.random.default_rng(s_param), grid_index=task.episode)[1]
 
 
 def _resolve(base: Path, value: str, ctx: Ctx, what: str, *, library: bool = False) -> Path:
@@ -230,13 +236,36 @@ def load_plan(path: str | Path, *, allow_plugins: bool | None = None) -> Plan:
             if rig_path not in rigs:
                 rigs[rig_path] = load_rig(rig_path)
             src = load_scenario_source(scen, list(overrides), allow_plugins=allow_plugins)
+        except InputError as e:
+            raise jctx.error(str(e)) from None
+        if js.grid:  # a grid axis replaces the parameter's declaration (its place in the file order stays)
+            declared = src.raw.get("parameters") or {}
+            for k in js.grid:
+                if k not in declared:
+                    raise jctx.key("grid").key(str(k)).error(
+                        f"unknown parameter {k!r} of {scen.name}; known: {', '.join(declared) or 'none'}")
+            overrides += tuple(f"parameters.{k}={json.dumps({'grid': v})}" for k, v in js.grid.items())
+        try:
+            if js.grid:
+                src = load_scenario_source(scen, list(overrides), allow_plugins=allow_plugins)
             plan_one(src, episode_seed(spec.seed, j, 0), 0)  # episode 0 samples and places
         except InputError as e:
             raise jctx.error(str(e)) from None
+        from simgen.spec.params import grid_size
+
+        n_grid = grid_size(src.raw.get("parameters") or {})
+        episodes = js.episodes
+        if episodes is None:
+            if n_grid == 1:
+                raise jctx.key("episodes").error("required (only a job with a grid may leave it out: one episode per point)")
+            episodes = n_grid
+        elif episodes % n_grid:
+            raise jctx.key("episodes").error(f"got {episodes}; allowed: a multiple of the grid's {n_grid} points, so every "
+                                             "point is covered equally often")
         if any(job.name == name for job in jobs):
             raise jctx.key("name").error(f"duplicate job name {name!r}; give the jobs distinct names")
-        jobs.append(Job(j, name, str(scen), overrides, str(rig_path), js.frames, js.backend, js.episodes, src,
-                        rigs[rig_path], allow_plugins))
+        jobs.append(Job(j, name, str(scen), overrides, str(rig_path), js.frames, js.backend, episodes, src,
+                        rigs[rig_path], allow_plugins, n_grid))
     ident = {"format": "simgen-batch-plan/1", "seed": spec.seed, "jobs": [
         {"name": jb.name, "backend": jb.backend, "frames": jb.frames, "scenario": jb.src.raw,
          "rig": rig_to_dict(jb.rig_spec)} for jb in jobs]}

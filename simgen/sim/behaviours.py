@@ -65,7 +65,7 @@ BehaviourFn = Callable[..., Control]
 TriggerFn = Callable[..., bool]
 
 BUILTIN_BEHAVIOURS = ("lane_follow", "scripted", "brake", "stop", "stop_at_line", "lane_change", "parked", "stand",
-                      "open_door", "walk")
+                      "open_door", "walk", "synchronize", "reverse")
 BEHAVIOURS: dict[str, BehaviourFn | None] = {name: None for name in BUILTIN_BEHAVIOURS}
 TRIGGERS: dict[str, TriggerFn] = {}
 

@@ -71,6 +71,7 @@ class Actor:
     walked_m: float = 0.0
     hesitate_until: float | None = None
     aeb_latched: bool = False  # emergency braking engaged: brake to a stop and hold while blocked
+    sync: dict | None = None  # synchronize in progress: own/reference points (see World._sync_start)
     junction_entries: list = field(default_factory=list)  # [(s on path, junction id)] of unsignalised junctions
 
     @property
@@ -100,6 +101,8 @@ class World:
         self.applied: set[str] = set()
         self.event_log: list[tuple[float, str, str]] = []  # (time, actor, event)
         self.collisions_total: set[tuple[int, int]] = set()
+        self.impacts: list[dict] = []  # one record per first contact of a pair (see World._collisions)
+        self._stepping: int | None = None  # index of the actor being stepped (None between steps)
         self._reserved: dict[int, int] = {}  # junction id -> index of the vehicle holding it
         self._rng = rng
         self._place_all()
@@ -311,6 +314,11 @@ class World:
         s, lat = a.path.project(np.array([a.x, a.y]))
         a.s = float(s)
         a.lateral = float(lat)
+        if reverse and np.cos(a.yaw - float(a.path.pose_at(a.s)[2])) < 0.0:
+            raise InputError(f"{a.name}: reverse: true drives lane {lane_id} against its direction, facing that way (a "
+                             "wrong-way driver), so the actor must face against the lane (place it with yaw_deg: 180); "
+                             "to back up with the heading kept use type: reverse", file=self.source,
+                             key=f"{a.name}.behaviour.reverse")
 
     def _place_all(self) -> None:
         spec = self.spec
@@ -322,6 +330,9 @@ class World:
             key = f"actors[{i}]"
             res = self._resolve(a.place, f"{key}.place", placed, ACTOR_KINDS[a.kind].default_dims())
             placed[a.id] = self._new_actor(a.id, a.kind, a.dims, a.colour, res, a.speed_mps, a.behaviour, a.events, key)
+        for a in self.actors:  # synchronize with an actor placed later
+            if a.behaviour.type == "synchronize" and a.sync is None:
+                self._sync_start(a, a.behaviour)
         self._check_placements()
         self._spawn_traffic()
 
@@ -431,6 +442,11 @@ class World:
             a.walk_left_m = b.distance_m
             if b.speed_mps is not None:
                 a.speed = b.speed_mps
+        a.sync = None
+        if b.type == "synchronize" and any(x.name == b.reference for x in self.actors):
+            self._sync_start(a, b)  # else once everyone is placed (_place_all) or at its first step
+        if b.type == "reverse":
+            a.walk_left_m = b.distance_m
         if b.type == "lane_change":
             lane = self.map.lanes.get(a.lane) if a.lane else None
             target = getattr(lane, b.direction) if lane else None
@@ -628,6 +644,8 @@ class World:
         """Advance one tick; returns the actor-id pairs in collision after the step."""
         dt = self.dt
         self.check_events()
+        t0 = self.time_s
+        pre = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)  # motion starts here (after events)
         lights = self.light_states()
         pos = np.array([[a.x, a.y] for a in self.actors])
         self._occupied = self._junction_occupants(pos)
@@ -639,6 +657,7 @@ class World:
         from simgen.sim.behaviours import BEHAVIOURS
 
         for i, a in enumerate(self.actors):
+            self._stepping = i
             b = a.behaviour
             if a.crashed or b.type in ("parked", "stand", "open_door"):
                 a.accel, a.speed = 0.0, 0.0
@@ -661,6 +680,12 @@ class World:
                     a.x += a.speed * np.cos(a.yaw) * dt
                     a.y += a.speed * np.sin(a.yaw) * dt
                 continue
+            if b.type == "synchronize":
+                self._sync_step(a, b, dt)
+                continue
+            if b.type == "reverse":
+                self._reverse_step(a, b, dt)
+                continue
             if b.type == "walk" or not a.kind.vehicle or a.path is None:
                 self._walk(a, b, dt)
                 continue
@@ -681,10 +706,11 @@ class World:
                     if a.behaviour.type == "lane_change":
                         a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
             self._bicycle(a, acc, dt)
+        self._stepping = None
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
         self._update_z(dt)
-        return self._collisions()
+        return self._collisions(pre, t0)
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
         """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""
@@ -744,13 +770,61 @@ class World:
             a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
             a.z = float(zi)
 
-    def _collisions(self) -> list[tuple[int, int]]:
-        """Actor pairs whose footprints overlap.  Walkers passing each other are not collisions (they step
-        aside in reality; the kinematic walkers do not model it).  A ball stops; what hits it does not."""
+    def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None) -> list[tuple[int, int]]:
+        """Actor pairs in contact after the step.  Walkers passing each other are not collisions (they step aside in
+        reality; the kinematic walkers do not model it).  A ball stops; what hits it does not.
+
+        A pair that was not in contact before is tested over the whole tick (swept footprints, :func:`first_contact`):
+        its first contact time is found between the ticks, an impact record is kept (:meth:`_impact`) and the parties
+        that crash are put back where they were at that instant, so the recorded state is the contact state rather
+        than one tick's worth of overlap."""
+        new: dict[tuple[int, int], float] = {}
+        if pre is not None and len(self.actors) > 1:
+            post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
+            dims = np.array([a.dims[:2] for a in self.actors], float)
+            i, j = np.triu_indices(len(self.actors), 1)
+            r = 0.5 * np.hypot(dims[:, 0], dims[:, 1])  # bounding circles (they contain the footprint at any yaw)
+            d0 = pre[i, :2] - pre[j, :2]  # centres move linearly within the tick: closest approach of the pair
+            dd = (post[i, :2] - post[j, :2]) - d0
+            u = np.clip(-np.einsum("pk,pk->p", d0, dd) / np.maximum(np.einsum("pk,pk->p", dd, dd), 1e-12), 0.0, 1.0)
+            near = np.hypot(*(d0 + u[:, None] * dd).T) <= r[i] + r[j] + 1e-6
+            ped = np.array([a.kind.semantic == PEDESTRIAN for a in self.actors])
+            i, j = i[near & ~(ped[i] & ped[j])], j[near & ~(ped[i] & ped[j])]
+            ids = np.array([a.id for a in self.actors])
+            fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
+            i, j = i[fresh], j[fresh]
+            if len(i):
+                f = first_contact(pre[i, :3], post[i, :3], dims[i], pre[j, :3], post[j, :3], dims[j])
+                hit = ~np.isnan(f)
+                order = np.argsort(f[hit], kind="stable")
+                rewind: dict[int, float] = {}
+                for a_i, b_i, fk in zip(i[hit][order], j[hit][order], f[hit][order]):
+                    a, b = self.actors[a_i], self.actors[b_i]
+                    self.impacts.append(self._impact(a_i, b_i, float(fk), pre, post, dims, t0))
+                    new[(a.id, b.id)] = float(fk)
+                    for x_i, x, other in ((a_i, a, b), (b_i, b, a)):
+                        if other.kind.name == "ball" and x.kind.name != "ball":
+                            continue
+                        if (x.kind.vehicle or x.speed > 0 or pre[x_i, 3] > 0) and not x.crashed:
+                            x.crashed = True
+                            rewind[x_i] = min(rewind.get(x_i, 1.0), float(fk))
+                for x_i, fk in rewind.items():  # the contact state: where the crashed parties were at first contact
+                    x = self.actors[x_i]
+                    p = _lerp_pose(pre[x_i:x_i + 1, :3], post[x_i:x_i + 1, :3], np.array([fk]))[0]
+                    x.x, x.y, x.yaw = float(p[0]), float(p[1]), float(p[2])
+                    if x.path is not None:
+                        x.s = float(x.path.project(np.array([x.x, x.y]))[0])
+                if rewind:  # back on the ground there; the tick's vertical velocity follows the moved pose
+                    rows = list(rewind)
+                    zs = self.map.ground_height(np.array([[self.actors[k].x, self.actors[k].y] for k in rows]))
+                    for k, z in zip(rows, zs):
+                        x = self.actors[k]
+                        x.vz += (float(z) - x.z) / self.dt
+                        x.z = float(z)
         pairs = overlapping_pairs(self._footprints())
         out = []
-        for i, j in pairs:
-            a, b = self.actors[i], self.actors[j]
+        for i_, j_ in pairs:
+            a, b = self.actors[i_], self.actors[j_]
             if a.kind.semantic == PEDESTRIAN and b.kind.semantic == PEDESTRIAN:
                 continue
             out.append((a.id, b.id))
@@ -760,7 +834,180 @@ class World:
                 if x.kind.vehicle or x.speed > 0:
                     x.crashed = True
             self.collisions_total.add((a.id, b.id))
+        for pair in new:  # a contact within the tick that no longer overlaps (e.g. a car through a ball)
+            if pair not in out:
+                out.append(pair)
+            self.collisions_total.add(pair)
         return out
+
+    def _impact(self, ai: int, bi: int, f: float, pre: np.ndarray, post: np.ndarray, dims: np.ndarray, t0: float) -> dict:
+        """Impact metrics of a first contact at fraction ``f`` of the tick that started at ``t0``.
+
+        Velocities at contact are interpolated between the tick's ends.  Delta-v assumes a perfectly plastic
+        collision (both parties move on with their common centre-of-mass velocity; no restitution, friction or
+        rotation): dv_a = m_b / (m_a + m_b) * |v_a - v_b|, masses by kind (:data:`simgen.classes.MASS_KG`).  The
+        contact point is the centroid of the footprints' overlap just after first contact.  With the ego as a
+        party it is party ``a``, and ``ego_side`` says which of its edges was hit; on its front (or rear) edge
+        ``ego_point_pct`` is where across its width: 0 % its right edge, 100 % its left edge (looking forward)."""
+        from simgen.classes import MASS_KG
+
+        if self.actors[bi].is_ego:
+            ai, bi = bi, ai
+        a, b = self.actors[ai], self.actors[bi]
+        w = np.array([f])
+
+        def vel(k):
+            v0 = pre[k, 3] * np.array([np.cos(pre[k, 2]), np.sin(pre[k, 2])])
+            v1 = post[k, 3] * np.array([np.cos(post[k, 2]), np.sin(post[k, 2])])
+            return v0 + f * (v1 - v0)
+
+        va, vb = vel(ai), vel(bi)
+        ma, mb = MASS_KG.get(a.kind.name, 1000.0), MASS_KG.get(b.kind.name, 1000.0)
+        rel = float(np.linalg.norm(va - vb))
+        fc = min(1.0, f + 1e-3)  # a hair past first contact: the overlap is a thin sliver along the contact
+        pa = _lerp_pose(pre[ai:ai + 1, :3], post[ai:ai + 1, :3], np.array([fc]))
+        pb = _lerp_pose(pre[bi:bi + 1, :3], post[bi:bi + 1, :3], np.array([fc]))
+        A = _rects(pa[:, :2], pa[:, 2], dims[ai:ai + 1])[0]
+        B = _rects(pb[:, :2], pb[:, 2], dims[bi:bi + 1])[0]
+        point = polygon_centroid(clip_convex(A, B))
+        if point is None:
+            point = 0.5 * (pa[0, :2] + pb[0, :2])
+        rec = {
+            "time_s": float(t0 + f * self.dt), "frame": int(self.frame), "actor_a": a.name, "actor_b": b.name,
+            "id_a": int(a.id), "id_b": int(b.id), "kind_a": a.kind.name, "kind_b": b.kind.name,
+            "speed_a_mps": float(np.linalg.norm(va)), "speed_b_mps": float(np.linalg.norm(vb)),
+            "relative_speed_mps": rel, "mass_a_kg": ma, "mass_b_kg": mb,
+            "delta_v_a_mps": mb / (ma + mb) * rel, "delta_v_b_mps": ma / (ma + mb) * rel,
+            "point_x": float(point[0]), "point_y": float(point[1]), "ego_side": "", "ego_point_pct": float("nan"),
+        }
+        if a.is_ego:
+            c, s_ = np.cos(pa[0, 2]), np.sin(pa[0, 2])
+            d = point - pa[0, :2]
+            lx, ly = c * d[0] + s_ * d[1], -s_ * d[0] + c * d[1]
+            L, W = dims[ai]
+            gaps = {"front": L / 2 - lx, "rear": lx + L / 2, "left": W / 2 - ly, "right": ly + W / 2}
+            side = min(gaps, key=gaps.get)
+            rec["ego_side"] = side
+            if side in ("front", "rear"):
+                rec["ego_point_pct"] = float(np.clip((ly + W / 2) / W, 0.0, 1.0) * 100.0)
+        return rec
+
+    # ------------------------------------------------------------------ synchronised arrival, reversing
+    def _motion_line(self, a: Actor) -> np.ndarray:
+        """(N,2) polyline of where ``a`` is heading: its path ahead, or a 500 m ray along its heading."""
+        if a.kind.vehicle and a.path is not None:
+            pts = a.path.points
+            s_pts = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
+            ahead = pts[s_pts > a.s]
+            return np.vstack([[a.x, a.y], ahead]) if len(ahead) else np.array([[a.x, a.y], a.path.pose_at(a.s + 500.0)[:2]])
+        d = np.array([np.cos(a.yaw), np.sin(a.yaw)])
+        return np.array([[a.x, a.y], [a.x + 500.0 * d[0], a.y + 500.0 * d[1]]])
+
+    def _sync_start(self, a: Actor, b: Behaviour) -> None:
+        """Set up ``synchronize``: own point (``at``, or where the two actors' paths cross, shifted ``offset_m`` along
+        own path) and the reference's point (``reference_at``, or the unshifted crossing)."""
+        by_name = {x.name: x for x in self.actors}
+        ref = by_name.get(b.reference)
+        key = f"{a.name}.behaviour"
+        if ref is None:
+            raise self._err(f"{key}.reference", f"unknown actor {b.reference!r} (is it placed?)")
+        if b.at is not None:
+            p = np.array(b.at, float)
+        else:
+            p = path_crossing(self._motion_line(a), self._motion_line(ref))
+            if p is None:
+                raise self._err(f"{key}.at", f"the paths of {a.name} and {ref.name} do not cross ahead of both; give "
+                                "at: [x, y] (and reference_at)")
+        q = np.array(b.reference_at, float) if b.reference_at is not None else p.copy()
+        if b.offset_m:
+            line = self._motion_line(a)
+            seg = np.diff(line, axis=0)
+            k = int(np.argmin(np.hypot(*(line[:-1] + 0.5 * seg - p).T)))
+            u = seg[k] / max(np.linalg.norm(seg[k]), 1e-9)
+            p = p + b.offset_m * u
+        vf = b.final_speed_mps if b.final_speed_mps is not None else (b.speed_mps if b.speed_mps is not None else a.speed)
+        a.sync = {"ref": ref, "p": p, "q": q, "vf": float(vf)}
+        if not (a.kind.vehicle and a.path is not None):
+            a.yaw = float(np.arctan2(p[1] - a.y, p[0] - a.x))
+
+    def _remaining(self, x: Actor, point: np.ndarray) -> float:
+        """Distance (m) ``x`` still has to go to ``point``: along its path, or along its heading."""
+        if x.kind.vehicle and x.path is not None:
+            return float(x.path.project(point)[0]) - x.s
+        return float(np.cos(x.yaw) * (point[0] - x.x) + np.sin(x.yaw) * (point[1] - x.y))
+
+    def sync_arrival_time(self, a: Actor) -> float | None:
+        """Seconds until the reference of ``a``'s synchronize reaches its point at its current speed (None: never)."""
+        sy = a.sync
+        ref = sy["ref"]
+        d_ref = self._remaining(ref, sy["q"])
+        if a.behaviour.arrive == "contact":  # the reference's front reaches own footprint at own point
+            dy = a.yaw - ref.yaw
+            d_ref -= ref.dims[0] / 2 + abs(np.cos(dy)) * a.dims[0] / 2 + abs(np.sin(dy)) * a.dims[1] / 2
+        v = abs(ref.speed)
+        if v < 0.05 or d_ref <= 0:
+            return None
+        # within a step the reference may already have moved this tick: its time then counts from the tick's end
+        moved = self._stepping is not None and self.actors.index(ref) < self._stepping
+        return d_ref / v + (self.dt if moved else 0.0)
+
+    def _sync_step(self, a: Actor, b: Behaviour, dt: float) -> None:
+        """Steer own speed so that own remaining distance / time matches the reference's predicted arrival time,
+        ending at ``final_speed_mps``: the commanded speed is the one of a linear ramp to the final speed that covers
+        the remaining distance in that time (v = 2 d / T - v_final).  At the point, hand over to lane_follow (vehicles)
+        or walk (others) at the final speed."""
+        if a.sync is None:
+            self._sync_start(a, b)
+        sy = a.sync
+        d_own = self._remaining(a, sy["p"])
+        vf = sy["vf"]
+        if d_own <= 0.0:
+            self.event_log.append((self.time_s, a.name, f"{a.name}:synchronized"))
+            nb = dataclasses.replace(b, type="lane_follow" if (a.kind.vehicle and a.path is not None) else "walk",
+                                     speed_mps=vf, heading_deg=0.0)
+            self._start_behaviour(a, nb)
+            a.speed = vf if nb.type == "walk" else a.speed
+            if nb.type == "walk":
+                self._walk(a, nb, dt)
+            else:
+                self._bicycle(a, float(np.clip((vf - a.speed) / dt, -9.0, 6.0)), dt)
+            return
+        T = self.sync_arrival_time(a)
+        v_cmd = a.speed if T is None else max(0.0, 2.0 * d_own / T - vf)
+        v_cmd = min(v_cmd, a.kind.max_speed_mps)
+        if a.kind.vehicle and a.path is not None:
+            self._bicycle(a, float(np.clip((v_cmd - a.speed) / dt, -9.0, 6.0)), dt)
+            return
+        v_new = float(np.clip(v_cmd, max(0.0, a.speed - 6.0 * dt), a.speed + 6.0 * dt))
+        step = 0.5 * (a.speed + v_new) * dt
+        a.accel = (v_new - a.speed) / dt
+        a.speed = v_new
+        a.x += step * np.cos(a.yaw)
+        a.y += step * np.sin(a.yaw)
+
+    def _reverse_step(self, a: Actor, b: Behaviour, dt: float) -> None:
+        """Back up, keeping the heading: along the path behind it (vehicles on a lane; the yaw follows the lane's
+        direction) or straight back, at up to ``speed_mps`` (default 2 m/s), for ``distance_m`` (default: on and on),
+        accelerating at IDM a and stopping at IDM b.  The speed is negative: velocities point backwards."""
+        target = b.speed_mps if b.speed_mps is not None else 2.0
+        v = max(0.0, -a.speed)
+        left = a.walk_left_m
+        v_new = min(target, v + IDM_A_MAX * dt)
+        if left is not None:
+            v_new = min(v_new, float(np.sqrt(max(0.0, 2.0 * IDM_B * left))))
+        step = 0.5 * (v + v_new) * dt
+        if left is not None:
+            step = min(step, left)
+            a.walk_left_m = left - step
+        if a.kind.vehicle and a.path is not None:
+            a.s -= step
+            x, y, yaw = a.path.pose_at(a.s, a.lateral)
+            a.x, a.y, a.yaw = float(x), float(y), float(yaw)
+        else:
+            a.x -= step * np.cos(a.yaw)
+            a.y -= step * np.sin(a.yaw)
+        a.accel = (-v_new + v) / dt
+        a.speed = -v_new
 
     def states(self) -> ActorStates:
         A = self.actors
@@ -834,3 +1081,198 @@ def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
     sep = (pa.max(2) + margin < pb.min(2)) | (pb.max(2) + margin < pa.min(2))
     hit = ~sep.any(axis=1)
     return np.stack([i[hit], j[hit]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- swept contacts
+def _rects(xy: np.ndarray, yaw: np.ndarray, lw: np.ndarray) -> np.ndarray:
+    """(P,4,2) corners of oriented rectangles (centres xy (P,2), yaw (P,), length/width lw (P,2)); the corner order
+    of :meth:`World._footprints`."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    l2, w2 = lw[:, 0] / 2, lw[:, 1] / 2
+    lx = np.stack([l2, l2, -l2, -l2], 1)
+    ly = np.stack([w2, -w2, -w2, w2], 1)
+    return np.stack([lx * c[:, None] - ly * s[:, None] + xy[:, :1], lx * s[:, None] + ly * c[:, None] + xy[:, 1:2]], -1)
+
+
+def _lerp_pose(p0: np.ndarray, p1: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Poses (P,3) x, y, yaw at fractions f (P,) between p0 and p1 (yaw along the shorter arc)."""
+    out = p0 + f[:, None] * (p1 - p0)
+    out[:, 2] = p0[:, 2] + f * wrap_angle(p1[:, 2] - p0[:, 2])
+    return out
+
+
+def sat_overlap(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(P,) whether convex quadrilaterals A[p] and B[p] (P,4,2) overlap (separating axis test; touching counts)."""
+    axes = np.concatenate([A[:, [1, 2]] - A[:, [0, 1]], B[:, [1, 2]] - B[:, [0, 1]]], axis=1)
+    axes = axes / np.maximum(np.linalg.norm(axes, axis=2, keepdims=True), 1e-12)
+    pa = np.einsum("pkd,pcd->pkc", axes, A)
+    pb = np.einsum("pkd,pcd->pkc", axes, B)
+    sep = (pa.max(2) < pb.min(2)) | (pb.max(2) < pa.min(2))
+    return ~sep.any(axis=1)
+
+
+def first_contact(a0, a1, da, b0, b1, db, *, samples: int = 16, iters: int = 40) -> np.ndarray:
+    """Fraction of a tick (0..1) at which the footprints of pairs first touch, NaN where they never do.
+
+    Poses a0/a1 and b0/b1 (P,3: x, y, yaw) at the tick's start and end are interpolated linearly (yaw along the
+    shorter arc); the footprints (sizes da, db: (P,2) length, width) are tested with the separating axis test at
+    ``samples`` evenly spaced fractions (so a thin object passing right through within the tick is found too), and
+    the first overlap is refined by bisection to 2**-iters of a tick.  Vectorised over pairs."""
+    a0, a1, b0, b1 = (np.asarray(v, float) for v in (a0, a1, b0, b1))
+    da, db = np.asarray(da, float), np.asarray(db, float)
+    P = len(a0)
+    out = np.full(P, np.nan)
+    if P == 0:
+        return out
+
+    def hit(f):
+        pa, pb = _lerp_pose(a0, a1, f), _lerp_pose(b0, b1, f)
+        return sat_overlap(_rects(pa[:, :2], pa[:, 2], da), _rects(pb[:, :2], pb[:, 2], db))
+
+    fs = np.linspace(0.0, 1.0, samples + 1)
+    rep = lambda v: np.repeat(v, samples + 1, axis=0)  # noqa: E731 - all samples of all pairs in one SAT call
+    pa = _lerp_pose(rep(a0), rep(a1), np.tile(fs, P))
+    pb = _lerp_pose(rep(b0), rep(b1), np.tile(fs, P))
+    grid = sat_overlap(_rects(pa[:, :2], pa[:, 2], rep(da)), _rects(pb[:, :2], pb[:, 2], rep(db))).reshape(P, samples + 1)
+    any_hit = grid.any(1)
+    if not any_hit.any():
+        return out
+    k = np.argmax(grid, axis=1)
+    out[any_hit] = fs[k[any_hit]]
+    sel = np.flatnonzero(any_hit & (k > 0))  # bisect only the pairs that touch, between the last miss and first hit
+    if len(sel):
+        a0, a1, b0, b1, da, db = a0[sel], a1[sel], b0[sel], b1[sel], da[sel], db[sel]
+        lo, hi = fs[k[sel] - 1], fs[k[sel]]
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            h = hit(mid)
+            hi = np.where(h, mid, hi)
+            lo = np.where(h, lo, mid)
+        out[sel] = hi
+    return out
+
+
+def clip_convex(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """Intersection polygon (K,2) of two convex polygons (Sutherland-Hodgman); empty (0,2) when they do not meet."""
+    def ccw(p):
+        area = np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])
+        return p if area >= 0 else p[::-1]
+
+    out = list(ccw(np.asarray(subject, float)))
+    C = ccw(np.asarray(clip, float))
+    for k in range(len(C)):
+        if not out:
+            break
+        e0, e1 = C[k], C[(k + 1) % len(C)]
+        edge = e1 - e0
+        inside = lambda q: edge[0] * (q[1] - e0[1]) - edge[1] * (q[0] - e0[0]) >= 0.0  # noqa: E731
+        pts, out = out, []
+        for m in range(len(pts)):
+            cur, prev = pts[m], pts[m - 1]
+            ci, pi = inside(cur), inside(prev)
+            if ci != pi:
+                d = cur - prev
+                den = edge[0] * d[1] - edge[1] * d[0]
+                if abs(den) > 1e-15:
+                    t = (edge[0] * (e0[1] - prev[1]) - edge[1] * (e0[0] - prev[0])) / den
+                    out.append(prev + np.clip(t, 0.0, 1.0) * d)
+            if ci:
+                out.append(cur)
+    return np.array(out, float).reshape(-1, 2)
+
+
+def polygon_centroid(poly: np.ndarray) -> np.ndarray | None:
+    """Area centroid of a simple polygon (K,2) (shoelace); the mean of its distinct vertices when it has no area;
+    None when empty."""
+    if len(poly) == 0:
+        return None
+    x, y = poly[:, 0], poly[:, 1]
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    cr = x * yn - xn * y
+    area = 0.5 * cr.sum()
+    if abs(area) < 1e-12:
+        return np.unique(np.round(poly, 12), axis=0).mean(axis=0)
+    return np.array([((x + xn) * cr).sum(), ((y + yn) * cr).sum()]) / (6.0 * area)
+
+
+def path_crossing(P: np.ndarray, Q: np.ndarray) -> np.ndarray | None:
+    """First point (along P) where polylines P (N,2) and Q (M,2) cross, or None.  Vectorised over segment pairs."""
+    p0, p1 = P[:-1], P[1:]
+    q0, q1 = Q[:-1], Q[1:]
+    r = (p1 - p0)[:, None, :]
+    s = (q1 - q0)[None, :, :]
+    qp = q0[None, :, :] - p0[:, None, :]
+    den = r[..., 0] * s[..., 1] - r[..., 1] * s[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (qp[..., 0] * s[..., 1] - qp[..., 1] * s[..., 0]) / den
+        u = (qp[..., 0] * r[..., 1] - qp[..., 1] * r[..., 0]) / den
+    ok = (np.abs(den) > 1e-12) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)
+    if not ok.any():
+        return None
+    seg_len = np.hypot(*(p1 - p0).T)
+    s_along = np.concatenate([[0.0], np.cumsum(seg_len)])[:-1][:, None] + t * seg_len[:, None]
+    s_along = np.where(ok, s_along, np.inf)
+    i, j = np.unravel_index(np.argmin(s_along), s_along.shape)
+    return p0[i] + t[i, j] * (p1[i] - p0[i])
+
+
+# ---------------------------------------------------------------------------------------------- end conditions
+class EndMonitor:
+    """Evaluates a scenario's ``end:`` conditions tick by tick on plain observations (frame index, time, ego speed,
+    collision pairs, events fired), so both backends and the pre-simulation use the same rules.  ``reason`` is the
+    first condition that held (None until then); ``frame``/``time_s`` when it held."""
+
+    def __init__(self, end, ego_id: int = 1):
+        self.end = tuple(end)
+        self.ego_id = ego_id
+        self.reason: str | None = None
+        self.frame: int | None = None
+        self.time_s: float | None = None
+        self._still_since: float | None = None
+        self._collision_t: dict[str, float] = {}
+        self._event_t: dict[str, float] = {}
+
+    def update(self, k: int, t: float, ego_speed: float, collisions, events) -> bool:
+        """``events``: (time fired, actor, event key) tuples fired this tick.  True once an end condition holds."""
+        if self.reason is not None:
+            return True
+        eps = 1e-9
+        for pair in collisions:
+            self._collision_t.setdefault("any", t)
+            if self.ego_id in pair:
+                self._collision_t.setdefault("ego", t)
+        for te, _, key in events:
+            self._event_t.setdefault(key, float(te))
+        if abs(ego_speed) < min((c.speed_below_mps for c in self.end if c.ego_standstill_s is not None), default=0.05):
+            if self._still_since is None:
+                self._still_since = t
+        else:
+            self._still_since = None
+        for c in self.end:
+            ok = False
+            if c.ego_standstill_s is not None:
+                ok = self._still_since is not None and t - self._still_since >= c.ego_standstill_s - eps
+            elif c.collision is not None:
+                ok = c.collision in self._collision_t and t >= self._collision_t[c.collision] + c.delay_s - eps
+            elif c.event is not None:
+                ok = c.event in self._event_t and t >= self._event_t[c.event] + c.delay_s - eps
+            elif c.time_s is not None:
+                ok = t >= c.time_s - eps
+            if ok:
+                self.reason, self.frame, self.time_s = c.describe(), int(k), float(t)
+                return True
+        return False
+
+
+def predict_end(world: World, cap: int) -> tuple[int, EndMonitor]:
+    """Step a (fresh) World until its scenario's end conditions hold or ``cap`` frames are reached, as a backend's
+    session would (frame 0 is the initial state).  Returns the number of frames and the monitor."""
+    mon = EndMonitor(world.spec.end)
+    if mon.update(0, world.time_s, abs(world.actors[0].speed), [], []):
+        return 1, mon
+    for k in range(1, cap):
+        n_ev = len(world.event_log)
+        col = world.step()
+        if mon.update(k, world.time_s, abs(world.actors[0].speed), col, world.event_log[n_ev:]):
+            return k + 1, mon
+    return cap, mon

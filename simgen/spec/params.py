@@ -26,7 +26,7 @@ from simgen.errors import InputError
 
 _REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _EXPR = re.compile(r"^\$\{(.+)\}$")
-_KINDS = ("uniform", "normal", "choice", "randint")
+_KINDS = ("uniform", "normal", "choice", "randint", "grid")
 
 # Limits on expressions (issue 15 items 3 and 4).  simpleeval walks the tree; these bound what it is given and
 # what any operation may produce, so no expression can run for long or allocate much.
@@ -206,7 +206,7 @@ def check_parameters(params: dict, *, file: str) -> None:
         kinds = [k for k in spec if k in _KINDS]
         extra = [k for k in spec if k not in _KINDS and k != "weights"]
         if len(kinds) != 1 or extra:
-            raise InputError(f"got {spec!r}; allowed: a constant or one of {{uniform: [lo, hi]}}, {{normal: {{mean, std, min, max}}}}, {{choice: [...], weights: [...]}}, {{randint: [lo, hi]}}", file=file, key=key)
+            raise InputError(f"got {spec!r}; allowed: a constant or one of {{uniform: [lo, hi]}}, {{normal: {{mean, std, min, max}}}}, {{choice: [...], weights: [...]}}, {{randint: [lo, hi]}}, {{grid: [...]}}", file=file, key=key)
         k = kinds[0]
         v = spec[k]
         if k in ("uniform", "randint"):
@@ -233,6 +233,9 @@ def check_parameters(params: dict, *, file: str) -> None:
                 raise InputError(f"the window [min, max] = [{lo:g}, {hi:g}] holds practically none of normal(mean "
                                  f"{mean:g}, std {std:g}); allowed: a window that contains the mean or lies within a "
                                  "few std of it", file=file, key=f"{key}.normal")
+        elif k == "grid":
+            if not isinstance(v, list) or not v:
+                raise InputError(f"grid takes a non-empty list of values, got {v!r}", file=file, key=f"{key}.grid")
         elif k == "choice":
             if not isinstance(v, list) or not v:
                 raise InputError(f"choice takes a non-empty list, got {v!r}", file=file, key=f"{key}.choice")
@@ -260,16 +263,42 @@ def _truncated_normal(rng: np.random.Generator, mean: float, std: float, lo: flo
     return min(max(x, lo), hi)  # guards the last ulp only
 
 
-def sample_parameters(params: dict, *, rng: np.random.Generator, file: str) -> dict[str, Any]:
-    """Draw one concrete value per parameter, in declaration order."""
+def grid_axes(params: dict) -> list[tuple[str, list]]:
+    """The ``grid`` parameters (name, values) in declaration order: the axes of a full-factorial grid."""
+    return [(n, list(p["grid"])) for n, p in (params or {}).items() if isinstance(p, dict) and "grid" in p]
+
+
+def grid_size(params: dict) -> int:
+    """Number of points of the parameters' full-factorial grid (1 without grid parameters)."""
+    return int(np.prod([len(v) for _, v in grid_axes(params)], dtype=np.int64)) if grid_axes(params) else 1
+
+
+def grid_point(params: dict, index: int) -> dict[str, Any]:
+    """The values of grid point ``index mod grid_size``: the axes in declaration order, the last varying fastest
+    (row-major), so episodes 0 .. N-1 visit every point exactly once."""
+    axes = grid_axes(params)
+    k = int(index) % grid_size(params)
+    out = {}
+    for name, vals in reversed(axes):
+        k, r = divmod(k, len(vals))
+        out[name] = vals[r]
+    return {n: out[n] for n, _ in axes}
+
+
+def sample_parameters(params: dict, *, rng: np.random.Generator, file: str, grid_index: int = 0) -> dict[str, Any]:
+    """Draw one concrete value per parameter, in declaration order.  ``grid`` parameters take the values of grid
+    point ``grid_index`` (the episode index; see :func:`grid_point`) and draw nothing from ``rng``."""
     check_parameters(params, file=file)
+    point = grid_point(params, grid_index)
     values: dict[str, Any] = {}
     for name, spec in params.items():
         key = f"parameters.{name}"
         if isinstance(spec, dict):
             k = next(k for k in spec if k in _KINDS)
             v = spec[k]
-            if k == "uniform":
+            if k == "grid":
+                values[name] = substitute(point[name], values, file=file, key=f"{key}.grid")
+            elif k == "uniform":
                 values[name] = float(rng.uniform(float(v[0]), float(v[1])))
             elif k == "randint":
                 values[name] = int(rng.integers(int(v[0]), int(v[1]) + 1))

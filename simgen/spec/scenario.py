@@ -162,6 +162,13 @@ class Behaviour:
     hesitate_at_m: float | None = field(default=None, metadata={"range": (0.0, 1000.0)})
     hesitate_s: float = field(default=0.0, metadata={"range": (0.0, 60.0)})
     params: dict = field(default_factory=dict)
+    # synchronize (OpenSCENARIO SynchronizeAction): reach own point `at` when `reference` reaches `reference_at`
+    reference: str = "ego"  # masterEntityRef
+    at: tuple[float, float] | None = None  # own target point (world x, y); None: the crossing of the two paths
+    reference_at: tuple[float, float] | None = None  # the reference's point; None: the same point as `at`
+    final_speed_mps: float | None = field(default=None, metadata=SPEED)  # speed at the point (default: start speed)
+    arrive: Literal["centre", "contact"] = "centre"
+    offset_m: float = field(default=0.0, metadata={"range": (-100.0, 100.0)})  # shifts own point along own path
 
     def validate(self, ctx: Ctx) -> None:
         from simgen.sim.behaviours import BEHAVIOURS, is_behaviour
@@ -173,6 +180,12 @@ class Behaviour:
         ts = [t for t, _ in self.speed_profile]
         if any(b <= a for a, b in zip(ts, ts[1:])) or any(v < 0 or v > 70 for _, v in self.speed_profile):
             raise ctx.key("speed_profile").error("times must increase and speeds be 0 to 70 m/s")
+        if self.type != "synchronize":
+            for k in ("at", "reference_at", "final_speed_mps"):
+                if getattr(self, k) is not None:
+                    raise ctx.key(k).error(f"{k} belongs to type: synchronize (got type: {self.type})")
+        if self.type == "reverse" and self.reverse:
+            raise ctx.key("reverse").error("type: reverse already backs up; reverse: true is for lane_follow (wrong way)")
 
 
 @dataclass(frozen=True)
@@ -207,6 +220,48 @@ class Trigger:
 
             if not is_trigger(self.custom):
                 raise ctx.key("custom").error(f"got {self.custom!r}; allowed: {', '.join(sorted(TRIGGERS)) or 'none registered'}")
+
+
+@dataclass(frozen=True)
+class EndCondition:
+    """One way an episode ends (``end:`` lists them; the first that holds ends the episode, like an OpenSCENARIO
+    StopTrigger whose condition groups are OR-ed).  Give exactly one of:
+
+    - ``ego_standstill_s``: the ego's speed has stayed below ``speed_below_mps`` for this long (0: at once);
+    - ``collision``: ``ego`` (a collision involving the ego) or ``any``; ``delay_s`` after the first such tick;
+    - ``event``: the named event has fired; ``delay_s`` after it fired;
+    - ``time_s``: simulation time reached.
+
+    The episode's last frame is the tick at which the condition holds; ``duration_s`` / ``--frames`` is a cap.
+    """
+
+    ego_standstill_s: float | None = field(default=None, metadata={"range": (0.0, 3600.0)})
+    speed_below_mps: float = field(default=0.05, metadata={"gt": 0.0, "range": (0.0, 5.0)})
+    collision: Literal["ego", "any"] | None = None
+    event: str | None = None
+    time_s: float | None = field(default=None, metadata={"range": (0.0, 3600.0)})
+    delay_s: float = field(default=0.0, metadata={"range": (0.0, 3600.0)})
+
+    @property
+    def kind(self) -> str:
+        given = [k for k in ("ego_standstill_s", "collision", "event", "time_s") if getattr(self, k) is not None]
+        return ",".join(given)
+
+    def validate(self, ctx: Ctx) -> None:
+        if "," in self.kind or not self.kind:
+            raise ctx.error("give exactly one of ego_standstill_s, collision, event, time_s"
+                            + (f"; got {self.kind.replace(',', ' and ')}" if self.kind else ""))
+        if self.delay_s and self.kind not in ("collision", "event"):
+            raise ctx.key("delay_s").error(f"delay_s goes with collision or event, not {self.kind}")
+
+    def describe(self) -> str:
+        if self.kind == "ego_standstill_s":
+            return f"ego standstill for {self.ego_standstill_s:g} s"
+        if self.kind == "collision":
+            return f"collision ({self.collision})" + (f" + {self.delay_s:g} s" if self.delay_s else "")
+        if self.kind == "event":
+            return f"event {self.event}" + (f" + {self.delay_s:g} s" if self.delay_s else "")
+        return f"time {self.time_s:g} s"
 
 
 @dataclass(frozen=True)
@@ -377,6 +432,7 @@ class ScenarioSpec:
     randomize: dict[str, Any] = field(default_factory=dict)  # dotted key -> distribution (sampled per episode)
     ramps: tuple[Ramp, ...] = ()
     plugins: tuple[str, ...] = ()  # Python modules (or .py files next to the scenario) registering behaviours
+    end: tuple[EndCondition, ...] = ()  # end conditions (any ends the episode); duration_s is then a cap
 
     def validate(self, ctx: Ctx) -> None:
         from simgen.world.roads import MAPS, is_map_file
@@ -439,6 +495,20 @@ class ScenarioSpec:
                     raise ctx.error(f"events form a cycle: {' -> '.join(seen + [cur])}")
                 seen.append(cur)
                 cur = events[cur].when.after if cur in events else None
+        for i, c in enumerate(self.end):  # end conditions name known events
+            if c.event is not None and c.event not in events:
+                raise ctx.key("end").index(i).key("event").error(f"unknown event {c.event!r}; known: {', '.join(events) or 'none'}")
+        behaviours = [("ego", ctx.key("ego").key("behaviour"), self.ego.behaviour)] + [
+            (a.id, ctx.key("actors").index(i).key("behaviour"), a.behaviour) for i, a in enumerate(self.actors)]
+        for owner, j, e in all_events:
+            base = ctx.key("ego") if owner == "ego" else ctx.key("actors").index([a.id for a in self.actors].index(owner))
+            behaviours.append((owner, base.key("events").index(j).key("do"), e.do))
+        for owner, bctx, b in behaviours:  # synchronize names a known reference other than itself
+            if b.type == "synchronize":
+                if b.reference not in ids:
+                    raise bctx.key("reference").error(f"unknown actor {b.reference!r}; known: {', '.join(sorted(ids))}")
+                if b.reference == owner:
+                    raise bctx.key("reference").error("an actor cannot synchronise with itself")
 
     @property
     def n_frames(self) -> int:
@@ -612,7 +682,7 @@ def load_scenario_source(path: str | Path, overrides: list[str] = (), *, allow_p
     return src
 
 
-def concretise(src: ScenarioSource, *, rng: np.random.Generator) -> tuple[ScenarioSpec, dict]:
+def concretise(src: ScenarioSource, *, rng: np.random.Generator, grid_index: int = 0) -> tuple[ScenarioSpec, dict]:
     """Sample parameters, then the ``randomize:`` section, and validate the result.
 
     ``randomize`` maps dotted scenario keys (``weather.fog_density``, ``time_of_day_h``, ``scenery.density``,
@@ -622,7 +692,7 @@ def concretise(src: ScenarioSource, *, rng: np.random.Generator) -> tuple[Scenar
     """
     raw = dict(src.raw)
     params = raw.get("parameters", {}) or {}
-    values = sample_parameters(params, rng=rng, file=src.path)
+    values = sample_parameters(params, rng=rng, file=src.path, grid_index=grid_index)  # grid: point of this episode
     body = substitute({k: v for k, v in raw.items() if k not in ("parameters", "randomize")}, values, file=src.path)
     rand = raw.get("randomize") or {}
     if not isinstance(rand, dict):

@@ -776,6 +776,35 @@ def _debris(L: float, W: float, H: float) -> list[Mesh]:
     return parts
 
 
+def _quadruped(L: float, W: float, H: float, *, deer: bool) -> list[Mesh]:
+    """A low-poly four-legged animal facing +x: ellipsoid body, four leg tubes, neck, head (and short antler
+    tines for a deer).  Proportions: a deer stands tall on thin legs with a raised neck; a dog is long-bodied,
+    low, with the head carried forward.  Fur uses the HAIR material; the caller's box fits it exactly."""
+    F = mat.HAIR
+    leg_h = (0.52 if deer else 0.42) * H
+    body_r = ((0.30 if deer else 0.32) * L, 0.46 * W, (0.15 if deer else 0.20) * H)
+    body_c = (-0.06 * L, 0.0, leg_h + body_r[2] * 0.8)
+    leg_r = (0.07 if deer else 0.10) * W
+    parts = [_ellipsoid(body_c, body_r, F, n_lon=10, n_lat=6)]
+    for dx in (0.6 * body_r[0], -0.6 * body_r[0]):
+        for dy in (0.5 * body_r[1], -0.5 * body_r[1]):
+            top = (body_c[0] + dx, dy, body_c[2])
+            parts.append(_cyl((top[0], dy, 0.0), top, leg_r, F, n=6))
+    neck_base = (body_c[0] + 0.8 * body_r[0], 0.0, body_c[2] + 0.3 * body_r[2])
+    head_c = ((0.34 if deer else 0.38) * L, 0.0, (0.80 if deer else 0.78) * H)
+    parts.append(_cyl(neck_base, head_c, (0.13 if deer else 0.18) * W, F, n=6))
+    head_r = ((0.10 if deer else 0.11) * L, 0.22 * W, (0.06 if deer else 0.09) * H)
+    parts.append(_ellipsoid((head_c[0] + 0.4 * head_r[0], 0.0, head_c[2]), head_r, F, n_lon=8, n_lat=5))
+    if deer:  # two short tines reaching the top of the box
+        for dy in (0.12 * W, -0.12 * W):
+            parts.append(_cyl((head_c[0], dy, head_c[2] + 0.5 * head_r[2]), (head_c[0] - 0.03 * L, 1.6 * dy, H), 0.03 * W,
+                              mat.WOOD, n=5))
+    else:  # a tail
+        parts.append(_cyl((body_c[0] - 0.95 * body_r[0], 0.0, body_c[2] + 0.2 * body_r[2]),
+                          (-0.5 * L, 0.0, body_c[2] + 0.9 * body_r[2]), 0.08 * W, F, n=5))
+    return parts
+
+
 _BUILDERS = {
     "car": _car,
     "van": _van,
@@ -787,6 +816,9 @@ _BUILDERS = {
     "child": lambda L, W, H: _pedestrian(L, W, H, child=True),
     "ball": _ball,
     "debris": _debris,
+    "deer": lambda L, W, H: _quadruped(L, W, H, deer=True),
+    "dog": lambda L, W, H: _quadruped(L, W, H, deer=False),
+    "animal": lambda L, W, H: _quadruped(L, W, H, deer=H > 1.0),
 }
 
 

@@ -675,11 +675,12 @@ def test_class_map_overrides_and_coco_categories(tmp_path):
     assert cm["ball"] is None
     cats = categories(cm, Filters())
     assert [(c["id"], c["name"]) for c in cats] == [(1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle"),
-                                                   (8, "truck"), (91, "coach"), (92, "debris")]
+                                                   (8, "truck"), (18, "dog"), (91, "animal"), (92, "coach"),
+                                                   (93, "debris"), (94, "deer")]
     default = load_class_map(None, "kitti")
     assert default == {"car": "Car", "van": "Van", "truck": "Truck", "bus": "Truck", "motorcycle": "Cyclist",
                        "cyclist": "Cyclist", "pedestrian": "Pedestrian", "child": "Pedestrian", "ball": "Misc",
-                       "debris": "Misc"}
+                       "debris": "Misc", "deer": "Misc", "dog": "Misc", "animal": "Misc"}
 
 
 def test_split_is_deterministic_and_spread():
