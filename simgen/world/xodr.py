@@ -28,6 +28,9 @@ What is built (see docs/maps.md):
   junction take turns), their stop line is the holding line (``294``) on the same approach where there is one;
   ``1000003`` signals and ``crosswalk`` objects are crosswalks; 205/206/274 are yield, stop and speed signs.
 
+:class:`XodrLayout` is the lane/signal mapping the carla backend uses when it loads the same file into a server
+(``generate_opendrive_world``).
+
 Superelevation (banking) is not applied: CARLA's parser gives waypoints no roll.  The corpus maps have none.
 """
 from __future__ import annotations
