@@ -758,14 +758,28 @@ class World:
     def _update_z(self, dt: float | None = None) -> None:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
         the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick)."""
-        xy = np.array([[a.x, a.y] for a in self.actors])
-        if getattr(self.map, "source_file", ""):
-            # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
-            # ground under its footprint (corners and centre), so no part of the actor sinks into the road
-            pts = np.concatenate([self._footprints(), xy[:, None, :]], axis=1)  # (A, 5, 2)
-            z = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float).reshape(-1, 3)
+        # the ground is fixed: only actors whose pose (or box) changed since the last call need a new height
+        key = self._static_arrays()["key"]
+        prev = getattr(self, "_z_cache", None)
+        if prev is not None and prev[0] == key:
+            moved = np.any(pose != prev[1], axis=1)
+            z = prev[2].copy()
         else:
-            z = self.map.ground_height(xy)
+            moved = np.ones(len(pose), bool)
+            z = np.zeros(len(pose))
+        if moved.any():
+            rows = np.flatnonzero(moved)
+            xy = pose[rows, :2]
+            if getattr(self.map, "source_file", ""):
+                # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
+                # ground under its footprint (corners and centre), so no part of the actor sinks into the road
+                fp = _rects(xy, pose[rows, 2], self._static_arrays()["dims"][rows])
+                pts = np.concatenate([fp, xy[:, None, :]], axis=1)  # (M, 5, 2)
+                z[rows] = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+            else:
+                z[rows] = self.map.ground_height(xy)
+        self._z_cache = (key, pose, z)
         for a, zi in zip(self.actors, z):
             a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
             a.z = float(zi)
@@ -783,7 +797,7 @@ class World:
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
             st = self._static_arrays()
             dims = st["dims"]
-            i, j = np.triu_indices(len(self.actors), 1)
+            i, j = _pair_indices(len(self.actors))
             r = st["r"]  # bounding circles (they contain the footprint at any yaw)
             d0 = pre[i, :2] - pre[j, :2]  # centres move linearly within the tick: closest approach of the pair
             dd = (post[i, :2] - post[j, :2]) - d0
@@ -1078,12 +1092,26 @@ def route_crossing(a: Polyline, b: Polyline, s_from: float = 0.0) -> float | Non
     return float(s.min()) if len(s) else None
 
 
+_PAIRS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pair_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(n, 1)``, cached per n (read-only arrays; callers index them, never write)."""
+    got = _PAIRS.get(n)
+    if got is None:
+        i, j = np.triu_indices(n, 1)
+        i.flags.writeable = False
+        j.flags.writeable = False
+        got = _PAIRS[n] = (i, j)
+    return got
+
+
 def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
     """Index pairs (i < j) of oriented 2-D footprints (N,4,2) that overlap (separating axis test)."""
     n = len(fp)
     if n < 2:
         return np.zeros((0, 2), int)
-    i, j = np.triu_indices(n, 1)
+    i, j = _pair_indices(n)
     # quick reject on bounding circles
     c = fp.mean(axis=1)
     r = np.linalg.norm(fp - c[:, None], axis=2).max(axis=1)

@@ -84,3 +84,30 @@ def test_project_heading_is_project_then_pose_at():
         s2, d2 = pl.project(P)
         assert np.allclose(s, s2, atol=1e-9) and np.allclose(d, d2, atol=1e-9)
         assert np.allclose(wrap_angle(yaw - pl.pose_at(s2)[2]), 0.0, atol=1e-9)
+
+
+def test_cached_ground_heights_follow_moved_actors(tmp_path):
+    """Heights are recomputed only for actors that moved: a moved actor gets the ground under its new place."""
+    text = """
+name: t
+map: straight
+duration_s: 2
+scenery: {density: 0}
+ego: {place: {lane: fwd_2, s_m: 100}, speed_mps: 15, behaviour: {type: lane_follow}}
+actors:
+  - id: parked
+    kind: car
+    place: {relative_to: ego, ahead_m: 30}
+    behaviour: {type: parked}
+"""
+    src = load_scenario_source(write(tmp_path, "t.yaml", text))
+    spec, _ = concretise(src, rng=np.random.default_rng(0))
+    w = World(spec, rng=np.random.default_rng(0), source=str(src.path))
+    w.step()
+    for y in np.linspace(-40, 40, 17):  # across road, sidewalks and terrain
+        w.actors[1].y = float(y)
+        w._update_z()
+        want = w.map.ground_height(np.array([[a.x, a.y] for a in w.actors]))
+        assert np.allclose([a.z for a in w.actors], want), y
+    assert len(set(np.round(w.map.ground_height(np.stack([np.full(17, w.actors[1].x),
+                                                           np.linspace(-40, 40, 17)], 1)), 6))) > 1
