@@ -33,17 +33,31 @@ MISC_KIND = {"obstacle": "debris", "none": "debris"}
 RULES = ("greaterThan", "lessThan", "equalTo", "greaterOrEqual", "lessOrEqual", "notEqualTo")
 
 
+def schema_root() -> Path:
+    """ASAM's OpenSCENARIO XSD folder: from the installed ``asam-qc-openscenarioxml`` package (located, not
+    imported: it pins numpy < 2, so it is installed with ``--no-deps``), or from the unpacked wheel in simgen's
+    cache (``$SIMGEN_ASAM_CACHE`` or ``~/.cache/simgen/asam``, where the test suite puts it)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("qc_openscenario")
+    if spec is not None and spec.submodule_search_locations:
+        d = Path(list(spec.submodule_search_locations)[0]) / "schema"
+        if d.is_dir():
+            return d
+    base = os.environ.get("SIMGEN_ASAM_CACHE")
+    cache = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simgen" / "asam"
+    d = cache / "asam-qc-openscenarioxml-1.0.0" / "qc_openscenario" / "schema"
+    if d.is_dir():
+        return d
+    raise InputError("reading OpenSCENARIO needs ASAM's XSDs: pip install --no-deps asam-qc-openscenarioxml==1.0.0")
+
+
 def _schema(version: str):
     if version not in _SCHEMAS:
         import xmlschema
 
-        import importlib.util
-
-        spec = importlib.util.find_spec("qc_openscenario")  # located, not imported (its own deps are not installed)
-        if spec is None or not spec.submodule_search_locations:  # pragma: no cover - installed by .ci/run (no deps)
-            raise InputError("reading OpenSCENARIO needs ASAM's XSDs from the asam-qc-openscenarioxml package "
-                             "(pip install --no-deps asam-qc-openscenarioxml)") from None
-        xsd = Path(list(spec.submodule_search_locations)[0]) / "schema" / version / "OpenSCENARIO.xsd"
+        xsd = schema_root() / version / "OpenSCENARIO.xsd"
         _SCHEMAS[version] = xmlschema.XMLSchema(str(xsd))
     return _SCHEMAS[version]
 
@@ -89,6 +103,7 @@ class _Conv:
         self.event_names: dict[str, str] = {}  # OpenSCENARIO event name -> simgen event name
         self.event_end: dict[str, dict] = {}  # simgen event name -> how its action ends
         self.maneuver_events: dict[str, list[str]] = {}
+        self.controllers: dict[str, str] = {}  # simgen id -> its ObjectController's name
         self.acts: dict[str, list] = {}  # act name -> its start-trigger groups
         self._n = 0
 
@@ -233,7 +248,7 @@ class _Conv:
                 elif c.tag in ("Vehicle", "Pedestrian", "MiscObject"):
                     body, bw = c, cw
                 elif c.tag == "ObjectController":
-                    self.object_controller(c, cw)
+                    self.controllers[sid] = self.object_controller(c, cw)
                 else:
                     raise self.unsupported(c, cw)
             if body is None:
@@ -270,11 +285,15 @@ class _Conv:
             raise self.err(where, f"the ego is a {kind}; simgen's ego must be a car, van, truck or bus")
         return kind, dims, cx
 
-    def object_controller(self, c: ET.Element, where: str) -> None:
-        # A controller is a driver model; simgen's default driver (keep lane and speed) is what esmini's default
-        # controller does.  Any other controller is refused rather than ignored.
-        raise self.err(where, "ObjectController (a user-defined driver model) is not supported; "
-                              "simgen's actors follow their lane at the speed the storyboard gives")
+    def object_controller(self, c: ET.Element, where: str) -> str:
+        """A controller is a driver model.  It is inactive until an ActivateControllerAction switches it on
+        (then the actor gets simgen's attentive IDM driver); its name is recorded in the description."""
+        body, bw = self.only(c, where)
+        if body.tag == "CatalogReference":
+            body, _ = self.catalog_entry(body, bw)
+        if body.tag != "Controller":
+            raise self.unsupported(body, bw)
+        return body.get("name")
 
     # ------------------------------------------------------------------ positions
     def position(self, el: ET.Element, where: str, sid: str) -> dict:
@@ -325,6 +344,8 @@ class _Conv:
                     if tgt.tag != "AbsoluteTargetSpeed":
                         raise self.err(tw, "an initial speed must be an AbsoluteTargetSpeed")
                     a["speed_mps"] = self.num(tgt, "value", tw)
+                elif act.tag in ("ActivateControllerAction", "ControllerAction"):
+                    a["_controller_on"] = self.private_action(pa, pw, sid, "init")
                 elif act.tag == "RoutingAction":
                     self.routing(act, aw, sid, init=True)
                 else:
@@ -456,6 +477,15 @@ class _Conv:
                 params.update(of=self.ref(self.text(tgt, "entityRef", tw), tw), rel=tgt.get("speedTargetValueType"),
                               target=self.num(tgt, "value", tw), continuous=tgt.get("continuous") in ("true", "1"))
             return {"type": "xosc_speed", "params": params}
+        if act.tag == "ActivateControllerAction" or (act.tag == "ControllerAction" and act.find("ActivateControllerAction") is not None):
+            ac = act if act.tag == "ActivateControllerAction" else act.find("ActivateControllerAction")
+            if sid not in self.controllers:  # no controller assigned: the default one (keep lane and speed)
+                return {"type": "lane_follow", "obstacles": "none"}
+            on = [ac.get(k) in ("true", "1", None) for k in ("longitudinal", "lateral")]
+            if not any(on):
+                return {"type": "lane_follow", "obstacles": "none"}
+            # simgen's driver model: IDM car-following along its lane, reacting to everything ahead
+            return {"type": "lane_follow", "obstacles": "all"}
         if act.tag == "LateralAction":
             lc, lw = self.only(act, aw)
             if lc.tag != "LaneChangeAction":
@@ -486,7 +516,7 @@ class _Conv:
             dur = self.num(dyn, "value", dw)
             self.event_end[ev] = {"after_s": dur}
             return {"type": "lane_change", "direction": "right" if right else "left", "duration_s": dur,
-                    "obstacles": "none"}
+                    "obstacles": "none", "params": {"road": road, "lane_id": lane}}
         raise self.unsupported(act, aw)
 
     # ------------------------------------------------------------------ storyboard
@@ -574,20 +604,11 @@ class _Conv:
             c = g[0]
             if c["type"] == "time" and c["rule"] in ("greaterThan", "greaterOrEqual"):
                 end.append({"time_s": c["value"] + c["delay"]})
-            elif c["type"] in ("event_ended", "event_started"):
-                extra = self.event_end.get(c["event"], {}).get("after_s", 0.0) if c["type"] == "event_ended" else 0.0
-                end.append({"event": c["event"], "delay_s": c["delay"] + extra})
-            elif c["type"] == "events_ended" and c["events"]:
-                ev = c["events"][-1]
-                end.append({"event": ev, "delay_s": c["delay"] + self.event_end.get(ev, {}).get("after_s", 0.0)})
-            elif c["type"] == "collision" and "ego" in c["entities"] + [c["to"]]:
-                end.append({"collision": "ego", "delay_s": c["delay"]})
-            elif c["type"] == "standstill" and c["entities"] == ["ego"]:
-                end.append({"ego_standstill_s": c["duration"] + c["delay"]})
-            else:
-                raise self.err(f"{w}/Condition[1]", f"a {c['type']} stop condition is not supported "
-                                                    "(allowed: simulation time, an event or maneuver ending, an ego "
-                                                    "collision, the ego standing still)")
+            else:  # any other condition: an ego event on the same trigger ends the episode on the tick it fires
+                name = _ident(f"stop_{i + 1}", set(self.event_names.values()))
+                self.actor["ego"]["events"].append({"name": name, "do": {"type": "stand"}, "when": {
+                    "custom": "xosc_condition", "params": {"id": name, "groups": [g], "ends": self.event_end}}})
+                end.append({"event": name})
         return end, {}
 
     # ------------------------------------------------------------------ top level
@@ -621,11 +642,14 @@ class _Conv:
         actors = []
         for sid, a in self.actor.items():
             a.pop("_cx")
+            on = a.pop("_controller_on", None)
             v = a["speed_mps"]
             if a["kind"] in ("pedestrian", "child", "deer", "dog", "debris", "ball"):
                 a["behaviour"] = {"type": "walk", "speed_mps": v} if v > 0 else {"type": "stand"}
             else:
                 a["behaviour"] = {"type": "lane_follow", "speed_mps": v, "obstacles": "none"} if v > 0 else {"type": "stand"}
+                if on is not None:
+                    a["behaviour"] = dict(on, speed_mps=v)
             if sid != "ego":
                 actors.append(a)
         hdr = r.find("FileHeader")
@@ -719,5 +743,6 @@ def load_xosc(path: str | Path, overrides: list[str] = ()) -> dict:
             pov[parts[1]] = yaml.safe_load(val)
     conv = _Conv(path, pov)
     raw = conv.convert()
+    raw["description"] += "".join(f"; {k}: controller {v}" for k, v in conv.controllers.items())
     raw["description"] += "; actor kinds: " + "; ".join(f"{k}: {v}" for k, v in conv.kinds.items())
     return raw

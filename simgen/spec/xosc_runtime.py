@@ -188,12 +188,12 @@ def xosc_speed(world, actor, dt, params) -> Control:
         target = ref * params["target"] if params["rel"] == "factor" else ref + params["target"]
     else:
         target = params["target"]
-    if params["shape"] == "step" or params["value"] <= 0:
+    if params["shape"] == "step" or params["value"] == 0:
         duration = 0.0
     elif params["dimension"] == "time":
         duration = params["value"]
     else:  # rate: |dv| / rate (m/s per s)
-        duration = abs(target - v0) / params["value"]
+        duration = abs(target - v0) / abs(params["value"])
     t = world.time_s + dt - actor.behaviour_t0
     v = v0 + (target - v0) * (_shape(params["shape"], t / duration) if duration > 0 else 1.0)
     if (duration == 0 or t >= duration - 1e-9) and params["event"] not in st["done"]:
