@@ -28,6 +28,9 @@ What is built (see docs/maps.md):
   junction take turns), their stop line is the holding line (``294``) on the same approach where there is one;
   ``1000003`` signals and ``crosswalk`` objects are crosswalks; 205/206/274 are yield, stop and speed signs.
 
+:class:`XodrLayout` is the lane/signal mapping the carla backend uses when it loads the same file into a server
+(``generate_opendrive_world``).
+
 Superelevation (banking) is not applied: CARLA's parser gives waypoints no roll.  The corpus maps have none.
 """
 from __future__ import annotations
@@ -993,3 +996,37 @@ def carla_town_xodr(name: str, carla_root: str | None = None) -> Path | None:
         if cand.is_file():
             return cand
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The lane mapping the carla backend uses (same interface as simgen.world.opendrive.OpenDriveLayout)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XodrLaneRef:
+    road_id: int
+    lane_id: int
+    section: int
+
+
+class XodrLayout:
+    """Lane and signal mapping of an imported map in OpenDRIVE terms, for the carla backend: ``lanes`` (simgen
+    lane id -> road/lane), ``lane_ref``, ``road_s`` (road s of a point along a simgen lane: CARLA's
+    ``get_waypoint_xodr`` takes it) and ``signals`` (traffic light id -> OpenDRIVE signal id).  Nothing is
+    exported: the file itself is what CARLA loads."""
+
+    def __init__(self, m: XodrRoadMap):
+        self._map = m
+        self.lanes = {lid: XodrLaneRef(ln.odr[0], ln.odr[2], ln.odr[1]) for lid, ln in m.lanes.items()
+                      if ln.odr is not None and ln.s_road is not None}
+        self.signals = {tl.id: tl.id.removeprefix("tl_") for tl in m.traffic_lights}
+
+    def lane_ref(self, lane_id: str) -> XodrLaneRef:
+        if lane_id not in self.lanes:
+            raise KeyError(f"lane {lane_id!r} is not an OpenDRIVE lane of {self._map.name}; known: {sorted(self.lanes)}")
+        return self.lanes[lane_id]
+
+    def road_s(self, lane_id: str, s_lane, lateral=0.0) -> np.ndarray:
+        ln = self._map.lanes[lane_id]
+        return np.interp(s_lane, ln.centre.vertex_s, ln.s_road)[()]

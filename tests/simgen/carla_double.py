@@ -7,8 +7,9 @@ module with ``Client`` bound to a :class:`FakeServer`.
 
 What the fake server does, in CARLA's own (left-handed) frame and units:
 
-- keeps world settings, maps (``load_world`` of a named town, ``generate_opendrive_world`` parses the OpenDRIVE it
-  is given with an independent line/arc/lane-width evaluator so waypoints come from the file, not from simgen),
+- keeps world settings, maps (``load_world`` of a named town parses its OpenDRIVE with an independent
+  line/arc/lane-width evaluator; ``generate_opendrive_world`` reads the file it is given with the real offline
+  ``carla.Map(name, text)``, CARLA's own parser, as a server does: waypoints come from the file, not from simgen),
   a blueprint library with MADE-UP vehicle/walker/prop sizes (test data, not CARLA's), actors, a Traffic Manager
   that records its calls and drives autopilot vehicles straight at their desired speed, traffic lights generated
   from the OpenDRIVE signals of type 1000001;
@@ -257,6 +258,14 @@ class FakeMap:
     def to_opendrive(self):
         return self._xodr
 
+    def light_poles(self):
+        """(CARLA location, OpenDRIVE id) of every 1000001 signal."""
+        out = []
+        for road, s, t, sid in self.signals:
+            x, y, h = road.pose(s)
+            out.append((carla.Location(x - t * math.sin(h), -(y + t * math.cos(h)), 0.15), sid))
+        return out
+
     def get_waypoint_xodr(self, road_id, lane_id, s):
         road = self.roads.get(int(road_id))
         if road is None or int(lane_id) not in road.widths or not 0 <= s <= road.length + 1e-6:
@@ -285,6 +294,37 @@ class FakeMap:
                         tf = FakeWaypoint(self, road, lid, float(s)).transform
                         out.append(carla.Transform(carla.Location(tf.location.x, tf.location.y, 0.5), tf.rotation))
         return out
+
+
+class ParsedMap:
+    """The map of a world generated from OpenDRIVE: CARLA's own parser (the real offline ``carla.Map(name,
+    text)``, which is what a server's ``generate_opendrive_world`` uses), so waypoints, lanes and spawn points are
+    the server's for any file, including elevation, lane sections and spirals."""
+
+    def __init__(self, name: str, xodr: str):
+        self.name, self._xodr = name, xodr
+        self._m = carla.Map(name.rsplit("/", 1)[-1], xodr)
+
+    def to_opendrive(self):
+        return self._xodr
+
+    def light_poles(self):
+        return [(lm.transform.location, str(lm.id)) for lm in self._m.get_all_landmarks_of_type("1000001")]
+
+    def get_waypoint_xodr(self, road_id, lane_id, s):
+        return self._m.get_waypoint_xodr(int(road_id), int(lane_id), float(s))
+
+    def get_waypoint(self, location, project_to_road=True):
+        return self._m.get_waypoint(location, project_to_road)
+
+    def get_spawn_points(self):
+        return self._m.get_spawn_points()
+
+    def get_topology(self):
+        return self._m.get_topology()
+
+    def generate_waypoints(self, d):
+        return self._m.generate_waypoints(d)
 
 
 # ----------------------------------------------------------------------------------------------------- actors
@@ -579,12 +619,14 @@ class Faults:
 class FakeServer:
     def __init__(self, *, version="0.9.16", towns: dict | None = None, faults: Faults | None = None,
                  first_actor_id: int = 25, untagged_generated_roads: bool = True, vehicle_clearance_m: float = 0.0,
-                 base_types: bool = True):
+                 base_types: bool = True, real_parser: bool = True):
         """``untagged_generated_roads``: roads of an OpenDRIVE-generated world carry semantic tag 0 (procedural meshes
         are not tagged, carla#2807/#4113), towns' roads tag 1.  ``vehicle_clearance_m``: vehicles are rendered from
         this height up (the ground under a car shows through, as with a real body), their bounding box still reaching
-        the ground.  ``base_types=False``: vehicle blueprints without the base_type attribute (older servers)."""
+        the ground.  ``base_types=False``: vehicle blueprints without the base_type attribute (older servers).  ``real_parser``: ``generate_opendrive_world`` reads the file with the
+        real offline ``carla.Map`` (CARLA's parser, as a server does); False: with the independent evaluator."""
         self.version = version
+        self.real_parser = bool(real_parser)
         self.untagged_generated_roads = untagged_generated_roads
         self.vehicle_clearance_m = float(vehicle_clearance_m)
         self.road_tag = 1
@@ -656,10 +698,8 @@ class FakeServer:
     def _make_lights(self):
         for a in [a for a in self.actors.values() if isinstance(a, FakeTrafficLight)]:
             self.actors.pop(a.id)
-        for road, s, t, sid in self.map.signals:
-            x, y, h = road.pose(s)
-            px, py = x - t * math.sin(h), y + t * math.cos(h)
-            tl = FakeTrafficLight(self, self._new_id(), carla.Transform(carla.Location(px, -py, 0.15)),
+        for loc, sid in self.map.light_poles():
+            tl = FakeTrafficLight(self, self._new_id(), carla.Transform(carla.Location(loc.x, loc.y, loc.z)),
                                   "" if self.faults.no_opendrive_ids else sid)
             self.actors[tl.id] = tl
 
@@ -668,7 +708,8 @@ class FakeServer:
         for a in list(self.actors.values()):
             if not isinstance(a, FakeTrafficLight):
                 self._destroy(a.id)
-        self.map = FakeMap(name, xodr)
+        # a generated world's map is read by CARLA's own parser (as the server does); named towns by the evaluator
+        self.map = ParsedMap(name, xodr) if (name == "OpenDriveMap" and self.real_parser) else FakeMap(name, xodr)
         self.road_tag = 0 if (name == "OpenDriveMap" and self.untagged_generated_roads) else 1
         self.settings = carla.WorldSettings()  # reset_settings=True: back to asynchronous defaults
         self._make_lights()
@@ -1018,6 +1059,7 @@ class FakeClient:
             raise TypeError("parameters must be carla.OpendriveGenerationParameters")
         ET.fromstring(xodr)  # must parse
         s.calls.append(("generate_opendrive_world", len(xodr)))
+        s.generated = (xodr, parameters)  # the last generated world's text and parameters, for tests
         s._load("OpenDriveMap", xodr)
         return FakeWorld(s)
 

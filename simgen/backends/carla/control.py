@@ -352,7 +352,8 @@ class ControlMixin:
                 exit_lane = m.lanes[lane.successors["straight"]]
                 for s in (1.0, min(20.0, exit_lane.centre.length)):
                     x, y, _ = exit_lane.centre.pose_at(s)
-                    locs.append(location_to_carla([x, y, 0.0], self.carla))
+                    z = float(np.interp(s, exit_lane.centre.vertex_s, exit_lane.z)) if exit_lane.z is not None else 0.0
+                    locs.append(location_to_carla([x, y, z], self.carla))
         return locs
 
     def _open_door(self, act: _Actor) -> None:

@@ -38,14 +38,17 @@ class CarlaSession(BlueprintsMixin, SpawningMixin, SensorsMixin, ControlMixin):
                  source: str, n_frames: int | None, host: str, port: int, record=None):
         from simgen.backends.builtin import jittered_mounts
         from simgen.seeding import sensor_streams, sim_streams, streams
-        from simgen.world.roads import MAPS
+        from simgen.world.roads import MAPS, is_map_file
 
         self.backend, self.carla = backend, backend.carla
         self.scenario, self.rig, self.source = scenario, rig, source
         self.record = record
         self.n_frames = n_frames or (record.n_frames if record is not None else scenario.n_frames)
         self.dt = 1.0 / scenario.tick_hz
-        self.builtin_map = scenario.map in MAPS
+        # an imported .xodr map is played like a builtin one: the builtin World plans the actors on the same
+        # lanes (both sides read the file with CARLA's parser) and the server generates its world from the file
+        self.imported_map = is_map_file(scenario.map)
+        self.builtin_map = scenario.map in MAPS or self.imported_map
         self._closed = False
         self._spawned: list[int] = []  # CARLA ids of everything spawned, in order
         self._sensors: list = []
@@ -144,10 +147,20 @@ class CarlaSession(BlueprintsMixin, SpawningMixin, SensorsMixin, ControlMixin):
     def _load_map(self, world):
         carla, name = self.carla, self.scenario.map
         if self.builtin_map:
-            from simgen.world.opendrive import build_layout, opendrive_xml
+            if self.imported_map:
+                from simgen.world.roads import get_map
+                from simgen.world.xodr import XodrLayout
 
-            self.layout = build_layout(name)
-            xodr = opendrive_xml(name)
+                self.layout = XodrLayout(get_map(name, file=self.source))
+                try:
+                    xodr = open(name, encoding="utf-8", errors="replace").read()
+                except OSError as e:
+                    raise InputError(f"cannot read OpenDRIVE map {name}: {e.strerror}", file=self.source, key="map") from None
+            else:
+                from simgen.world.opendrive import build_layout, opendrive_xml
+
+                self.layout = build_layout(name)
+                xodr = opendrive_xml(name)
             try:
                 same = world.get_map().to_opendrive() == xodr
             except Exception:  # noqa: BLE001 - a map without OpenDRIVE text: load ours
