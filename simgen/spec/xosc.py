@@ -278,8 +278,6 @@ class _Conv:
         dims = {"length_m": self.num(d, "length", where, params=params),
                 "width_m": self.num(d, "width", where, params=params),
                 "height_m": self.num(d, "height", where, params=params)}
-        if body.tag == "Pedestrian" and dims["length_m"] > 1.2 and kind == "pedestrian":
-            pass
         cx = self.num(bb.find("Center"), "x", where, params=params)
         if is_ego and kind not in ("car", "van", "truck", "bus"):
             raise self.err(where, f"the ego is a {kind}; simgen's ego must be a car, van, truck or bus")
@@ -355,7 +353,8 @@ class _Conv:
                 raise self.err("Storyboard/Init", f"entity {sid!r} has no TeleportAction (no start position)")
 
     def routing(self, el, where, sid, init=False):
-        raise self.unsupported(self.only(el, where)[0], self.only(el, where)[1])
+        """RoutingAction (AssignRouteAction, FollowTrajectoryAction, AcquirePositionAction): not mapped yet."""
+        raise self.unsupported(*self.only(el, where))
 
     # ------------------------------------------------------------------ conditions
     def condition(self, c: ET.Element, where: str) -> dict:
@@ -432,12 +431,10 @@ class _Conv:
         elif ec.tag == "EndOfRoadCondition":
             out.update(type="endofroad", duration=self.num(ec, "duration", ew))
         elif ec.tag == "ReachPositionCondition":
-            pos = self.position(ec.find("Position"), f"{ew}/Position", ents[0]) if False else None
             p, pw = self.only(ec.find("Position"), f"{ew}/Position")
             if p.tag != "WorldPosition":
                 raise self.err(pw, "a ReachPositionCondition position must be a WorldPosition")
             out.update(type="reach", x=self.num(p, "x", pw), y=self.num(p, "y", pw), value=self.num(ec, "tolerance", ew))
-            del pos
         elif ec.tag == "DistanceCondition":
             p, pw = self.only(ec.find("Position"), f"{ew}/Position")
             if p.tag != "WorldPosition":
@@ -521,7 +518,7 @@ class _Conv:
 
     # ------------------------------------------------------------------ storyboard
     def storyboard(self, sb: ET.Element) -> tuple[list, list]:
-        end: list = []
+        end: list = []  # (kept for the signature: StopTrigger groups are mapped by stop())
         for st, sw in self.kids(sb, "Storyboard"):
             if st.tag in ("Init", "StopTrigger"):
                 continue
