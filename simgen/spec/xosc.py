@@ -50,7 +50,7 @@ def schema_root() -> Path:
     d = cache / "asam-qc-openscenarioxml-1.0.0" / "qc_openscenario" / "schema"
     if d.is_dir():
         return d
-    raise InputError("reading OpenSCENARIO needs ASAM's XSDs: pip install --no-deps asam-qc-openscenarioxml==1.0.0")
+    raise InputError("reading OpenSCENARIO needs ASAM's XSDs from asam-qc-openscenarioxml (a simgen dependency): pip install asam-qc-openscenarioxml==1.0.0")
 
 
 def _schema(version: str):
