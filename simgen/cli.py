@@ -117,7 +117,7 @@ def cmd_validate(a) -> int:
                 m = get_map(path, file=path)
                 print(f"{path}: ok (OpenDRIVE map: {m.description.split(': ', 1)[-1]})")
                 continue
-            data = load_yaml(path)
+            data = {} if str(path).lower().endswith(".xosc") else load_yaml(path)  # .xosc: OpenSCENARIO
             if "sensors" in data:
                 rig = load_rig(path)
                 print(f"{path}: ok (rig '{rig.name}', {len(rig.sensors)} sensors)")

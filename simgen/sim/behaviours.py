@@ -112,3 +112,6 @@ def is_behaviour(name: str) -> bool:
 
 def is_trigger(name: str) -> bool:
     return name in TRIGGERS or _DEFERRED[0] > 0
+
+
+from simgen.spec import xosc_runtime as _xosc_runtime  # noqa: E402,F401 - OpenSCENARIO's trigger and speed behaviour

@@ -464,6 +464,8 @@ class World:
         if b.type == "lane_change":
             lane = self.map.lanes.get(a.lane) if a.lane else None
             target = getattr(lane, b.direction) if lane else None
+            if "road" in b.params and "lane_id" in b.params:  # an explicit OpenDRIVE target lane (OpenSCENARIO import)
+                target = self._odr_lane(int(b.params["road"]), int(b.params["lane_id"]), a) or target
             if target is None:
                 raise InputError(f"{a.name} cannot change lanes {b.direction}: lane {a.lane} has no lane to its {b.direction}",
                                  file=self.source, key=f"{a.name}.events")
@@ -475,6 +477,17 @@ class World:
             a.lane = target
             a.s, a.lateral = float(a.path.project(np.array([a.x, a.y]))[0]), float(lat_now)
             a.stop_points = self._route_stops(target, [])
+
+    def _odr_lane(self, road: int, lane_id: int, a: Actor) -> str | None:
+        """The lane ``r{road}_l{lane_id}_s*`` of an imported map nearest to actor ``a`` (None if the map has none)."""
+        pre = f"r{road}_l{lane_id}_s"
+        best, dist = None, np.inf
+        for k, ln in self.map.lanes.items():
+            if k.startswith(pre):
+                s, d = ln.centre.project(np.array([a.x, a.y]))
+                if 0.0 <= float(s) <= ln.centre.length and abs(float(d)) < dist:
+                    best, dist = k, abs(float(d))
+        return best
 
     def _route_junctions(self, lane_id: str, turns=()) -> list:
         """[(s on the route, junction id)] where the route enters a junction not controlled by a light (imported

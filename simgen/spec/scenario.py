@@ -665,7 +665,12 @@ def load_scenario_source(path: str | Path, overrides: list[str] = (), *, allow_p
     """Read a scenario file: YAML, ``--set`` overrides, parameter declarations and keys are checked, and only then
     are its plugins run (with the user's opt-in, see :func:`load_plugins`); the behaviour and trigger names are
     checked when the scenario is concretised."""
-    raw = load_yaml(path, what="scenario file")
+    if str(path).lower().endswith(".xosc"):  # OpenSCENARIO 1.x: converted to the same raw mapping
+        from simgen.spec.xosc import load_xosc
+
+        raw = load_xosc(path, list(overrides))
+    else:
+        raw = load_yaml(path, what="scenario file")
     _check_set_parameters(raw, list(overrides), str(path))
     raw = apply_overrides(raw, list(overrides), file=str(path))
     check_parameters(raw.get("parameters", {}) or {}, file=str(path))

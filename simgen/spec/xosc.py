@@ -1,0 +1,745 @@
+"""OpenSCENARIO 1.0-1.3 (.xosc) front end: a file becomes the same raw scenario mapping the YAML loader reads.
+
+The file is first validated against ASAM's own XSD for its FileHeader revMajor/revMinor (shipped in the
+``asam-qc-openscenarioxml`` wheel) with ``xmlschema``; a schema violation is one line naming the file and the
+element path.  The validated tree is then walked element by element.  Every element is either mapped onto
+simgen's spec (see docs/openscenario.md for the table) or refused with an :class:`InputError` whose key is the
+element's path (``Storyboard/Story[1]/Act[1]/...``): nothing is dropped silently.
+
+Parameters: ``ParameterDeclaration`` values become simgen ``parameters`` (so ``--set parameters.NAME=V`` is
+checked against them and overrides them); ``$name`` references and ``${expr}`` expressions are resolved with
+those values when the file is converted (catalog entries, entity names and numbers alike).
+
+Conditions and speed actions run through the trigger ``xosc_condition`` and the behaviour ``xosc_speed``
+(:mod:`simgen.spec.xosc_runtime`), registered with simgen's behaviour/trigger registry.
+"""
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from simgen.errors import InputError
+
+SCHEMA_VERSIONS = {(1, 0): "1.0.0", (1, 1): "1.1.1", (1, 2): "1.2.0", (1, 3): "1.3.0"}
+_SCHEMAS: dict[str, Any] = {}
+
+VEHICLE_KIND = {"car": "car", "van": "van", "truck": "truck", "trailer": "truck", "semitrailer": "truck",
+                "bus": "bus", "motorbike": "motorcycle", "bicycle": "cyclist", "train": "bus", "tram": "bus"}
+PEDESTRIAN_KIND = {"pedestrian": "pedestrian", "wheelchair": "pedestrian", "animal": "deer"}
+MISC_KIND = {"obstacle": "debris", "none": "debris"}
+RULES = ("greaterThan", "lessThan", "equalTo", "greaterOrEqual", "lessOrEqual", "notEqualTo")
+
+
+def schema_root() -> Path:
+    """ASAM's OpenSCENARIO XSD folder: from the installed ``asam-qc-openscenarioxml`` package (located, not
+    imported: it pins numpy < 2, so it is installed with ``--no-deps``), or from the unpacked wheel in simgen's
+    cache (``$SIMGEN_ASAM_CACHE`` or ``~/.cache/simgen/asam``, where the test suite puts it)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("qc_openscenario")
+    if spec is not None and spec.submodule_search_locations:
+        d = Path(list(spec.submodule_search_locations)[0]) / "schema"
+        if d.is_dir():
+            return d
+    base = os.environ.get("SIMGEN_ASAM_CACHE")
+    cache = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simgen" / "asam"
+    d = cache / "asam-qc-openscenarioxml-1.0.0" / "qc_openscenario" / "schema"
+    if d.is_dir():
+        return d
+    raise InputError("reading OpenSCENARIO needs ASAM's XSDs from asam-qc-openscenarioxml (a simgen dependency): pip install asam-qc-openscenarioxml==1.0.0")
+
+
+def _schema(version: str):
+    if version not in _SCHEMAS:
+        import xmlschema
+
+        xsd = schema_root() / version / "OpenSCENARIO.xsd"
+        _SCHEMAS[version] = xmlschema.XMLSchema(str(xsd))
+    return _SCHEMAS[version]
+
+
+def _parse(path: Path, what: str = "OpenSCENARIO file") -> ET.Element:
+    """Parse and schema-validate one .xosc file (scenario, catalog or distribution)."""
+    if not path.is_file():
+        raise InputError(f"{what} not found", file=str(path))
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise InputError(f"not well-formed XML: {e}", file=str(path)) from None
+    if root.tag != "OpenSCENARIO":
+        raise InputError(f"the root element is <{root.tag}>; allowed: <OpenSCENARIO>", file=str(path), key=root.tag)
+    hdr = root.find("FileHeader")
+    try:
+        rev = (int(hdr.get("revMajor")), int(hdr.get("revMinor")))
+    except (AttributeError, TypeError, ValueError):
+        raise InputError("FileHeader needs integer revMajor and revMinor", file=str(path), key="FileHeader") from None
+    if rev not in SCHEMA_VERSIONS:
+        raise InputError(f"OpenSCENARIO {rev[0]}.{rev[1]} is not supported; allowed: 1.0 to 1.3", file=str(path),
+                         key="FileHeader")
+    err = next(iter(_schema(SCHEMA_VERSIONS[rev]).iter_errors(str(path))), None)
+    if err is not None:
+        where = (err.path or "").lstrip("/").removeprefix("OpenSCENARIO/") or "OpenSCENARIO"
+        reason = (err.reason or str(err.message)).splitlines()[0]
+        raise InputError(f"violates the OpenSCENARIO {rev[0]}.{rev[1]} schema: {reason}", file=str(path), key=where)
+    return root
+
+
+class _Conv:
+    def __init__(self, path: Path, overrides: dict[str, Any]):
+        self.path = path
+        self.file = str(path)
+        self.root = _parse(path)
+        self.params: dict[str, Any] = {}
+        self.declared: dict[str, Any] = {}
+        self.overrides = overrides
+        self.names: dict[str, str] = {}  # OpenSCENARIO entity name -> simgen actor id
+        self.actor: dict[str, dict] = {}  # simgen id -> raw actor mapping
+        self.lanepos: dict[str, tuple] = {}  # simgen id -> (road, lane_id) of its init LanePosition
+        self.kinds: dict[str, str] = {}
+        self.event_names: dict[str, str] = {}  # OpenSCENARIO event name -> simgen event name
+        self.event_end: dict[str, dict] = {}  # simgen event name -> how its action ends
+        self.maneuver_events: dict[str, list[str]] = {}
+        self.controllers: dict[str, str] = {}  # simgen id -> its ObjectController's name
+        self.acts: dict[str, list] = {}  # act name -> its start-trigger groups
+        self._n = 0
+
+    # ------------------------------------------------------------------ helpers
+    def err(self, where: str, msg: str) -> InputError:
+        return InputError(msg, file=self.file, key=where)
+
+    def unsupported(self, el: ET.Element, where: str) -> InputError:
+        return self.err(where, f"<{el.tag}> is not supported by simgen's OpenSCENARIO import (see docs/openscenario.md)")
+
+    @staticmethod
+    def kids(el: ET.Element, where: str):
+        """Child elements with their paths (``Tag[i]`` counts same-tag siblings from 1)."""
+        count: dict[str, int] = {}
+        for c in el:
+            if not isinstance(c.tag, str):
+                continue
+            count[c.tag] = count.get(c.tag, 0) + 1
+            yield c, f"{where}/{c.tag}[{count[c.tag]}]" if where else f"{c.tag}[{count[c.tag]}]"
+
+    def only(self, el: ET.Element, where: str) -> tuple[ET.Element, str]:
+        """The single child of a choice element (e.g. PrivateAction → LongitudinalAction)."""
+        kids = list(self.kids(el, where))
+        if len(kids) != 1:
+            raise self.err(where, f"expected one child element, got {len(kids)}")
+        c, p = kids[0]
+        return c, re.sub(r"\[1\]$", "", p)
+
+    def value(self, text: str | None, where: str, params: dict | None = None):
+        """Resolve ``$name`` and ``${expr}`` against the parameters in scope."""
+        params = self.params if params is None else params
+        if text is None:
+            return None
+        t = text.strip()
+        if t.startswith("${") and t.endswith("}"):
+            from simgen.spec.params import evaluate
+
+            expr = re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"\1", t[2:-1])
+            expr = re.sub(r"\bnot\b", " not ", expr)
+            return evaluate(expr, {k: _num_or(v) for k, v in params.items()}, file=self.file, key=where)
+        if t.startswith("$"):
+            name = t[1:]
+            if name not in params:
+                raise self.err(where, f"unknown parameter {t!r}; declared: {', '.join(sorted(params)) or 'none'}")
+            return params[name]
+        return text
+
+    def num(self, el: ET.Element, attr: str, where: str, default=None, params=None) -> float:
+        v = self.value(el.get(attr), f"{where}@{attr}", params)
+        if v is None:
+            if default is None:
+                raise self.err(f"{where}@{attr}", "missing")
+            return default
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise self.err(f"{where}@{attr}", f"got {v!r}; allowed: a number") from None
+
+    def text(self, el: ET.Element, attr: str, where: str, default=None, params=None) -> str | None:
+        v = self.value(el.get(attr), f"{where}@{attr}", params)
+        return default if v is None else str(v)
+
+    def declare(self, el: ET.Element | None, where: str, into: dict, overrides: dict | None = None) -> None:
+        if el is None:
+            return
+        for p, pw in self.kids(el, where):
+            if p.tag != "ParameterDeclaration":
+                raise self.unsupported(p, pw)
+            if list(p):
+                raise self.err(pw, "parameter constraints (ConstraintGroup) are not supported")
+            name = p.get("name")
+            raw = overrides[name] if overrides and name in overrides else self.value(p.get("value"), f"{pw}@value", into)
+            typ = p.get("parameterType")
+            into[name] = _typed(raw, typ, self.err(f"{pw}@value", f"got {raw!r}; allowed: a {typ}"))
+
+    def ref(self, name: str, where: str) -> str:
+        if name not in self.names:
+            raise self.err(where, f"unknown entity {name!r}; entities: {', '.join(self.names)}")
+        return self.names[name]
+
+    # ------------------------------------------------------------------ catalogs
+    def catalog_entry(self, ref: ET.Element, where: str) -> tuple[ET.Element, dict]:
+        cat = self.text(ref, "catalogName", where)
+        entry = self.text(ref, "entryName", where)
+        kind = None
+        locs = self.root.find("CatalogLocations")
+        if locs is None:
+            raise self.err(where, "a CatalogReference needs CatalogLocations")
+        for loc in locs:
+            d = loc.find("Directory")
+            if d is None:
+                continue
+            folder = (self.path.parent / self.text(d, "path", "CatalogLocations")).resolve()
+            for f in sorted(folder.glob("*.xosc")) if folder.is_dir() else ():
+                croot = _parse(f, "catalog file")
+                c = croot.find("Catalog")
+                if c is None or c.get("name") != cat:
+                    continue
+                for e in c:
+                    if e.get("name") == entry:
+                        kind = e
+                        break
+                if kind is not None:
+                    break
+            if kind is not None:
+                break
+        if kind is None:
+            raise self.err(where, f"catalog entry {cat}/{entry} not found in the CatalogLocations directories")
+        params: dict = {}
+        assigned = {}
+        pa = ref.find("ParameterAssignments")
+        if pa is not None:
+            for a, aw in self.kids(pa, f"{where}/ParameterAssignments"):
+                assigned[a.get("parameterRef")] = self.value(a.get("value"), f"{aw}@value")
+        self.declare(kind.find("ParameterDeclarations"), f"{cat}/{entry}/ParameterDeclarations", params, assigned)
+        return kind, params
+
+    # ------------------------------------------------------------------ entities
+    def entities(self) -> None:
+        ents = self.root.find("Entities")
+        objs = list(self.kids(ents, "Entities"))
+        for o, w in objs:
+            if o.tag != "ScenarioObject":
+                raise self.unsupported(o, w)
+        names = [o.get("name") for o, _ in objs]
+        ego = next((n for n in names if n.lower() in ("ego", "hero", "egovehicle")), names[0] if names else None)
+        if ego is None:
+            raise self.err("Entities", "no ScenarioObject")
+        used = {"ego"}
+        for o, w in objs:
+            n = o.get("name")
+            sid = "ego" if n == ego else _ident(n, used)
+            used.add(sid)
+            self.names[n] = sid
+            body, bw = None, None
+            params = self.params
+            for c, cw in self.kids(o, w):
+                if c.tag == "CatalogReference":
+                    body, params = self.catalog_entry(c, cw)
+                    params = {**self.params, **params}
+                    bw = cw
+                elif c.tag in ("Vehicle", "Pedestrian", "MiscObject"):
+                    body, bw = c, cw
+                elif c.tag == "ObjectController":
+                    self.controllers[sid] = self.object_controller(c, cw)
+                else:
+                    raise self.unsupported(c, cw)
+            if body is None:
+                raise self.err(w, "needs a Vehicle, Pedestrian, MiscObject or CatalogReference")
+            kind, dims, cx = self.entity_kind(body, bw, params, sid == "ego")
+            a = {"id": sid, "kind": kind, "dims": dims, "place": None, "speed_mps": 0.0, "events": []}
+            a["_cx"] = cx
+            self.actor[sid] = a
+            self.kinds[n] = f"{body.tag} {body.get('name')} ({_category(body)}) -> {kind}"
+
+    def entity_kind(self, body: ET.Element, where: str, params: dict, is_ego: bool):
+        if body.tag == "Vehicle":
+            cat = self.text(body, "vehicleCategory", where, params=params)
+            kind = VEHICLE_KIND.get(cat)
+        elif body.tag == "Pedestrian":
+            cat = self.text(body, "pedestrianCategory", where, params=params) or "pedestrian"
+            kind = PEDESTRIAN_KIND.get(cat)
+        elif body.tag == "MiscObject":
+            cat = self.text(body, "miscObjectCategory", where, params=params)
+            kind = MISC_KIND.get(cat)
+        else:
+            raise self.unsupported(body, where)
+        if kind is None:
+            raise self.err(f"{where}", f"category {cat!r} has no simgen actor kind")
+        bb = body.find("BoundingBox")
+        d = bb.find("Dimensions")
+        dims = {"length_m": self.num(d, "length", where, params=params),
+                "width_m": self.num(d, "width", where, params=params),
+                "height_m": self.num(d, "height", where, params=params)}
+        cx = self.num(bb.find("Center"), "x", where, params=params)
+        if is_ego and kind not in ("car", "van", "truck", "bus"):
+            raise self.err(where, f"the ego is a {kind}; simgen's ego must be a car, van, truck or bus")
+        return kind, dims, cx
+
+    def object_controller(self, c: ET.Element, where: str) -> str:
+        """A controller is a driver model.  It is inactive until an ActivateControllerAction switches it on
+        (then the actor gets simgen's attentive IDM driver); its name is recorded in the description."""
+        body, bw = self.only(c, where)
+        if body.tag == "CatalogReference":
+            body, _ = self.catalog_entry(body, bw)
+        if body.tag != "Controller":
+            raise self.unsupported(body, bw)
+        return body.get("name")
+
+    # ------------------------------------------------------------------ positions
+    def position(self, el: ET.Element, where: str, sid: str) -> dict:
+        p, pw = self.only(el, where)
+        cx = self.actor[sid]["_cx"]
+        if p.tag == "LanePosition":
+            road = int(self.num(p, "roadId", pw))
+            lane = int(self.num(p, "laneId", pw))
+            s = self.num(p, "s", pw) + (cx if lane < 0 else -cx)  # the reference point is the rear axle
+            self.lanepos[sid] = (road, lane)
+            place = {"road": road, "lane_id": lane, "s_m": s, "offset_m": self.num(p, "offset", pw, 0.0)}
+            o = p.find("Orientation")
+            if o is not None:
+                if o.get("type", "relative") != "relative":
+                    raise self.err(f"{pw}/Orientation", "only relative orientation on a lane position is supported")
+                place["yaw_deg"] = math.degrees(self.num(o, "h", f"{pw}/Orientation", 0.0))
+            return place
+        if p.tag == "WorldPosition":
+            h = self.num(p, "h", pw, 0.0)
+            x, y = self.num(p, "x", pw), self.num(p, "y", pw)
+            return {"x": x + cx * math.cos(h), "y": y + cx * math.sin(h), "yaw_deg": math.degrees(h)}
+        if p.tag == "RelativeLanePosition":
+            ref = self.ref(self.text(p, "entityRef", pw), pw)
+            if p.get("ds") is None:
+                raise self.err(pw, "RelativeLanePosition with dsLane is not supported; give ds")
+            return {"relative_to": ref, "ahead_m": self.num(p, "ds", pw) + cx - self.actor[ref]["_cx"],
+                    "lane_offset": int(self.num(p, "dLane", pw)), "lateral_m": self.num(p, "offset", pw, 0.0)}
+        raise self.unsupported(p, pw)
+
+    # ------------------------------------------------------------------ init
+    def init(self, sb: ET.Element) -> None:
+        init = sb.find("Init")
+        acts = init.find("Actions")
+        for c, w in self.kids(acts, "Storyboard/Init/Actions"):
+            if c.tag != "Private":
+                raise self.unsupported(c, w)  # GlobalAction (environment, ...) / UserDefinedAction
+            sid = self.ref(self.text(c, "entityRef", w), w)
+            a = self.actor[sid]
+            for pa, pw in self.kids(c, w):
+                act, aw = self.only(pa, pw)
+                if act.tag == "TeleportAction":
+                    a["place"] = self.position(act.find("Position"), f"{aw}/Position", sid)
+                elif act.tag == "LongitudinalAction":
+                    sp, sw = self.only(act, aw)
+                    if sp.tag != "SpeedAction":
+                        raise self.unsupported(sp, sw)
+                    tgt, tw = self.only(sp.find("SpeedActionTarget"), f"{sw}/SpeedActionTarget")
+                    if tgt.tag != "AbsoluteTargetSpeed":
+                        raise self.err(tw, "an initial speed must be an AbsoluteTargetSpeed")
+                    a["speed_mps"] = self.num(tgt, "value", tw)
+                elif act.tag in ("ActivateControllerAction", "ControllerAction"):
+                    a["_controller_on"] = self.private_action(pa, pw, sid, "init")
+                elif act.tag == "RoutingAction":
+                    self.routing(act, aw, sid, init=True)
+                else:
+                    raise self.unsupported(act, aw)
+        for sid, a in self.actor.items():
+            if a["place"] is None:
+                raise self.err("Storyboard/Init", f"entity {sid!r} has no TeleportAction (no start position)")
+
+    def routing(self, el, where, sid, init=False):
+        """RoutingAction (AssignRouteAction, FollowTrajectoryAction, AcquirePositionAction): not mapped yet."""
+        raise self.unsupported(*self.only(el, where))
+
+    # ------------------------------------------------------------------ conditions
+    def condition(self, c: ET.Element, where: str) -> dict:
+        edge = c.get("conditionEdge")
+        out = {"edge": edge, "delay": self.num(c, "delay", where, 0.0)}
+        kind, kw = self.only(c, where)
+        if kind.tag == "ByValueCondition":
+            v, vw = self.only(kind, kw)
+            if v.tag == "SimulationTimeCondition":
+                out.update(type="time", rule=v.get("rule"), value=self.num(v, "value", vw))
+            elif v.tag == "StoryboardElementStateCondition":
+                typ, ref, state = v.get("storyboardElementType"), self.text(v, "storyboardElementRef", vw), v.get("state")
+                starts = state in ("startTransition", "runningState")
+                if typ == "act" and starts and ref in self.acts:
+                    out.update(type="latched", groups=self.acts[ref])
+                elif typ == "event" and ref in self.event_names:
+                    out.update(type="event_started" if starts else "event_ended", event=self.event_names[ref])
+                    if state not in ("startTransition", "runningState", "endTransition", "completeState"):
+                        raise self.err(vw, f"state {state!r} is not supported; allowed: startTransition, runningState, "
+                                           "endTransition, completeState")
+                elif typ == "maneuver" and ref in self.maneuver_events and state in ("endTransition", "completeState"):
+                    out.update(type="events_ended", events=self.maneuver_events[ref])
+                elif typ == "maneuver" and ref in self.maneuver_events and starts:
+                    out.update(type="any_event_started", events=self.maneuver_events[ref])
+                else:
+                    raise self.err(vw, f"storyboard element {typ} {ref!r} in state {state!r} is not supported "
+                                       "(allowed: an act's start, an event's start or end, a maneuver's start or end, "
+                                       "declared before this condition)")
+            elif v.tag == "ParameterCondition":
+                name = v.get("parameterRef")
+                if name not in self.params:
+                    raise self.err(vw, f"unknown parameter {name!r}")
+                out.update(type="const", value=_compare(self.params[name], v.get("rule"), self.value(v.get("value"), vw)))
+            else:
+                raise self.unsupported(v, vw)
+            return out
+        if kind.tag != "ByEntityCondition":
+            raise self.unsupported(kind, kw)
+        te = kind.find("TriggeringEntities")
+        rule = te.get("triggeringEntitiesRule")
+        ents = [self.ref(self.text(e, "entityRef", kw), f"{kw}/TriggeringEntities") for e in te]
+        ec, ew = self.only(kind.find("EntityCondition"), f"{kw}/EntityCondition")
+        out.update(entities=ents, all=rule == "all")
+        if ec.tag in ("TimeHeadwayCondition", "TimeToCollisionCondition", "RelativeDistanceCondition"):
+            if ec.get("freespace") in ("true", "1") and ec.tag != "TimeToCollisionCondition":
+                out["freespace"] = True
+            out.update(rule=ec.get("rule"), value=self.num(ec, "value", ew))
+            if ec.tag == "TimeToCollisionCondition":
+                tgt, tw = self.only(ec.find("TimeToCollisionConditionTarget"), f"{ew}/TimeToCollisionConditionTarget")
+                if tgt.tag != "EntityRef":
+                    raise self.err(tw, "a TimeToCollisionCondition target must be an EntityRef")
+                out.update(type="ttc", to=self.ref(self.text(tgt, "entityRef", tw), tw),
+                           freespace=ec.get("freespace") in ("true", "1"))
+            else:
+                out.update(type="headway" if ec.tag == "TimeHeadwayCondition" else "reldist",
+                           to=self.ref(self.text(ec, "entityRef", ew), ew))
+                if ec.tag == "RelativeDistanceCondition" and ec.get("relativeDistanceType") not in ("longitudinal", "cartesianDistance", "euclidianDistance"):
+                    raise self.err(ew, "relativeDistanceType lateral is not supported")
+                out["longitudinal"] = ec.get("relativeDistanceType", "longitudinal") == "longitudinal"
+        elif ec.tag == "SpeedCondition":
+            out.update(type="speed", rule=ec.get("rule"), value=self.num(ec, "value", ew))
+        elif ec.tag == "RelativeSpeedCondition":
+            out.update(type="relspeed", rule=ec.get("rule"), value=self.num(ec, "value", ew),
+                       to=self.ref(self.text(ec, "entityRef", ew), ew))
+        elif ec.tag == "StandStillCondition":
+            out.update(type="standstill", duration=self.num(ec, "duration", ew))
+        elif ec.tag == "TraveledDistanceCondition":
+            out.update(type="traveled", value=self.num(ec, "value", ew))
+        elif ec.tag == "CollisionCondition":
+            tgt, tw = self.only(ec, ew)
+            if tgt.tag != "EntityRef":
+                raise self.err(tw, "a CollisionCondition target must be an EntityRef (ByType is not supported)")
+            out.update(type="collision", to=self.ref(self.text(tgt, "entityRef", tw), tw))
+        elif ec.tag == "EndOfRoadCondition":
+            out.update(type="endofroad", duration=self.num(ec, "duration", ew))
+        elif ec.tag == "ReachPositionCondition":
+            p, pw = self.only(ec.find("Position"), f"{ew}/Position")
+            if p.tag != "WorldPosition":
+                raise self.err(pw, "a ReachPositionCondition position must be a WorldPosition")
+            out.update(type="reach", x=self.num(p, "x", pw), y=self.num(p, "y", pw), value=self.num(ec, "tolerance", ew))
+        elif ec.tag == "DistanceCondition":
+            p, pw = self.only(ec.find("Position"), f"{ew}/Position")
+            if p.tag != "WorldPosition":
+                raise self.err(pw, "a DistanceCondition position must be a WorldPosition")
+            out.update(type="distance", x=self.num(p, "x", pw), y=self.num(p, "y", pw), rule=ec.get("rule"),
+                       value=self.num(ec, "value", ew))
+        else:
+            raise self.unsupported(ec, ew)
+        return out
+
+    def trigger(self, t: ET.Element | None, where: str) -> list:
+        """A StartTrigger/StopTrigger: an OR of condition groups, each an AND of conditions."""
+        if t is None:
+            return []
+        groups = []
+        for g, gw in self.kids(t, where):
+            groups.append([self.condition(c, cw) for c, cw in self.kids(g, gw)])
+        return groups
+
+    # ------------------------------------------------------------------ actions
+    def private_action(self, pa: ET.Element, where: str, sid: str, ev: str) -> dict:
+        act, aw = self.only(pa, where)
+        if act.tag == "LongitudinalAction":
+            sp, sw = self.only(act, aw)
+            if sp.tag != "SpeedAction":
+                raise self.unsupported(sp, sw)
+            dyn = sp.find("SpeedActionDynamics")
+            dw = f"{sw}/SpeedActionDynamics"
+            shape, dim = dyn.get("dynamicsShape"), dyn.get("dynamicsDimension")
+            if dim not in ("time", "rate"):
+                raise self.err(dw, f"dynamicsDimension {dim!r} is not supported; allowed: time, rate")
+            params = {"shape": shape, "dimension": dim, "value": self.num(dyn, "value", dw), "event": ev}
+            tgt, tw = self.only(sp.find("SpeedActionTarget"), f"{sw}/SpeedActionTarget")
+            if tgt.tag == "AbsoluteTargetSpeed":
+                params["target"] = self.num(tgt, "value", tw)
+            else:
+                params.update(of=self.ref(self.text(tgt, "entityRef", tw), tw), rel=tgt.get("speedTargetValueType"),
+                              target=self.num(tgt, "value", tw), continuous=tgt.get("continuous") in ("true", "1"))
+            return {"type": "xosc_speed", "params": params}
+        if act.tag == "ActivateControllerAction" or (act.tag == "ControllerAction" and act.find("ActivateControllerAction") is not None):
+            ac = act if act.tag == "ActivateControllerAction" else act.find("ActivateControllerAction")
+            if sid not in self.controllers:  # no controller assigned: the default one (keep lane and speed)
+                return {"type": "lane_follow", "obstacles": "none"}
+            on = [ac.get(k) in ("true", "1", None) for k in ("longitudinal", "lateral")]
+            if not any(on):
+                return {"type": "lane_follow", "obstacles": "none"}
+            # simgen's driver model: IDM car-following along its lane, reacting to everything ahead
+            return {"type": "lane_follow", "obstacles": "all"}
+        if act.tag == "LateralAction":
+            lc, lw = self.only(act, aw)
+            if lc.tag != "LaneChangeAction":
+                raise self.unsupported(lc, lw)
+            dyn = lc.find("LaneChangeActionDynamics")
+            dw = f"{lw}/LaneChangeActionDynamics"
+            if dyn.get("dynamicsDimension") != "time" or dyn.get("dynamicsShape") not in ("sinusoidal", "cubic"):
+                raise self.err(dw, "only a time-based sinusoidal or cubic lane change is supported (simgen's lane "
+                                   "change is a smooth cosine blend over a duration)")
+            tgt, tw = self.only(lc.find("LaneChangeTarget"), f"{lw}/LaneChangeTarget")
+            if sid not in self.lanepos:
+                raise self.err(lw, "a lane change needs the actor to start on a LanePosition")
+            road, own = self.lanepos[sid]
+            if tgt.tag == "RelativeTargetLane":
+                ref = self.ref(self.text(tgt, "entityRef", tw), tw)
+                if ref not in self.lanepos or self.lanepos[ref][0] != road:
+                    raise self.err(tw, "the reference entity must start on a LanePosition on the same road")
+                lane = _lane_step(self.lanepos[ref][1], int(self.num(tgt, "value", tw)))
+            else:
+                lane = int(self.num(tgt, "value", tw))
+            steps = _lane_index(lane) - _lane_index(own)
+            if abs(steps) != 1:
+                raise self.err(tw, f"a change from lane {own} to lane {lane} is {abs(steps)} lanes; simgen changes one "
+                                   "lane at a time")
+            # lanes with negative ids run along +s: a smaller id is further right
+            right = (steps < 0) if own < 0 else (steps > 0)
+            self.lanepos[sid] = (road, lane)
+            dur = self.num(dyn, "value", dw)
+            self.event_end[ev] = {"after_s": dur}
+            return {"type": "lane_change", "direction": "right" if right else "left", "duration_s": dur,
+                    "obstacles": "none", "params": {"road": road, "lane_id": lane}}
+        raise self.unsupported(act, aw)
+
+    # ------------------------------------------------------------------ storyboard
+    def storyboard(self, sb: ET.Element) -> tuple[list, list]:
+        end: list = []  # (kept for the signature: StopTrigger groups are mapped by stop())
+        for st, sw in self.kids(sb, "Storyboard"):
+            if st.tag in ("Init", "StopTrigger"):
+                continue
+            if st.tag != "Story":
+                raise self.unsupported(st, sw)
+            saved = dict(self.params)
+            self.declare(st.find("ParameterDeclarations"), f"{sw}/ParameterDeclarations", self.params)
+            for act, aw in self.kids(st, sw):
+                if act.tag == "ParameterDeclarations":
+                    continue
+                if act.tag != "Act":
+                    raise self.unsupported(act, aw)
+                self.act(act, aw)
+            self.params = saved
+        return end, self.trigger(sb.find("StopTrigger"), "Storyboard/StopTrigger")
+
+    def act(self, act: ET.Element, where: str) -> None:
+        if act.find("StopTrigger") is not None:
+            raise self.err(f"{where}/StopTrigger", "an Act StopTrigger is not supported")
+        start = self.trigger(act.find("StartTrigger"), f"{where}/StartTrigger")
+        self.acts[act.get("name")] = start
+        for mg, mw in self.kids(act, where):
+            if mg.tag == "StartTrigger":
+                continue
+            if mg.tag != "ManeuverGroup":
+                raise self.unsupported(mg, mw)
+            if int(self.num(mg, "maximumExecutionCount", mw, 1)) != 1:
+                raise self.err(f"{mw}@maximumExecutionCount", "only 1 is supported (events fire once)")
+            actors = mg.find("Actors")
+            if actors.get("selectTriggeringEntities") in ("true", "1"):
+                raise self.err(f"{mw}/Actors", "selectTriggeringEntities=true is not supported")
+            owners = [self.ref(self.text(e, "entityRef", mw), f"{mw}/Actors") for e in actors]
+            for m, manw in self.kids(mg, mw):
+                if m.tag == "Actors":
+                    continue
+                if m.tag == "CatalogReference":
+                    m, _ = self.catalog_entry(m, manw)
+                elif m.tag != "Maneuver":
+                    raise self.unsupported(m, manw)
+                self.maneuver(m, manw, owners, start)
+
+    def maneuver(self, m: ET.Element, where: str, owners: list[str], act_start: list) -> None:
+        names = self.maneuver_events.setdefault(m.get("name"), [])
+        for e, ew in self.kids(m, where):
+            if e.tag == "ParameterDeclarations":
+                raise self.err(ew, "maneuver parameters are not supported")
+            if e.tag != "Event":
+                raise self.unsupported(e, ew)
+            if int(self.num(e, "maximumExecutionCount", ew, 1)) != 1:
+                raise self.err(f"{ew}@maximumExecutionCount", "only 1 is supported (events fire once)")
+            start = self.trigger(e.find("StartTrigger"), f"{ew}/StartTrigger")
+            actions = [(a, aw) for a, aw in self.kids(e, ew) if a.tag == "Action"]
+            if len(actions) != 1:
+                raise self.err(ew, f"an Event with {len(actions)} actions: simgen plays one action per event")
+            a, aw = actions[0]
+            pa, pw = self.only(a, aw)
+            if pa.tag != "PrivateAction":
+                raise self.unsupported(pa, pw)
+            base = _ident(e.get("name"), set(self.event_names.values()))
+            self.event_names[e.get("name")] = base
+            names.append(base)
+            for k, sid in enumerate(owners):
+                name = base if k == 0 else f"{base}_{sid}"
+                do = self.private_action(pa, pw, sid, name)
+                self._n += 1
+                act = [[{"type": "latched", "groups": act_start, "edge": "none", "delay": 0.0}]] if act_start else []
+                groups = _and(act, start) or [[{"type": "time", "rule": "greaterOrEqual", "value": 0.0,
+                                                       "edge": "none", "delay": 0.0}]]
+                when = {"custom": "xosc_condition", "params": {"id": name, "groups": groups,
+                                                               "ends": self.event_end}}
+                self.actor[sid]["events"].append({"name": name, "when": when, "do": do})
+
+    def stop(self, groups: list) -> tuple[list, dict]:
+        """StopTrigger → ``end:``.  Groups are OR-ed like ``end:``; each must be one mappable condition."""
+        end = []
+        for i, g in enumerate(groups):
+            w = f"Storyboard/StopTrigger/ConditionGroup[{i + 1}]"
+            if len(g) != 1:
+                raise self.err(w, "a StopTrigger condition group with several conditions is not supported")
+            c = g[0]
+            if c["type"] == "time" and c["rule"] in ("greaterThan", "greaterOrEqual"):
+                end.append({"time_s": c["value"] + c["delay"]})
+            else:  # any other condition: an ego event on the same trigger ends the episode on the tick it fires
+                name = _ident(f"stop_{i + 1}", set(self.event_names.values()))
+                self.actor["ego"]["events"].append({"name": name, "do": {"type": "stand"}, "when": {
+                    "custom": "xosc_condition", "params": {"id": name, "groups": [g], "ends": self.event_end}}})
+                end.append({"event": name})
+        return end, {}
+
+    # ------------------------------------------------------------------ top level
+    def convert(self) -> dict:
+        r = self.root
+        for c, w in self.kids(r, ""):
+            if c.tag in ("FileHeader", "ParameterDeclarations", "CatalogLocations", "RoadNetwork", "Entities",
+                         "Storyboard"):
+                continue
+            if c.tag == "ParameterValueDistribution":
+                raise self.err(w, "a ParameterValueDistribution file is a set of runs, not one scenario; "
+                                  "use `simgen batch` on it")
+            raise self.unsupported(c, w)
+        self.declare(r.find("ParameterDeclarations"), "ParameterDeclarations", self.declared)
+        self.declared.update({k: v for k, v in self.overrides.items() if k in self.declared})
+        self.params = dict(self.declared)
+        rn = r.find("RoadNetwork")
+        lf = rn.find("LogicFile") if rn is not None else None
+        if lf is None:
+            raise self.err("RoadNetwork", "needs a LogicFile (an OpenDRIVE .xodr map)")
+        for c, w in self.kids(rn, "RoadNetwork"):
+            if c.tag not in ("LogicFile", "SceneGraphFile"):  # the scene graph is a visual model simgen builds itself
+                raise self.unsupported(c, w)
+        xodr = (self.path.parent / self.text(lf, "filepath", "RoadNetwork/LogicFile")).resolve()
+        self.entities()
+        sb = r.find("Storyboard")
+        self.init(sb)
+        _, stop_groups = self.storyboard(sb)
+        end, _ = self.stop(stop_groups)
+        ego = self.actor["ego"]
+        actors = []
+        for sid, a in self.actor.items():
+            a.pop("_cx")
+            on = a.pop("_controller_on", None)
+            v = a["speed_mps"]
+            if a["kind"] in ("pedestrian", "child", "deer", "dog", "debris", "ball"):
+                a["behaviour"] = {"type": "walk", "speed_mps": v} if v > 0 else {"type": "stand"}
+            else:
+                a["behaviour"] = {"type": "lane_follow", "speed_mps": v, "obstacles": "none"} if v > 0 else {"type": "stand"}
+                if on is not None:
+                    a["behaviour"] = dict(on, speed_mps=v)
+            if sid != "ego":
+                actors.append(a)
+        hdr = r.find("FileHeader")
+        times = [c["time_s"] for c in end if "time_s" in c]
+        raw = {
+            "name": _ident(self.path.stem, set()),
+            "description": (hdr.get("description") or "")[:10000] + f" (imported from {self.path.name})",
+            "map": str(xodr), "tick_hz": 20.0,
+            "duration_s": max(times) if times else 60.0,
+            "parameters": dict(self.declared),
+            "ego": {k: ego[k] for k in ("kind", "dims", "place", "speed_mps", "behaviour", "events")},
+            "actors": actors,
+        }
+        if end:
+            raw["end"] = end
+        return raw
+
+
+def _ident(name: str, used: set) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name or "x")
+    if not s[0].isalpha():
+        s = "x" + s
+    base, k = s, 2
+    while s in used or s == "ego":
+        s, k = f"{base}_{k}", k + 1
+    return s
+
+
+def _num_or(v):
+    try:
+        return float(v) if not isinstance(v, bool) else v
+    except (TypeError, ValueError):
+        return v
+
+
+def _typed(v, typ, err):
+    try:
+        if typ in ("double",):
+            return float(v)
+        if typ in ("integer", "unsignedInt", "unsignedShort"):
+            return int(float(v))
+        if typ == "boolean":
+            return v if isinstance(v, bool) else str(v).lower() in ("true", "1")
+        return str(v)
+    except (TypeError, ValueError):
+        raise err from None
+
+
+def _compare(a, rule, b) -> bool:
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        a, b = str(a), str(b)
+    return {"greaterThan": a > b, "lessThan": a < b, "equalTo": a == b, "greaterOrEqual": a >= b,
+            "lessOrEqual": a <= b, "notEqualTo": a != b}[rule]
+
+
+def _and(a: list, b: list) -> list:
+    """(OR of ANDs) AND (OR of ANDs)."""
+    if not a:
+        return b
+    if not b:
+        return a
+    return [ga + gb for ga in a for gb in b]
+
+
+def _lane_index(lane: int) -> int:
+    """Lane ids skip 0: -1 and 1 are neighbours."""
+    return lane if lane < 0 else lane - 1
+
+
+def _lane_step(lane: int, n: int) -> int:
+    i = _lane_index(lane) + n
+    return i if i < 0 else i + 1
+
+
+def _category(el: ET.Element) -> str:
+    return el.get("vehicleCategory") or el.get("pedestrianCategory") or el.get("miscObjectCategory") or "?"
+
+
+def load_xosc(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The raw scenario mapping of an OpenSCENARIO file; ``parameters.NAME=V`` overrides set its declarations."""
+    import yaml
+
+    path = Path(path)
+    pov = {}
+    for item in overrides:
+        key, _, val = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) == 2 and parts[0] == "parameters":
+            pov[parts[1]] = yaml.safe_load(val)
+    conv = _Conv(path, pov)
+    raw = conv.convert()
+    raw["description"] += "".join(f"; {k}: controller {v}" for k, v in conv.controllers.items())
+    raw["description"] += "; actor kinds: " + "; ".join(f"{k}: {v}" for k, v in conv.kinds.items())
+    return raw
