@@ -262,7 +262,7 @@ COMMANDS = {"run": cmd_run, "replay": cmd_replay, "validate": cmd_validate, "vie
 # and sets ``func`` (a function of the parsed args returning an exit code).  Imported lazily at parse time only.
 PLUGIN_MODULES: list[str] = ["annotators.export.cli", "simgen.report", "simgen.scenario_library", "simgen.batch.cli",
                               "simgen.carla_check", "simgen.loader_bench",
-                              "simgen.search.cli"]
+                              "simgen.search.cli", "simgen.sim.bench"]
 
 
 # What Ctrl-C leaves behind, per command (a subcommand may set its own with ``set_defaults(interrupted=...)``).

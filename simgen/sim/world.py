@@ -12,6 +12,7 @@ Units: metres, seconds, radians; world frame x east, y north, z up.  All randomn
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -338,13 +339,26 @@ class World:
 
     def _footprints(self, actors=None) -> np.ndarray:
         actors = self.actors if actors is None else actors
-        out = np.zeros((len(actors), 4, 2))
-        for i, a in enumerate(actors):
-            c, s = np.cos(a.yaw), np.sin(a.yaw)
-            l2, w2 = a.dims[0] / 2, a.dims[1] / 2
-            local = np.array([[l2, w2], [l2, -w2], [-l2, -w2], [-l2, w2]])
-            out[i] = local @ np.array([[c, s], [-s, c]]) + [a.x, a.y]
-        return out
+        if not len(actors):
+            return np.zeros((0, 4, 2))
+        pose = np.array([(a.x, a.y, a.yaw) for a in actors], float)
+        lw = np.array([(a.dims[0], a.dims[1]) for a in actors], float)
+        return _rects(pose[:, :2], pose[:, 2], lw)
+
+    def _static_arrays(self) -> dict:
+        """Per-actor arrays that do not change while the actor list stays the same (widths, lengths, kinds):
+        built once, rebuilt only if actors are added, removed or given new dims arrays (dims are never edited in place)."""
+        key = tuple((id(a), id(a.dims)) for a in self.actors)  # a replaced dims array counts as a change
+        cache = getattr(self, "_static_cache", None)
+        if cache is None or cache["key"] != key:
+            dims = np.array([(a.dims[0], a.dims[1]) for a in self.actors], float).reshape(-1, 2)
+            cache = {"key": key, "dims": dims, "length": dims[:, 0].copy(), "half_w": dims[:, 1] / 2,
+                     "vehicle": np.array([a.kind.vehicle for a in self.actors], bool),
+                     "ped": np.array([a.kind.semantic == PEDESTRIAN for a in self.actors], bool),
+                     "ids": np.array([a.id for a in self.actors]),
+                     "r": 0.5 * np.hypot(dims[:, 0], dims[:, 1])}
+            self._static_cache = cache
+        return cache
 
     def _check_placements(self) -> None:
         fps = self._footprints()
@@ -534,30 +548,14 @@ class World:
         aeb_ttc = np.inf
         b = a.behaviour
         if a.path is not None and len(self.actors) > 1 and (b.obstacles != "none" or b.aeb):
-            s_all, d_all = a.path.project(pos[:, :2])
-            tan = a.path.pose_at(s_all)[2]
-            ds = s_all - a.s
-            others = np.ones(len(self.actors), bool)
-            others[i] = False
-            half_w = np.array([o.dims[1] for o in self.actors]) / 2 + a.dims[1] / 2 + 0.2
-            lengths = np.array([o.dims[0] for o in self.actors])
-            ahead = others & (ds > 0) & (ds < 120) & (np.abs(d_all - a.lateral) < half_w)
-            gaps = ds - (lengths + a.dims[0]) / 2
-            v_lead = vel[:, 0] * np.cos(tan) + vel[:, 1] * np.sin(tan)
-            if b.aeb and np.any(ahead):  # emergency braking sees everything in the path, whatever the driver heeds
-                closing = v - v_lead
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ttc = np.where(ahead & (closing > 0), np.maximum(gaps, 0.0) / closing, np.inf)
-                aeb_ttc = float(ttc.min())
-                if a.aeb_latched and np.min(np.where(ahead, gaps, np.inf)) < 10.0:
-                    aeb_ttc = 0.0  # once engaged, brake to a stop and hold while the obstacle is right ahead
-            mask = ahead.copy()
-            if b.obstacles == "vehicles":
-                mask &= np.array([o.kind.vehicle for o in self.actors])
-            if b.obstacles != "none" and np.any(mask):
-                j = np.argmin(np.where(mask, gaps, np.inf))
-                gap = gaps[j]
-                dv = v - v_lead[j]
+            s_all, d_all, tan = a.path.project_heading(pos[:, :2])
+            st = self._tick_static if self._stepping is not None else self._static_arrays()
+            # one compiled loop over the others: ahead within 120 m and overlapping laterally; AEB sees everything
+            # in the path, whatever the driver heeds; once engaged it holds while the obstacle is right ahead
+            gap, dv, aeb_ttc = _sim_kernels().idm_leader(
+                i, s_all, d_all, tan, np.ascontiguousarray(vel, float), st["half_w"], st["length"], st["vehicle"],
+                float(a.s), float(a.lateral), float(a.dims[0]), float(a.dims[1]) / 2, float(v), bool(b.aeb),
+                bool(a.aeb_latched), {"none": 0, "vehicles": 1}.get(b.obstacles, 2))
         a.aeb_latched = b.aeb and aeb_ttc < b.aeb_ttc_s
         if a.aeb_latched:
             return -b.aeb_decel_mps2
@@ -669,6 +667,7 @@ class World:
         vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
         from simgen.sim.behaviours import BEHAVIOURS
 
+        self._tick_static = self._static_arrays()
         for i, a in enumerate(self.actors):
             self._stepping = i
             b = a.behaviour
@@ -752,33 +751,48 @@ class World:
 
     def _bicycle(self, a: Actor, acc: float, dt: float) -> None:
         """Kinematic bicycle (reference point: box centre) with pure-pursuit steering towards the path."""
-        v = a.speed
+        # scalar maths (math, not numpy: one actor's numbers; the same formulas)
+        v = float(a.speed)
         look = max(4.0, 0.9 * v)
-        tx, ty, _ = a.path.pose_at(a.s + look, a.lateral)
-        alpha = wrap_angle(np.arctan2(ty - a.y, tx - a.x) - a.yaw)
+        tx, ty, _ = a.path.pose_at(float(a.s + look), float(a.lateral))
+        alpha = _wrap1(math.atan2(ty - a.y, tx - a.x) - a.yaw)
         L = a.wheelbase
-        steer = float(np.clip(np.arctan2(2 * L * np.sin(alpha), look), -MAX_STEER, MAX_STEER))
+        steer = min(max(math.atan2(2 * L * math.sin(alpha), look), -MAX_STEER), MAX_STEER)
         v_new = max(0.0, v + acc * dt)
         a.accel = (v_new - v) / dt
         v_mid = 0.5 * (v + v_new)
-        beta = np.arctan(0.5 * np.tan(steer))  # slip angle at the centre for a centred reference point
-        a.x += v_mid * np.cos(a.yaw + beta) * dt
-        a.y += v_mid * np.sin(a.yaw + beta) * dt
-        a.yaw = float(wrap_angle(a.yaw + v_mid * np.cos(beta) * np.tan(steer) / L * dt))
+        beta = math.atan(0.5 * math.tan(steer))  # slip angle at the centre for a centred reference point
+        a.x += v_mid * math.cos(a.yaw + beta) * dt
+        a.y += v_mid * math.sin(a.yaw + beta) * dt
+        a.yaw = _wrap1(a.yaw + v_mid * math.cos(beta) * math.tan(steer) / L * dt)
         a.speed, a.steer = v_new, steer
-        a.s = float(a.path.project(np.array([a.x, a.y]))[0])
+        a.s = float(a.path.project(np.array([a.x, a.y], float))[0])
 
     def _update_z(self, dt: float | None = None) -> None:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
         the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick)."""
-        xy = np.array([[a.x, a.y] for a in self.actors])
-        if getattr(self.map, "source_file", ""):
-            # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
-            # ground under its footprint (corners and centre), so no part of the actor sinks into the road
-            pts = np.concatenate([self._footprints(), xy[:, None, :]], axis=1)  # (A, 5, 2)
-            z = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float).reshape(-1, 3)
+        # the ground is fixed: only actors whose pose (or box) changed since the last call need a new height
+        key = self._static_arrays()["key"]
+        prev = getattr(self, "_z_cache", None)
+        if prev is not None and prev[0] == key:
+            moved = np.any(pose != prev[1], axis=1)
+            z = prev[2].copy()
         else:
-            z = self.map.ground_height(xy)
+            moved = np.ones(len(pose), bool)
+            z = np.zeros(len(pose))
+        if moved.any():
+            rows = np.flatnonzero(moved)
+            xy = pose[rows, :2]
+            if getattr(self.map, "source_file", ""):
+                # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
+                # ground under its footprint (corners and centre), so no part of the actor sinks into the road
+                fp = _rects(xy, pose[rows, 2], self._static_arrays()["dims"][rows])
+                pts = np.concatenate([fp, xy[:, None, :]], axis=1)  # (M, 5, 2)
+                z[rows] = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+            else:
+                z[rows] = self.map.ground_height(xy)
+        self._z_cache = (key, pose, z)
         for a, zi in zip(self.actors, z):
             a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
             a.z = float(zi)
@@ -794,16 +808,17 @@ class World:
         new: dict[tuple[int, int], float] = {}
         if pre is not None and len(self.actors) > 1:
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
-            dims = np.array([a.dims[:2] for a in self.actors], float)
-            i, j = np.triu_indices(len(self.actors), 1)
-            r = 0.5 * np.hypot(dims[:, 0], dims[:, 1])  # bounding circles (they contain the footprint at any yaw)
+            st = self._static_arrays()
+            dims = st["dims"]
+            i, j = _pair_indices(len(self.actors))
+            r = st["r"]  # bounding circles (they contain the footprint at any yaw)
             d0 = pre[i, :2] - pre[j, :2]  # centres move linearly within the tick: closest approach of the pair
             dd = (post[i, :2] - post[j, :2]) - d0
             u = np.clip(-np.einsum("pk,pk->p", d0, dd) / np.maximum(np.einsum("pk,pk->p", dd, dd), 1e-12), 0.0, 1.0)
             near = np.hypot(*(d0 + u[:, None] * dd).T) <= r[i] + r[j] + 1e-6
-            ped = np.array([a.kind.semantic == PEDESTRIAN for a in self.actors])
+            ped = st["ped"]
             i, j = i[near & ~(ped[i] & ped[j])], j[near & ~(ped[i] & ped[j])]
-            ids = np.array([a.id for a in self.actors])
+            ids = st["ids"]
             fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
             i, j = i[fresh], j[fresh]
             if len(i):
@@ -1037,6 +1052,23 @@ class World:
         )
 
 
+_SIM_KERNELS = None
+
+
+def _sim_kernels():
+    global _SIM_KERNELS
+    if _SIM_KERNELS is None:
+        from simgen.sim import kernels
+
+        _SIM_KERNELS = kernels
+    return _SIM_KERNELS
+
+
+def _wrap1(a: float) -> float:
+    """:func:`simgen.geometry.wrap_angle` for one Python float (same floor-modulo formula)."""
+    return (float(a) + math.pi) % (2 * math.pi) - math.pi
+
+
 def sample_appearance(kind: ActorKind, dims_spec, colour, rng: np.random.Generator, colour_jitter: float):
     """(dims l/w/h, colour) of a new actor: given values, or drawn within the kind's ranges and palette.  The
     same draws in the same order whatever is given, so every backend builds the same actors from one stream."""
@@ -1073,12 +1105,26 @@ def route_crossing(a: Polyline, b: Polyline, s_from: float = 0.0) -> float | Non
     return float(s.min()) if len(s) else None
 
 
+_PAIRS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pair_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(n, 1)``, cached per n (read-only arrays; callers index them, never write)."""
+    got = _PAIRS.get(n)
+    if got is None:
+        i, j = np.triu_indices(n, 1)
+        i.flags.writeable = False
+        j.flags.writeable = False
+        got = _PAIRS[n] = (i, j)
+    return got
+
+
 def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
     """Index pairs (i < j) of oriented 2-D footprints (N,4,2) that overlap (separating axis test)."""
     n = len(fp)
     if n < 2:
         return np.zeros((0, 2), int)
-    i, j = np.triu_indices(n, 1)
+    i, j = _pair_indices(n)
     # quick reject on bounding circles
     c = fp.mean(axis=1)
     r = np.linalg.norm(fp - c[:, None], axis=2).max(axis=1)

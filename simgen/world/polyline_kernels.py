@@ -15,79 +15,98 @@ from numba import njit
 
 
 @njit(cache=True)
-def pose_at_points(cum, seg, points, d, nv, yv, t0, t1, length, s, lat, out_x, out_y, out_yaw):  # pragma: no cover
+def pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, sm, lm):  # pragma: no cover
+    """One point: (x, y, yaw) at arc length ``sm`` and lateral offset ``lm``."""
     K = len(seg)
+    i = np.searchsorted(cum, sm, side="right") - 1
+    i = min(max(i, 0), K - 1)
+    a = min(max((sm - cum[i]) / seg[i], 0.0), 1.0)
+    nvx = nv[i, 0] + a * (nv[i + 1, 0] - nv[i, 0])
+    nvy = nv[i, 1] + a * (nv[i + 1, 1] - nv[i, 1])
+    x = points[i, 0] + a * d[i, 0] + lm * nvx
+    y = points[i, 1] + a * d[i, 1] + lm * nvy
+    yaw = yv[i] + a * (yv[i + 1] - yv[i])
+    if sm < 0.0:
+        x = points[0, 0] + sm * t0[0] + lm * nv[0, 0]
+        y = points[0, 1] + sm * t0[1] + lm * nv[0, 1]
+        yaw = yv[0]
+    elif sm > length:
+        ds = sm - length
+        x = points[-1, 0] + ds * t1[0] + lm * nv[-1, 0]
+        y = points[-1, 1] + ds * t1[1] + lm * nv[-1, 1]
+        yaw = yv[-1]
+    return x, y, math.atan2(math.sin(yaw), math.cos(yaw))
+
+
+@njit(cache=True)
+def pose_at_points(cum, seg, points, d, nv, yv, t0, t1, length, s, lat, out_x, out_y, out_yaw):  # pragma: no cover
     for m in range(len(s)):
-        sm, lm = s[m], lat[m]
-        i = np.searchsorted(cum, sm, side="right") - 1
-        i = min(max(i, 0), K - 1)
-        a = min(max((sm - cum[i]) / seg[i], 0.0), 1.0)
-        nvx = nv[i, 0] + a * (nv[i + 1, 0] - nv[i, 0])
-        nvy = nv[i, 1] + a * (nv[i + 1, 1] - nv[i, 1])
-        x = points[i, 0] + a * d[i, 0] + lm * nvx
-        y = points[i, 1] + a * d[i, 1] + lm * nvy
-        yaw = yv[i] + a * (yv[i + 1] - yv[i])
-        if sm < 0.0:
-            x = points[0, 0] + sm * t0[0] + lm * nv[0, 0]
-            y = points[0, 1] + sm * t0[1] + lm * nv[0, 1]
-            yaw = yv[0]
-        elif sm > length:
-            ds = sm - length
-            x = points[-1, 0] + ds * t1[0] + lm * nv[-1, 0]
-            y = points[-1, 1] + ds * t1[1] + lm * nv[-1, 1]
-            yaw = yv[-1]
-        out_x[m], out_y[m] = x, y
-        out_yaw[m] = math.atan2(math.sin(yaw), math.cos(yaw))
+        out_x[m], out_y[m], out_yaw[m] = pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, s[m], lat[m])
+
+
+@njit(cache=True)
+def project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, px, py):  # pragma: no cover
+    """One point: (s, lateral) of world point (px, py)."""
+    K = len(seg)
+    best = np.inf
+    kbest = -1
+    abest = 0.0
+    lat0 = 0.0
+    latbest = 0.0
+    for k in range(K):
+        rx, ry = px - points[k, 0], py - points[k, 1]
+        lat = rx * n[k, 0] + ry * n[k, 1]
+        if k == 0:
+            lat0 = lat
+        along = rx * u[k, 0] + ry * u[k, 1]
+        den = seg[k] + lat * dnu[k]
+        if den > 1e-9 * seg[k]:
+            a = (along - lat * nu0[k]) / den
+            if a >= -1e-9 and a <= 1.0 + 1e-9 and abs(lat) < best:
+                best, kbest, abest, latbest = abs(lat), k, a, lat
+    if kbest >= 0:
+        s_c = cum[kbest] + min(max(abest, 0.0), 1.0) * seg[kbest]
+        lat_c = latbest
+    else:
+        s_c = np.nan
+        lat_c = lat0
+    for e in range(2):  # beyond the start, then beyond the end, along the end tangents
+        if e == 0:
+            qx, qy = px - points[0, 0], py - points[0, 1]
+            tx, ty, nx, ny, base, sign = t0[0], t0[1], nv[0, 0], nv[0, 1], 0.0, -1.0
+        else:
+            qx, qy = px - points[-1, 0], py - points[-1, 1]
+            tx, ty, nx, ny, base, sign = t1[0], t1[1], nv[-1, 0], nv[-1, 1], length, 1.0
+        le = qx * -ty + qy * tx
+        se = (qx - le * nx) * tx + (qy - le * ny) * ty
+        if sign * se > 0 and abs(le) < best:
+            s_c, lat_c, best = base + se, le, abs(le)
+    if not np.isfinite(best):  # Euclidean closest point on the segments
+        dbest = np.inf
+        for k in range(K):
+            rx, ry = px - points[k, 0], py - points[k, 1]
+            t = min(max((rx * u[k, 0] + ry * u[k, 1]) / seg[k], 0.0), 1.0)
+            ox, oy = rx - t * d[k, 0], ry - t * d[k, 1]
+            dist = math.sqrt(ox * ox + oy * oy)
+            if dist < dbest:
+                dbest = dist
+                s_c = cum[k] + t * seg[k]
+                side = rx * n[k, 0] + ry * n[k, 1]
+                lat_c = (1.0 if side >= 0 else -1.0) * dist if side != 0 else dist
+    return s_c, lat_c
 
 
 @njit(cache=True)
 def project_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P, out_s, out_lat):  # pragma: no cover
-    K = len(seg)
     for m in range(len(P)):
-        px, py = P[m, 0], P[m, 1]
-        best = np.inf
-        kbest = -1
-        abest = 0.0
-        lat0 = 0.0
-        latbest = 0.0
-        for k in range(K):
-            rx, ry = px - points[k, 0], py - points[k, 1]
-            lat = rx * n[k, 0] + ry * n[k, 1]
-            if k == 0:
-                lat0 = lat
-            along = rx * u[k, 0] + ry * u[k, 1]
-            den = seg[k] + lat * dnu[k]
-            if den > 1e-9 * seg[k]:
-                a = (along - lat * nu0[k]) / den
-                if a >= -1e-9 and a <= 1.0 + 1e-9 and abs(lat) < best:
-                    best, kbest, abest, latbest = abs(lat), k, a, lat
-        if kbest >= 0:
-            s_c = cum[kbest] + min(max(abest, 0.0), 1.0) * seg[kbest]
-            lat_c = latbest
-        else:
-            s_c = np.nan
-            lat_c = lat0
-        for e in range(2):  # beyond the start, then beyond the end, along the end tangents
-            if e == 0:
-                qx, qy = px - points[0, 0], py - points[0, 1]
-                tx, ty, nx, ny, base, sign = t0[0], t0[1], nv[0, 0], nv[0, 1], 0.0, -1.0
-            else:
-                qx, qy = px - points[-1, 0], py - points[-1, 1]
-                tx, ty, nx, ny, base, sign = t1[0], t1[1], nv[-1, 0], nv[-1, 1], length, 1.0
-            le = qx * -ty + qy * tx
-            se = (qx - le * nx) * tx + (qy - le * ny) * ty
-            if sign * se > 0 and abs(le) < best:
-                s_c, lat_c, best = base + se, le, abs(le)
-        if not np.isfinite(best):  # Euclidean closest point on the segments
-            dbest = np.inf
-            for k in range(K):
-                rx, ry = px - points[k, 0], py - points[k, 1]
-                t = min(max((rx * u[k, 0] + ry * u[k, 1]) / seg[k], 0.0), 1.0)
-                ox, oy = rx - t * d[k, 0], ry - t * d[k, 1]
-                dist = math.sqrt(ox * ox + oy * oy)
-                if dist < dbest:
-                    dbest = dist
-                    s_c = cum[k] + t * seg[k]
-                    side = rx * n[k, 0] + ry * n[k, 1]
-                    lat_c = (1.0 if side >= 0 else -1.0) * dist if side != 0 else dist
-        out_s[m], out_lat[m] = s_c, lat_c
+        out_s[m], out_lat[m] = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P[m, 0], P[m, 1])
+
+
+@njit(cache=True)
+def project_heading_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, yv, length, P, out_s, out_lat,
+                           out_yaw):  # pragma: no cover
+    """project_points, then the path's heading at each projected s (pose_at_points with lateral 0)."""
+    for m in range(len(P)):
+        s, lat = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P[m, 0], P[m, 1])
+        out_s[m], out_lat[m] = s, lat
+        out_yaw[m] = pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, s, 0.0)[2]

@@ -58,13 +58,20 @@ _STOP_S = (5.5, 5.9)  # stop line, likewise
 _PARK_LEN, _PARK_W = 6.0, 2.3
 
 
+_SCALARS = (float, int, np.float64)  # scalar types pose_at passes straight to the one-point kernel
 _SMALL = 64  # point counts up to which Polyline hands pose_at / project to the compiled loops
 
 
-def _kernels():
-    from simgen.world import polyline_kernels
+_KERNELS = None
 
-    return polyline_kernels
+
+def _kernels():
+    global _KERNELS
+    if _KERNELS is None:
+        from simgen.world import polyline_kernels
+
+        _KERNELS = polyline_kernels
+    return _KERNELS
 
 
 def _wrap(a):
@@ -139,6 +146,10 @@ class Polyline:
         ``s`` and ``lateral`` are scalars or arrays (broadcast).  Beyond ``[0, length]`` the path continues
         linearly along the end tangents.
         """
+        if type(s) in _SCALARS and type(lateral) in _SCALARS:  # one point (the simulator's per-tick calls)
+            x, y, yaw = _kernels().pose_at_one(self._cum, self._seg, self.points, self._d, self._nv, self._yv,
+                                               self._t0, self._t1, self.length, float(s), float(lateral))
+            return np.float64(x), np.float64(y), np.float64(yaw)
         s, lat = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(lateral, np.float64))
         shape = s.shape
         s, lat = s.reshape(-1), lat.reshape(-1)
@@ -163,6 +174,18 @@ class Polyline:
         yaw = _wrap(yaw).reshape(shape)
         return xy[:, 0].reshape(shape)[()], xy[:, 1].reshape(shape)[()], yaw[()]
 
+    def project_heading(self, xy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``s, lateral = project(xy)`` and ``yaw = pose_at(s)[2]`` for (M, 2) points in one call."""
+        P = np.ascontiguousarray(np.asarray(xy, np.float64).reshape(-1, 2))
+        if len(P) > _SMALL:
+            s, lat = self.project(P)
+            return s, lat, self.pose_at(s)[2]
+        s, lat, yaw = np.empty(len(P)), np.empty(len(P)), np.empty(len(P))
+        _kernels().project_heading_points(self.points, self._n, self._u, self._seg, self._cum, self._d, self._dnu,
+                                          self._nu0, self._t0, self._t1, self._nv, self._yv, self.length, P,
+                                          s, lat, yaw)
+        return s, lat, yaw
+
     def project(self, xy) -> tuple[np.ndarray, np.ndarray]:
         """Arc length ``s`` and lateral offset (m, > 0 left) of world points ``xy`` ((2,) or (M, 2)).
 
@@ -170,6 +193,11 @@ class Polyline:
         ambiguous (points beyond the radius of curvature on the inside of a bend) the Euclidean closest point is
         used.  Vectorised over points and segments.
         """
+        if type(xy) is np.ndarray and xy.shape == (2,):  # one point (the simulator's per-tick calls)
+            s_c, lat_c = _kernels().project_one(self.points, self._n, self._u, self._seg, self._cum, self._d,
+                                                self._dnu, self._nu0, self._t0, self._t1, self._nv, self.length,
+                                                float(xy[0]), float(xy[1]))
+            return np.float64(s_c), np.float64(lat_c)
         P = np.asarray(xy, np.float64)
         single = P.ndim == 1
         P = P.reshape(-1, 2)
