@@ -613,6 +613,18 @@ def progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, disable=not enabled, file=sys.stderr)
 
 
+def count_frames(ctx, *, camera: bool, lidar: bool) -> int:
+    """Frames an export will write, after checking the chosen camera and LiDAR exist in every episode
+    (``camera``/``lidar``: whether the format needs one)."""
+    total = 0
+    for ref in ctx.episodes:
+        with EpisodeReader(ref) as r:
+            check_sensor(r, ctx.camera, "camera", required=camera, option="--camera")
+            check_sensor(r, ctx.lidar, "lidar", required=lidar, option="--lidar")
+            total += len(ctx.frames(r.n))
+    return total
+
+
 def check_sensor(reader: EpisodeReader, name: str | None, kind: str, *, required: bool, option: str) -> str | None:
     """The sensor to use: ``name`` if given (must exist with that type), else the rig's first of ``kind``."""
     have = reader.cameras if kind == "camera" else reader.lidars

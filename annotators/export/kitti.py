@@ -32,7 +32,7 @@ from scipy.spatial.transform import Rotation
 from simgen.errors import InputError
 from simgen.geometry import invert, wrap_angle
 
-from annotators.export.common import (EpisodeReader, ImageWriter, Rectifiers, T_optical_from_sensor, check_sensor,
+from annotators.export.common import (EpisodeReader, ImageWriter, Rectifiers, T_optical_from_sensor, check_sensor, count_frames,
                                       fmt_num, opencv_K, to_opencv_box, write_bytes, write_text)
 from annotators.export.objects import EpisodeObjects, FrameObjects
 
@@ -47,13 +47,7 @@ def validate(ctx) -> int:
     mode = ctx.options.setdefault("bbox2d", "proj")
     if mode not in BBOX_MODES:
         raise InputError(f"got {mode!r}; allowed: {', '.join(BBOX_MODES)}", key="--bbox2d")
-    total = 0
-    for ref in ctx.episodes:
-        with EpisodeReader(ref) as r:
-            check_sensor(r, ctx.camera, "camera", required=True, option="--camera")
-            check_sensor(r, ctx.lidar, "lidar", required=True, option="--lidar")
-            total += len(ctx.frames(r.n))
-    return total
+    return count_frames(ctx, camera=True, lidar=True)
 
 
 def calib_text(K: np.ndarray, Tr_velo_to_cam: np.ndarray, Tr_imu_to_velo: np.ndarray) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annotators.export.common import EpisodeReader, check_sensor, encode_image, opencv_K, quat_wxyz
+from annotators.export.common import EpisodeReader, count_frames, encode_image, opencv_K, quat_wxyz
 from annotators.export.objects import EpisodeObjects
 from simgen.errors import InputError
 from simgen.geometry import T_BODY_FROM_OPTICAL
@@ -53,13 +53,7 @@ def validate(ctx) -> int:
     if enc not in ENCODINGS:
         raise InputError(f"got {enc!r}; allowed: {', '.join(ENCODINGS)}", key="--encoding")
     ctx.options["lossless"] = bool(ctx.options.get("lossless", False))
-    total = 0
-    for ref in ctx.episodes:
-        with EpisodeReader(ref) as r:
-            check_sensor(r, ctx.camera, "camera", required=False, option="--camera")
-            check_sensor(r, ctx.lidar, "lidar", required=False, option="--lidar")
-            total += len(ctx.frames(r.n))
-    return total
+    return count_frames(ctx, camera=False, lidar=False)
 
 
 def run(ctx) -> dict:
