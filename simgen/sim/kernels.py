@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def idm_leader(i, s_all, d_all, tan, vel, half_w, lengths, vehicle, a_s, a_lat, a_len, a_half_w, v, aeb,
                aeb_latched, obstacles):  # pragma: no cover
     """The leader search of ``World._idm_accel`` for actor ``i`` over all actors projected on its path.
@@ -47,3 +47,270 @@ def idm_leader(i, s_all, d_all, tan, vel, half_w, lengths, vehicle, a_s, a_lat, 
     if not aeb:
         aeb_ttc = np.inf
     return gap, dv, aeb_ttc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole per-tick update of the lane-following vehicles, over arrays (issue 13, second round).
+#
+# Paths are concatenated: path p's vertices are rows voff[p]:voff[p+1] of the vertex arrays (points, nv, yv, cum)
+# and its segments rows voff[p]-p:voff[p+1]-p-1 of the segment arrays (seg, d, u, n, dnu, nu0).  Slices of those
+# are handed to the one-point Polyline kernels, so a projection here is the very arithmetic of Polyline.project.
+# ---------------------------------------------------------------------------------------------------------------
+from simgen.world.polyline_kernels import pose_at_one, project_one  # noqa: E402
+
+IDM_A_MAX = 1.5
+IDM_B = 2.0
+IDM_T = 1.4
+IDM_S0 = 2.0
+MAX_STEER = 0.6
+
+
+@njit(cache=True, error_model="numpy")
+def _wrap1(a):  # pragma: no cover - simgen.sim.world._wrap1 (Python's floor modulo)
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def leaders(sel, x, y, vx, vy, half_w, length, vehicle, s_a, lat_a, speed, aeb, latched, obst, pidx,
+            pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, pmit,
+            gap_out, dv_out, ttc_out):  # pragma: no cover
+    """:func:`idm_leader` for every actor in ``sel`` (indices), the others projected on its path only when they
+    can pass its test: a point more than ``120 + dmax * mitre + off`` from the actor cannot project within 120 m
+    ahead and ``dmax`` to the side (arc length bounds distance along the path; a lateral offset d moves a point at
+    most |d| times the path's largest mitred-normal length; ``off`` is the actor's own distance from its path at
+    its s), so skipping it changes nothing."""
+    N = len(x)
+    for m in range(len(sel)):
+        i = sel[m]
+        p = pidx[i]
+        v0, v1 = voff[p], voff[p + 1]
+        g0, g1 = v0 - p, v1 - p - 1
+        P, NV, YV, CUM = pts[v0:v1], nv[v0:v1], yv[v0:v1], cum[v0:v1]
+        SG, D, U, NR, DNU, NU0 = seg[g0:g1], dd[g0:g1], uu[g0:g1], nrm[g0:g1], dnu[g0:g1], nu0[g0:g1]
+        T0, T1, LEN = t0[p], t1[p], plen[p]
+        a_s, a_lat, a_hw, a_len, v = s_a[i], lat_a[i], half_w[i], length[i], speed[i]
+        cx, cy, _ = pose_at_one(CUM, SG, P, D, NV, YV, T0, T1, LEN, a_s, 0.0)
+        off = math.sqrt((x[i] - cx) ** 2 + (y[i] - cy) ** 2)
+        gap, dv = np.inf, 0.0
+        aeb_ttc = np.inf
+        any_ahead = False
+        min_gap_ahead = np.inf
+        for k in range(N):
+            if k == i:
+                continue
+            wsum = half_w[k] + a_hw + 0.2
+            reach = 120.0 + (abs(a_lat) + wsum) * pmit[p] + off + 1.0
+            ex, ey = x[k] - x[i], y[k] - y[i]
+            if ex * ex + ey * ey > reach * reach:
+                continue
+            sk, dk = project_one(P, NR, U, SG, CUM, D, DNU, NU0, T0, T1, NV, LEN, x[k], y[k])
+            ds = sk - a_s
+            if not (ds > 0 and ds < 120 and abs(dk - a_lat) < wsum):
+                continue
+            tan = pose_at_one(CUM, SG, P, D, NV, YV, T0, T1, LEN, sk, 0.0)[2]
+            g = ds - (length[k] + a_len) / 2
+            v_lead = vx[k] * math.cos(tan) + vy[k] * math.sin(tan)
+            any_ahead = True
+            if g < min_gap_ahead:
+                min_gap_ahead = g
+            closing = v - v_lead
+            if aeb[i] and closing > 0:
+                t = max(g, 0.0) / closing
+                if t < aeb_ttc:
+                    aeb_ttc = t
+            if obst[i] == 2 or (obst[i] == 1 and vehicle[k]):
+                if g < gap:
+                    gap, dv = g, v - v_lead
+        if aeb[i] and any_ahead and latched[i] and min_gap_ahead < 10.0:
+            aeb_ttc = 0.0
+        if not aeb[i]:
+            aeb_ttc = np.inf
+        gap_out[i], dv_out[i], ttc_out[i] = gap, dv, aeb_ttc
+
+
+@njit(cache=True, error_model="numpy")
+def drive(sel, mode, acc_in, gap, dv, v0s, latched, stop_red, sp_off, sp_s, sp_light, light_code,
+          x, y, yaw, speed, s, lat, length, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen,
+          dt, accel_out, steer_out):  # pragma: no cover
+    """IDM (mode 1: gap/dv from :func:`leaders`, red/yellow stop lines, latched AEB) or a given acceleration
+    (mode 2), then ``World._bicycle``: pure pursuit, kinematic bicycle, s re-projected.  In place on x, y, yaw,
+    speed, s for the actors in ``sel``.  ``stop_red``: 0 ignore stop lines, 1 obey the lights, 2 every stop line
+    is red (stop_at_line)."""
+    sq = math.sqrt(IDM_A_MAX * IDM_B)
+    for m in range(len(sel)):
+        i = sel[m]
+        v = speed[i]
+        if mode[i] == 1:
+            if latched[i]:
+                acc = acc_in[i]
+            else:
+                g, dvi = gap[i], dv[i]
+                if stop_red[i] > 0:
+                    half = length[i] / 2
+                    for q in range(sp_off[i], sp_off[i + 1]):
+                        st = 2 if stop_red[i] == 2 else light_code[sp_light[q]]
+                        dq = sp_s[q] - s[i] - half
+                        if st > 0 and dq > -0.5:
+                            if st == 1 and dq < v * v / (2 * IDM_B * 1.5):
+                                continue
+                            if dq < g:
+                                g, dvi = dq, v
+                v0 = v0s[i]
+                r = v / v0
+                acc_free = IDM_A_MAX * (1 - r * r * r * r)
+                if not np.isfinite(g):
+                    acc = acc_free
+                else:
+                    s_star = IDM_S0 + max(0.0, v * IDM_T + v * dvi / (2 * sq))
+                    q2 = s_star / max(g, 0.1)
+                    acc = max(IDM_A_MAX * (1 - r * r * r * r - q2 * q2), -9.0)
+        else:
+            acc = acc_in[i]
+        p = pidx[i]
+        v0_, v1_ = voff[p], voff[p + 1]
+        g0, g1 = v0_ - p, v1_ - p - 1
+        P, NV, YV, CUM = pts[v0_:v1_], nv[v0_:v1_], yv[v0_:v1_], cum[v0_:v1_]
+        SG, D, U, NR, DNU, NU0 = seg[g0:g1], dd[g0:g1], uu[g0:g1], nrm[g0:g1], dnu[g0:g1], nu0[g0:g1]
+        look = max(4.0, 0.9 * v)
+        tx, ty, _ = pose_at_one(CUM, SG, P, D, NV, YV, t0[p], t1[p], plen[p], s[i] + look, lat[i])
+        alpha = _wrap1(math.atan2(ty - y[i], tx - x[i]) - yaw[i])
+        L = max(0.8, 0.6 * length[i])
+        steer = min(max(math.atan2(2 * L * math.sin(alpha), look), -MAX_STEER), MAX_STEER)
+        v_new = max(0.0, v + acc * dt)
+        accel_out[i] = (v_new - v) / dt
+        v_mid = 0.5 * (v + v_new)
+        beta = math.atan(0.5 * math.tan(steer))
+        x[i] += v_mid * math.cos(yaw[i] + beta) * dt
+        y[i] += v_mid * math.sin(yaw[i] + beta) * dt
+        yaw[i] = _wrap1(yaw[i] + v_mid * math.cos(beta) * math.tan(steer) / L * dt)
+        speed[i], steer_out[i] = v_new, steer
+        s[i] = project_one(P, NR, U, SG, CUM, D, DNU, NU0, t0[p], t1[p], NV, plen[p], x[i], y[i])[0]
+
+
+# ---------------------------------------------------------------------------------------------- footprints, SAT
+@njit(cache=True, error_model="numpy")
+def _corners(x, y, yaw, l, w, out):  # pragma: no cover - simgen.sim.world._rects for one box
+    c, s = math.cos(yaw), math.sin(yaw)
+    l2, w2 = l / 2, w / 2
+    lx = (l2, l2, -l2, -l2)
+    ly = (w2, -w2, -w2, w2)
+    for k in range(4):
+        out[k, 0] = lx[k] * c - ly[k] * s + x
+        out[k, 1] = lx[k] * s + ly[k] * c + y
+
+
+@njit(cache=True, error_model="numpy")
+def _sat(A, B, margin):  # pragma: no cover - simgen.sim.world.sat_overlap / overlapping_pairs for one pair
+    for q in range(4):
+        if q < 2:
+            ex, ey = A[q + 1, 0] - A[q, 0], A[q + 1, 1] - A[q, 1]
+        else:
+            ex, ey = B[q - 1, 0] - B[q - 2, 0], B[q - 1, 1] - B[q - 2, 1]
+        nrm = max(math.sqrt(ex * ex + ey * ey), 1e-12)
+        ex, ey = ex / nrm, ey / nrm
+        amin, amax, bmin, bmax = np.inf, -np.inf, np.inf, -np.inf
+        for c in range(4):
+            pa = ex * A[c, 0] + ey * A[c, 1]
+            pb = ex * B[c, 0] + ey * B[c, 1]
+            amin, amax = min(amin, pa), max(amax, pa)
+            bmin, bmax = min(bmin, pb), max(bmax, pb)
+        if amax + margin < bmin or bmax + margin < amin:
+            return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def overlap_pairs(fp, margin):  # pragma: no cover
+    """simgen.sim.world.overlapping_pairs: bounding circles, then the separating axis test; (P,2) pairs i < j."""
+    n = len(fp)
+    cx, cy, r = np.empty(n), np.empty(n), np.empty(n)
+    for k in range(n):
+        mx = (fp[k, 0, 0] + fp[k, 1, 0] + fp[k, 2, 0] + fp[k, 3, 0]) / 4
+        my = (fp[k, 0, 1] + fp[k, 1, 1] + fp[k, 2, 1] + fp[k, 3, 1]) / 4
+        rr = 0.0
+        for c in range(4):
+            rr = max(rr, math.sqrt((fp[k, c, 0] - mx) ** 2 + (fp[k, c, 1] - my) ** 2))
+        cx[k], cy[k], r[k] = mx, my, rr
+    out = np.empty((max(n * (n - 1) // 2, 1), 2), np.int64)
+    m = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if math.sqrt((cx[i] - cx[j]) ** 2 + (cy[i] - cy[j]) ** 2) > r[i] + r[j] + margin:
+                continue
+            if _sat(fp[i], fp[j], margin):
+                out[m, 0], out[m, 1] = i, j
+                m += 1
+    return out[:m]
+
+
+@njit(cache=True, error_model="numpy")
+def box_pairs(x, y, yaw, l, w, margin):  # pragma: no cover
+    """overlap_pairs on the footprints of boxes (centre, yaw, length, width)."""
+    n = len(x)
+    fp = np.empty((n, 4, 2))
+    for k in range(n):
+        _corners(x[k], y[k], yaw[k], l[k], w[k], fp[k])
+    return overlap_pairs(fp, margin)
+
+
+@njit(cache=True, error_model="numpy")
+def swept_near(pre, post, r, ped):  # pragma: no cover
+    """Pairs (i < j, not two pedestrians) whose bounding circles come within reach during the tick (centres moving
+    linearly): the broad phase of ``World._collisions``."""
+    n = len(r)
+    out = np.empty((max(n * (n - 1) // 2, 1), 2), np.int64)
+    m = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if ped[i] and ped[j]:
+                continue
+            d0x, d0y = pre[i, 0] - pre[j, 0], pre[i, 1] - pre[j, 1]
+            ddx, ddy = (post[i, 0] - post[j, 0]) - d0x, (post[i, 1] - post[j, 1]) - d0y
+            u = -(d0x * ddx + d0y * ddy) / max(ddx * ddx + ddy * ddy, 1e-12)
+            u = min(max(u, 0.0), 1.0)
+            cx, cy = d0x + u * ddx, d0y + u * ddy
+            if math.sqrt(cx * cx + cy * cy) <= r[i] + r[j] + 1e-6:
+                out[m, 0], out[m, 1] = i, j
+                m += 1
+    return out[:m]
+
+
+@njit(cache=True, error_model="numpy")
+def _lerp_hit(a0, a1, da, b0, b1, db, f, A, B):  # pragma: no cover
+    ya = a0[2] + f * _wrap_pi(a1[2] - a0[2])
+    yb = b0[2] + f * _wrap_pi(b1[2] - b0[2])
+    _corners(a0[0] + f * (a1[0] - a0[0]), a0[1] + f * (a1[1] - a0[1]), ya, da[0], da[1], A)
+    _corners(b0[0] + f * (b1[0] - b0[0]), b0[1] + f * (b1[1] - b0[1]), yb, db[0], db[1], B)
+    return _sat(A, B, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def _wrap_pi(a):  # pragma: no cover - simgen.geometry.wrap_angle
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+@njit(cache=True, error_model="numpy")
+def first_contact(a0, a1, da, b0, b1, db, samples, iters, out):  # pragma: no cover
+    """simgen.sim.world.first_contact, pair by pair: sampled SAT over the tick, then bisection."""
+    A, B = np.empty((4, 2)), np.empty((4, 2))
+    for p in range(len(a0)):
+        out[p] = np.nan
+        k = -1
+        for q in range(samples + 1):
+            f = q / samples
+            if _lerp_hit(a0[p], a1[p], da[p], b0[p], b1[p], db[p], f, A, B):
+                k = q
+                break
+        if k < 0:
+            continue
+        if k == 0:
+            out[p] = 0.0
+            continue
+        lo, hi = (k - 1) / samples, k / samples
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            if _lerp_hit(a0[p], a1[p], da[p], b0[p], b1[p], db[p], mid, A, B):
+                hi = mid
+            else:
+                lo = mid
+        out[p] = hi

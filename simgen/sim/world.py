@@ -31,6 +31,9 @@ IDM_B = 2.0  # comfortable deceleration, m/s^2
 IDM_T = 1.4  # time headway, s
 IDM_S0 = 2.0  # jam distance, m
 MAX_STEER = 0.6  # rad
+_STILL = frozenset(("parked", "stand", "open_door"))  # behaviours that stand still
+_PER_ACTOR = frozenset(("synchronize", "reverse", "walk"))  # built-ins stepped by per-actor Python
+_LIGHT_CODE = {"yellow": 1, "red": 2}  # light phase codes of the compiled stop-line test (others: 0)
 CAR_COLOURS = np.array(
     [[0.8, 0.8, 0.82], [0.05, 0.05, 0.06], [0.5, 0.52, 0.55], [0.6, 0.05, 0.05], [0.05, 0.15, 0.5],
      [0.9, 0.9, 0.9], [0.25, 0.3, 0.28], [0.7, 0.55, 0.1], [0.1, 0.35, 0.15], [0.35, 0.2, 0.1]], np.float32)
@@ -106,6 +109,9 @@ class World:
         self._stepping: int | None = None  # index of the actor being stepped (None between steps)
         self._reserved: dict[int, int] = {}  # junction id -> index of the vehicle holding it
         self._rng = rng
+        self._bank = None  # concatenated paths of the lane followers (World._path_bank)
+        self._stops = None  # their stop points as arrays (World._stop_arrays)
+        self._light_index = {tl.id: k for k, tl in enumerate(self.map.traffic_lights)}
         self._place_all()
         self._update_z()
 
@@ -652,31 +658,50 @@ class World:
                         self._start_behaviour(a, e.do)
 
     def step(self) -> list[tuple[int, int]]:
-        """Advance one tick; returns the actor-id pairs in collision after the step."""
+        """Advance one tick; returns the actor-id pairs in collision after the step.
+
+        Lane-following vehicles (lane_follow, stop_at_line, lane_change, brake, stop, scripted) are advanced
+        together over arrays by compiled loops (:mod:`simgen.sim.kernels`: leader search, IDM, pure pursuit,
+        bicycle, s re-projected); every other actor (walkers, synchronize, reverse, registered behaviours) runs its
+        per-actor Python code.  The results are written back in actor order, interleaved with the per-actor code,
+        so an actor stepped in Python sees the others exactly as the one-by-one loop did: those before it moved,
+        those after it not yet (the array update of a lane follower depends only on the state at the tick's start).
+        """
         dt = self.dt
         self.check_events()
         t0 = self.time_s
-        pre = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)  # motion starts here (after events)
+        A = self.actors
+        N = len(A)
+        # motion starts here (after events): x, y, yaw, speed, s, lateral of every actor
+        st0 = np.array([(a.x, a.y, a.yaw, a.speed, a.s, a.lateral) for a in A], float).reshape(-1, 6)
+        pre = st0[:, :4]
         lights = self.light_states()
-        pos = np.array([[a.x, a.y] for a in self.actors])
+        pos = st0[:, :2]
         self._occupied = self._junction_occupants(pos)
         for jid, holder in list(self._reserved.items()):  # a holder releases its junction once through it
-            h = self.actors[holder]
+            h = A[holder]
             if h.crashed or not any(j == jid and h.s - h.dims[0] / 2 < s_out for _, s_out, j in h.junction_entries):
                 del self._reserved[jid]
-        vel = np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw)] for a in self.actors])
         from simgen.sim.behaviours import BEHAVIOURS
 
-        self._tick_static = self._static_arrays()
-        for i, a in enumerate(self.actors):
-            self._stepping = i
+        st = self._tick_static = self._static_arrays()
+        modes = self._modes(A, BEHAVIOURS)
+        arr = self._lane_follow_arrays(A, modes, st, st0, lights, dt) if 1 in modes or 2 in modes else None
+        vel = None
+        for i, a in enumerate(A):
+            m = modes[i]
+            if m == 1 or m == 2:  # computed over arrays above
+                x, y, yaw, v, s, acc, steer = arr[i]
+                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = x, y, yaw, v, s, acc, steer
+                continue
             b = a.behaviour
-            if a.crashed or b.type in ("parked", "stand", "open_door"):
+            if m == 3:
                 a.accel, a.speed = 0.0, 0.0
                 if b.type == "open_door" and not a.crashed:  # signed: > 0 left door, < 0 right door
                     sgn = 1.0 if b.direction == "left" else -1.0
                     a.door = sgn * min(np.deg2rad(70.0), abs(a.door) + np.deg2rad(70.0) * dt / b.duration_s)
                 continue
+            self._stepping = i
             plugin = BEHAVIOURS.get(b.type)
             if plugin is not None:
                 ctrl = plugin(self, a, dt, dict(b.params))
@@ -701,28 +726,181 @@ class World:
             if b.type == "walk" or not a.kind.vehicle or a.path is None:
                 self._walk(a, b, dt)
                 continue
-            if b.type in ("brake", "stop"):
-                acc = -b.decel_mps2
-            elif b.type == "scripted":
-                v_next = float(np.interp(self.time_s + dt - a.behaviour_t0, *np.array(b.speed_profile).T))
-                acc = (v_next - a.speed) / dt
-            else:
-                acc = self._idm_accel(a, i, pos, vel, lights)
-            # lateral target for lane changes: smooth (cosine) blend of the offset to 0 over the duration
-            if a.lc is not None:
-                u = min(1.0, (self.time_s + dt - a.lc["t0"]) / a.lc["dur"])
-                a.lateral = a.lc["start"] * 0.5 * (1 + np.cos(np.pi * u))
-                if u >= 1.0:
-                    a.lc = None
-                    a.lateral = 0.0
-                    if a.behaviour.type == "lane_change":
-                        a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
-            self._bicycle(a, acc, dt)
+            # not reached: every lane follower is mode 1 or 2; kept as the per-actor reference of the arrays' work
+            if vel is None:
+                vel = np.stack([pre[:, 3] * np.cos(pre[:, 2]), pre[:, 3] * np.sin(pre[:, 2])], 1)
+            self._step_lane_follower(a, i, pos, vel, lights, dt)
         self._stepping = None
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
         self._update_z(dt)
         return self._collisions(pre, t0)
+
+    def _step_lane_follower(self, a: Actor, i: int, pos, vel, lights, dt: float) -> None:
+        """One lane follower, per actor (the reference form of what :meth:`_lane_follow_arrays` does for all)."""
+        b = a.behaviour
+        if b.type in ("brake", "stop"):
+            acc = -b.decel_mps2
+        elif b.type == "scripted":
+            v_next = float(np.interp(self.time_s + dt - a.behaviour_t0, *np.array(b.speed_profile).T))
+            acc = (v_next - a.speed) / dt
+        else:
+            acc = self._idm_accel(a, i, pos, vel, lights)
+        self._lane_change_lateral(a, dt)
+        self._bicycle(a, acc, dt)
+
+    def _lane_change_lateral(self, a: Actor, dt: float) -> None:
+        """Lateral target for lane changes: smooth (cosine) blend of the offset to 0 over the duration."""
+        if a.lc is not None:
+            u = min(1.0, (self.time_s + dt - a.lc["t0"]) / a.lc["dur"])
+            a.lateral = a.lc["start"] * 0.5 * (1 + np.cos(np.pi * u))
+            if u >= 1.0:
+                a.lc = None
+                a.lateral = 0.0
+                if a.behaviour.type == "lane_change":
+                    a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
+
+    @staticmethod
+    def _modes(A, behaviours) -> list[int]:
+        """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
+        3 standing (crashed, parked, stand, open_door), 0 per-actor Python (walk, synchronize, reverse, plugins,
+        anything off a path)."""
+        out = []
+        for a in A:
+            bt = a.behaviour.type
+            if a.crashed or bt in _STILL:
+                out.append(3)
+            elif bt in _PER_ACTOR or a.path is None or not a.kind.vehicle or behaviours.get(bt) is not None:
+                out.append(0)
+            elif bt in ("brake", "stop", "scripted"):
+                out.append(2)
+            else:
+                out.append(1)
+        return out
+
+    def _path_bank(self, A, sel) -> tuple[np.ndarray, tuple]:
+        """(pidx (N,), concatenated path arrays) for the actors ``sel``; rebuilt only when one's path changes."""
+        paths = [A[i].path for i in sel]
+        bank = self._bank
+        if bank is not None and len(bank[0]) == len(paths) and all(p is q for p, q in zip(paths, bank[0])):
+            pidx = np.full(len(A), -1, np.int64)
+            pidx[sel] = bank[1]
+            return pidx, bank[2]
+        uniq: dict[int, int] = {}
+        polys = []
+        local = []
+        for p in paths:
+            k = uniq.get(id(p))
+            if k is None:
+                k = uniq[id(p)] = len(polys)
+                polys.append(p)
+            local.append(k)
+        voff = np.zeros(len(polys) + 1, np.int64)
+        voff[1:] = np.cumsum([len(p.points) for p in polys])
+        cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(p, name) for p in polys]))  # noqa: E731
+        arrays = (cat("points"), cat("_n"), cat("_u"), cat("_seg"), cat("_cum"), cat("_d"), cat("_dnu"), cat("_nu0"),
+                  cat("_nv"), cat("_yv"), voff, np.array([p._t0 for p in polys]).reshape(-1, 2),
+                  np.array([p._t1 for p in polys]).reshape(-1, 2), np.array([p.length for p in polys], float),
+                  np.array([np.hypot(*p._nv.T).max() for p in polys], float))
+        local = np.array(local, np.int64)
+        self._bank = (paths, local, arrays)
+        pidx = np.full(len(A), -1, np.int64)
+        pidx[sel] = local
+        return pidx, arrays
+
+    def _stop_arrays(self, A, sel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets (N+1,), stop s, light index) of the actors' stop points (cached while their lists stay)."""
+        lists = [A[i].stop_points if i in sel else None for i in range(len(A))]
+        c = self._stops
+        if c is not None and len(c[0]) == len(lists) and all(p is q for p, q in zip(lists, c[0])):
+            return c[1]
+        lidx = self._light_index
+        off = np.zeros(len(A) + 1, np.int64)
+        ss, ls = [], []
+        for i, sp in enumerate(lists):
+            for s_, light in sp or ():
+                ss.append(s_)
+                ls.append(lidx.get(light, len(lidx)))
+            off[i + 1] = len(ss)
+        out = (off, np.array(ss, float), np.array(ls, np.int64))
+        self._stops = (lists, out)
+        return out
+
+    def _lane_follow_arrays(self, A, modes, st, st0, lights, dt) -> list:
+        """Leader search, IDM and the bicycle for every lane follower at once (compiled loops); per actor
+        (x, y, yaw, speed, s, accel, steer) as Python floats (rows of the others are unused)."""
+        K = _sim_kernels()
+        N = len(A)
+        sel_l = [i for i, m in enumerate(modes) if m == 1 or m == 2]
+        sel = np.array(sel_l, np.int64)
+        pidx, P = self._path_bank(A, sel_l)
+        x, y, yaw, speed, s, lat = (np.ascontiguousarray(st0[:, k]) for k in range(6))
+        mode = np.array(modes, np.int64)
+        acc_in = np.zeros(N)
+        v0s = np.ones(N)
+        aeb = np.zeros(N, np.bool_)
+        latched = np.zeros(N, np.bool_)
+        obst = np.zeros(N, np.int64)
+        stop_red = np.zeros(N, np.int64)
+        lead = []
+        for i in sel_l:
+            a = A[i]
+            b = a.behaviour
+            if modes[i] == 2:
+                if b.type == "scripted":
+                    v_next = float(np.interp(self.time_s + dt - a.behaviour_t0, *np.array(b.speed_profile).T))
+                    acc_in[i] = (v_next - a.speed) / dt
+                else:
+                    acc_in[i] = -b.decel_mps2
+                continue
+            v0s[i] = max(self._target_speed(a), 0.1)
+            if N > 1 and (b.obstacles != "none" or b.aeb):
+                lead.append(i)
+                aeb[i], latched[i] = b.aeb, a.aeb_latched
+                obst[i] = 0 if b.obstacles == "none" else 1 if b.obstacles == "vehicles" else 2
+            if (b.obey_lights or b.type == "stop_at_line") and a.stop_points:
+                stop_red[i] = 2 if b.type == "stop_at_line" else 1
+        gap, dv, ttc = np.full(N, np.inf), np.zeros(N), np.full(N, np.inf)
+        if lead:
+            K.leaders(np.array(lead, np.int64), x, y, speed * np.cos(yaw), speed * np.sin(yaw), st["half_w"],
+                      st["length"], st["vehicle"], s, lat, speed, aeb, latched, obst, pidx, *P, gap, dv, ttc)
+        busy = self._occupied
+        for i in sel_l:  # AEB latch; unsignalised junctions (first come, first served: in actor order)
+            if modes[i] != 1:
+                continue
+            a = A[i]
+            b = a.behaviour
+            a.aeb_latched = lt = bool(b.aeb and ttc[i] < b.aeb_ttc_s)
+            latched[i] = lt
+            if lt:
+                acc_in[i] = -b.aeb_decel_mps2
+            elif b.obstacles != "none" and a.junction_entries:
+                v = a.speed
+                for s_in, s_out, jid in a.junction_entries:
+                    d = s_in - a.s - a.dims[0] / 2
+                    if not -0.5 < d < 40.0:
+                        continue
+                    holder = self._reserved.get(jid)
+                    others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
+                    if not others:
+                        if d < v * v / (2 * IDM_B) + 3.0:
+                            self._reserved[jid] = i
+                    elif d < gap[i]:
+                        gap[i], dv[i] = d, v
+        for i in sel_l:
+            a = A[i]
+            if a.lc is not None:
+                self._lane_change_lateral(a, dt)
+                lat[i] = a.lateral
+        light_code = np.zeros(len(self._light_index) + 1, np.int64)
+        if stop_red.any():
+            for lid, k in self._light_index.items():
+                light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
+        sp_off, sp_s, sp_light = self._stop_arrays(A, set(sel_l))
+        accel, steer = np.zeros(N), np.zeros(N)
+        K.drive(sel, mode, acc_in, gap, dv, v0s, latched, stop_red, sp_off, sp_s, sp_light, light_code,
+                x, y, yaw, speed, s, lat, st["length"], pidx, *P[:-1], dt, accel, steer)
+        return np.stack([x, y, yaw, speed, s, accel, steer], 1).tolist()
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
         """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""
@@ -810,14 +988,11 @@ class World:
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
             st = self._static_arrays()
             dims = st["dims"]
-            i, j = _pair_indices(len(self.actors))
-            r = st["r"]  # bounding circles (they contain the footprint at any yaw)
-            d0 = pre[i, :2] - pre[j, :2]  # centres move linearly within the tick: closest approach of the pair
-            dd = (post[i, :2] - post[j, :2]) - d0
-            u = np.clip(-np.einsum("pk,pk->p", d0, dd) / np.maximum(np.einsum("pk,pk->p", dd, dd), 1e-12), 0.0, 1.0)
-            near = np.hypot(*(d0 + u[:, None] * dd).T) <= r[i] + r[j] + 1e-6
-            ped = st["ped"]
-            i, j = i[near & ~(ped[i] & ped[j])], j[near & ~(ped[i] & ped[j])]
+            # bounding circles (they contain the footprint at any yaw) whose centres, moving linearly within the
+            # tick, come within reach; never two pedestrians (compiled pair loop)
+            near = _sim_kernels().swept_near(np.ascontiguousarray(pre[:, :2]), np.ascontiguousarray(post[:, :2]),
+                                             st["r"], st["ped"])
+            i, j = near[:, 0], near[:, 1]
             ids = st["ids"]
             fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
             i, j = i[fresh], j[fresh]
@@ -849,7 +1024,7 @@ class World:
                         x = self.actors[k]
                         x.vz += (float(z) - x.z) / self.dt
                         x.z = float(z)
-        pairs = overlapping_pairs(self._footprints())
+        pairs = self._overlaps_now()
         out = []
         for i_, j_ in pairs:
             a, b = self.actors[i_], self.actors[j_]
@@ -867,6 +1042,16 @@ class World:
                 out.append(pair)
             self.collisions_total.add(pair)
         return out
+
+    def _overlaps_now(self) -> np.ndarray:
+        """``overlapping_pairs(self._footprints())`` (compiled: footprints and tests in one loop)."""
+        if len(self.actors) < 2:
+            return np.zeros((0, 2), np.int64)
+        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float)
+        dims = self._static_arrays()["dims"]
+        return _sim_kernels().box_pairs(np.ascontiguousarray(pose[:, 0]), np.ascontiguousarray(pose[:, 1]),
+                                        np.ascontiguousarray(pose[:, 2]), np.ascontiguousarray(dims[:, 0]),
+                                        np.ascontiguousarray(dims[:, 1]), 0.0)
 
     def _impact(self, ai: int, bi: int, f: float, pre: np.ndarray, post: np.ndarray, dims: np.ndarray, t0: float) -> dict:
         """Impact metrics of a first contact at fraction ``f`` of the tick that started at ``t0``.
@@ -1120,7 +1305,16 @@ def _pair_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    """Index pairs (i < j) of oriented 2-D footprints (N,4,2) that overlap (separating axis test)."""
+    """Index pairs (i < j) of oriented 2-D footprints (N,4,2) that overlap (separating axis test; compiled loop,
+    the arithmetic of :func:`overlapping_pairs_numpy`)."""
+    fp = np.ascontiguousarray(np.asarray(fp, float).reshape(-1, 4, 2))
+    if len(fp) < 2:
+        return np.zeros((0, 2), int)
+    return _sim_kernels().overlap_pairs(fp, float(margin)).astype(int)
+
+
+def overlapping_pairs_numpy(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Index pairs (i < j) of oriented 2-D footprints (N,4,2) that overlap (separating axis test; numpy)."""
     n = len(fp)
     if n < 2:
         return np.zeros((0, 2), int)
@@ -1171,6 +1365,17 @@ def sat_overlap(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def first_contact(a0, a1, da, b0, b1, db, *, samples: int = 16, iters: int = 40) -> np.ndarray:
+    """Fraction of a tick (0..1) at which the footprints of pairs first touch, NaN where they never do: the
+    method of :func:`first_contact_numpy` in a compiled loop, pair by pair."""
+    a0, a1, b0, b1 = (np.ascontiguousarray(np.asarray(v, float).reshape(-1, 3)) for v in (a0, a1, b0, b1))
+    da, db = (np.ascontiguousarray(np.asarray(v, float).reshape(-1, 2)) for v in (da, db))
+    out = np.empty(len(a0))
+    if len(a0):
+        _sim_kernels().first_contact(a0, a1, da, b0, b1, db, int(samples), int(iters), out)
+    return out
+
+
+def first_contact_numpy(a0, a1, da, b0, b1, db, *, samples: int = 16, iters: int = 40) -> np.ndarray:
     """Fraction of a tick (0..1) at which the footprints of pairs first touch, NaN where they never do.
 
     Poses a0/a1 and b0/b1 (P,3: x, y, yaw) at the tick's start and end are interpolated linearly (yaw along the

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, sm, lm):  # pragma: no cover
     """One point: (x, y, yaw) at arc length ``sm`` and lateral offset ``lm``."""
     K = len(seg)
@@ -38,13 +38,13 @@ def pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, sm, lm):  # pragma:
     return x, y, math.atan2(math.sin(yaw), math.cos(yaw))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pose_at_points(cum, seg, points, d, nv, yv, t0, t1, length, s, lat, out_x, out_y, out_yaw):  # pragma: no cover
     for m in range(len(s)):
         out_x[m], out_y[m], out_yaw[m] = pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, s[m], lat[m])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, px, py):  # pragma: no cover
     """One point: (s, lateral) of world point (px, py)."""
     K = len(seg)
@@ -96,13 +96,13 @@ def project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, px, py)
     return s_c, lat_c
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def project_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P, out_s, out_lat):  # pragma: no cover
     for m in range(len(P)):
         out_s[m], out_lat[m] = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P[m, 0], P[m, 1])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def project_heading_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, yv, length, P, out_s, out_lat,
                            out_yaw):  # pragma: no cover
     """project_points, then the path's heading at each projected s (pose_at_points with lateral 0)."""
