@@ -75,10 +75,10 @@ def leaders(sel, x, y, vx, vy, half_w, length, vehicle, s_a, lat_a, speed, aeb, 
             pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, pmit,
             gap_out, dv_out, ttc_out):  # pragma: no cover
     """:func:`idm_leader` for every actor in ``sel`` (indices), the others projected on its path only when they
-    can pass its test: a point more than ``120 + dmax * mitre + off`` from the actor cannot project within 120 m
-    ahead and ``dmax`` to the side (arc length bounds distance along the path; a lateral offset d moves a point at
-    most |d| times the path's largest mitred-normal length; ``off`` is the actor's own distance from its path at
-    its s), so skipping it changes nothing."""
+    can pass its test.  A point that projects to (s, d) lies within |d| * mitre of the path's point at s (``pmit``:
+    the path's largest mitred-normal length; the Euclidean fallback and the end extensions keep that bound), so a
+    point farther than (|lateral| + half widths + 0.2) * mitre from the bounding box of the path between s and
+    s + 120 cannot be a leader, and skipping it changes nothing."""
     N = len(x)
     for m in range(len(sel)):
         i = sel[m]
@@ -89,8 +89,16 @@ def leaders(sel, x, y, vx, vy, half_w, length, vehicle, s_a, lat_a, speed, aeb, 
         SG, D, U, NR, DNU, NU0 = seg[g0:g1], dd[g0:g1], uu[g0:g1], nrm[g0:g1], dnu[g0:g1], nu0[g0:g1]
         T0, T1, LEN = t0[p], t1[p], plen[p]
         a_s, a_lat, a_hw, a_len, v = s_a[i], lat_a[i], half_w[i], length[i], speed[i]
-        cx, cy, _ = pose_at_one(CUM, SG, P, D, NV, YV, T0, T1, LEN, a_s, 0.0)
-        off = math.sqrt((x[i] - cx) ** 2 + (y[i] - cy) ** 2)
+        # bounding box of the path between a_s and a_s + 120 (its ends and the vertices in between)
+        bx0, by0, _ = pose_at_one(CUM, SG, P, D, NV, YV, T0, T1, LEN, a_s, 0.0)
+        bx1, by1 = bx0, by0
+        ex_, ey_, _ = pose_at_one(CUM, SG, P, D, NV, YV, T0, T1, LEN, a_s + 120.0, 0.0)
+        bx0, bx1, by0, by1 = min(bx0, ex_), max(bx1, ex_), min(by0, ey_), max(by1, ey_)
+        for q in range(np.searchsorted(CUM, a_s, side="left"), len(CUM)):
+            if CUM[q] >= a_s + 120.0:
+                break
+            bx0, bx1 = min(bx0, P[q, 0]), max(bx1, P[q, 0])
+            by0, by1 = min(by0, P[q, 1]), max(by1, P[q, 1])
         gap, dv = np.inf, 0.0
         aeb_ttc = np.inf
         any_ahead = False
@@ -99,9 +107,8 @@ def leaders(sel, x, y, vx, vy, half_w, length, vehicle, s_a, lat_a, speed, aeb, 
             if k == i:
                 continue
             wsum = half_w[k] + a_hw + 0.2
-            reach = 120.0 + (abs(a_lat) + wsum) * pmit[p] + off + 1.0
-            ex, ey = x[k] - x[i], y[k] - y[i]
-            if ex * ex + ey * ey > reach * reach:
+            reach = (abs(a_lat) + wsum) * pmit[p] + 1e-3
+            if x[k] < bx0 - reach or x[k] > bx1 + reach or y[k] < by0 - reach or y[k] > by1 + reach:
                 continue
             sk, dk = project_one(P, NR, U, SG, CUM, D, DNU, NU0, T0, T1, NV, LEN, x[k], y[k])
             ds = sk - a_s

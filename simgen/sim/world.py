@@ -110,7 +110,8 @@ class World:
         self._reserved: dict[int, int] = {}  # junction id -> index of the vehicle holding it
         self._rng = rng
         self._bank = None  # concatenated paths of the lane followers (World._path_bank)
-        self._stops = None  # their stop points as arrays (World._stop_arrays)
+        self._plan = None  # per-actor parameters of the array step (World._tick_plan)
+        self._tick_cache = None  # World._static_arrays() while a step is under way
         self._light_index = {tl.id: k for k, tl in enumerate(self.map.traffic_lights)}
         self._place_all()
         self._update_z()
@@ -354,6 +355,8 @@ class World:
     def _static_arrays(self) -> dict:
         """Per-actor arrays that do not change while the actor list stays the same (widths, lengths, kinds):
         built once, rebuilt only if actors are added, removed or given new dims arrays (dims are never edited in place)."""
+        if self._tick_cache is not None:  # within a step nothing is added, removed or resized
+            return self._tick_cache
         key = tuple((id(a), id(a.dims)) for a in self.actors)  # a replaced dims array counts as a change
         cache = getattr(self, "_static_cache", None)
         if cache is None or cache["key"] != key:
@@ -671,7 +674,6 @@ class World:
         self.check_events()
         t0 = self.time_s
         A = self.actors
-        N = len(A)
         # motion starts here (after events): x, y, yaw, speed, s, lateral of every actor
         st0 = np.array([(a.x, a.y, a.yaw, a.speed, a.s, a.lateral) for a in A], float).reshape(-1, 6)
         pre = st0[:, :4]
@@ -682,25 +684,49 @@ class World:
             h = A[holder]
             if h.crashed or not any(j == jid and h.s - h.dims[0] / 2 < s_out for _, s_out, j in h.junction_entries):
                 del self._reserved[jid]
+        self._tick_cache = None
+        st = self._tick_static = self._tick_cache = self._static_arrays()  # fixed for the tick
+        plan = self._tick_plan(A)
+        modes = plan["modes"]
+        rows = self._lane_follow_arrays(A, plan, st, st0, lights, dt) if plan["sel_l"] else []
+        if not plan["per_actor"]:  # nothing stepped in Python: write the array results straight back
+            for i, r in zip(plan["sel_l"], rows):
+                a = A[i]
+                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = r
+            for i in plan["still"]:
+                self._step_still(A[i], dt)
+        else:
+            self._step_in_order(A, modes, plan["sel_l"], rows, pre, pos, lights, dt)
+        self._stepping = None
+        self.time_s = round(self.time_s + dt, 9)
+        self.frame += 1
+        self._update_z(dt)
+        out = self._collisions(pre, t0)
+        self._tick_cache = None
+        return out
+
+    def _step_still(self, a: Actor, dt: float) -> None:
+        b = a.behaviour
+        a.accel, a.speed = 0.0, 0.0
+        if b.type == "open_door" and not a.crashed:  # signed: > 0 left door, < 0 right door
+            sgn = 1.0 if b.direction == "left" else -1.0
+            a.door = sgn * min(np.deg2rad(70.0), abs(a.door) + np.deg2rad(70.0) * dt / b.duration_s)
+
+    def _step_in_order(self, A, modes, sel_l, rows, pre, pos, lights, dt: float) -> None:
+        """Actor by actor: array results written back, the others stepped by their Python code."""
         from simgen.sim.behaviours import BEHAVIOURS
 
-        st = self._tick_static = self._static_arrays()
-        modes = self._modes(A, BEHAVIOURS)
-        arr = self._lane_follow_arrays(A, modes, st, st0, lights, dt) if 1 in modes or 2 in modes else None
+        res = dict(zip(sel_l, rows))
         vel = None
         for i, a in enumerate(A):
             m = modes[i]
-            if m == 1 or m == 2:  # computed over arrays above
-                x, y, yaw, v, s, acc, steer = arr[i]
-                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = x, y, yaw, v, s, acc, steer
+            if m == 1 or m == 2:  # computed over arrays
+                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = res[i]
+                continue
+            if m == 3:
+                self._step_still(a, dt)
                 continue
             b = a.behaviour
-            if m == 3:
-                a.accel, a.speed = 0.0, 0.0
-                if b.type == "open_door" and not a.crashed:  # signed: > 0 left door, < 0 right door
-                    sgn = 1.0 if b.direction == "left" else -1.0
-                    a.door = sgn * min(np.deg2rad(70.0), abs(a.door) + np.deg2rad(70.0) * dt / b.duration_s)
-                continue
             self._stepping = i
             plugin = BEHAVIOURS.get(b.type)
             if plugin is not None:
@@ -726,15 +752,10 @@ class World:
             if b.type == "walk" or not a.kind.vehicle or a.path is None:
                 self._walk(a, b, dt)
                 continue
-            # not reached: every lane follower is mode 1 or 2; kept as the per-actor reference of the arrays' work
+            # not reached (every lane follower is mode 1 or 2): the per-actor form of the arrays' work
             if vel is None:
                 vel = np.stack([pre[:, 3] * np.cos(pre[:, 2]), pre[:, 3] * np.sin(pre[:, 2])], 1)
             self._step_lane_follower(a, i, pos, vel, lights, dt)
-        self._stepping = None
-        self.time_s = round(self.time_s + dt, 9)
-        self.frame += 1
-        self._update_z(dt)
-        return self._collisions(pre, t0)
 
     def _step_lane_follower(self, a: Actor, i: int, pos, vel, lights, dt: float) -> None:
         """One lane follower, per actor (the reference form of what :meth:`_lane_follow_arrays` does for all)."""
@@ -778,6 +799,70 @@ class World:
                 out.append(1)
         return out
 
+    def _tick_plan(self, A) -> dict:
+        """What the array step needs that changes only with an actor's behaviour, path, crash, lane change, stop
+        points or junction entries: rebuilt when one of those objects is replaced (compared by identity)."""
+        from simgen.sim.behaviours import BEHAVIOURS
+
+        sig = [(a.behaviour, a.path, a.crashed, a.lc, a.stop_points, a.junction_entries) for a in A]
+        plan = self._plan
+        if plan is not None and plan["sig"] == sig and plan["registry"] == len(BEHAVIOURS):
+            return plan
+        N = len(A)
+        modes = self._modes(A, BEHAVIOURS)
+        sel_l = [i for i, m in enumerate(modes) if m == 1 or m == 2]
+        pidx, P = self._path_bank(A, sel_l)
+        acc0 = np.zeros(N)
+        spd = np.full(N, np.nan)  # behaviour speeds (NaN: none given, the actor's own speed is kept)
+        aeb = np.zeros(N, np.bool_)
+        obst = np.zeros(N, np.int64)
+        stop_red = np.zeros(N, np.int64)
+        ttc_s, aeb_dec = np.full(N, -np.inf), np.zeros(N)
+        lead, scripted, junction, latch = [], [], [], []
+        for i in sel_l:
+            a = A[i]
+            b = a.behaviour
+            if modes[i] == 2:
+                if b.type == "scripted":
+                    scripted.append((i, np.array(b.speed_profile, float).T))
+                else:
+                    acc0[i] = -b.decel_mps2
+                continue
+            if b.speed_mps is not None:
+                spd[i] = b.speed_mps
+            if N > 1 and (b.obstacles != "none" or b.aeb):
+                lead.append(i)
+                aeb[i] = b.aeb
+                obst[i] = 0 if b.obstacles == "none" else 1 if b.obstacles == "vehicles" else 2
+            if b.aeb or a.aeb_latched:
+                latch.append(i)
+            if b.aeb:
+                ttc_s[i], aeb_dec[i] = b.aeb_ttc_s, b.aeb_decel_mps2
+            if (b.obey_lights or b.type == "stop_at_line") and a.stop_points:
+                stop_red[i] = 2 if b.type == "stop_at_line" else 1
+            if b.obstacles != "none" and a.junction_entries:
+                junction.append(i)
+        sp_off = np.zeros(N + 1, np.int64)
+        sp_s, sp_light = [], []
+        lidx = self._light_index
+        for i in range(N):
+            if stop_red[i]:
+                for s_, light in A[i].stop_points:
+                    sp_s.append(s_)
+                    sp_light.append(lidx.get(light, len(lidx)))
+            sp_off[i + 1] = len(sp_s)
+        plan = self._plan = {
+            "sig": sig, "registry": len(BEHAVIOURS), "modes": modes, "sel_l": sel_l, "sel": np.array(sel_l, np.int64),
+            "mode": np.array(modes, np.int64), "per_actor": 0 in modes,
+            "still": [i for i, m in enumerate(modes) if m == 3], "pidx": pidx, "P": P, "acc0": acc0, "spd": spd,
+            "lead": np.array(lead, np.int64), "aeb": aeb, "aeb_idx": [i for i in lead if aeb[i]], "obst": obst,
+            "stop_red": stop_red, "any_stop": bool(stop_red.any()), "ttc_s": ttc_s, "aeb_dec": aeb_dec,
+            "scripted": scripted, "junction": junction, "latch": latch,
+            "lc": [i for i in sel_l if A[i].lc is not None],
+            "sp": (sp_off, np.array(sp_s, float), np.array(sp_light, np.int64)),
+        }
+        return plan
+
     def _path_bank(self, A, sel) -> tuple[np.ndarray, tuple]:
         """(pidx (N,), concatenated path arrays) for the actors ``sel``; rebuilt only when one's path changes."""
         paths = [A[i].path for i in sel]
@@ -795,6 +880,8 @@ class World:
                 k = uniq[id(p)] = len(polys)
                 polys.append(p)
             local.append(k)
+        if not polys:  # no lane follower: a one-segment dummy keeps the arrays' types
+            polys = [Polyline(np.array([[0.0, 0.0], [1.0, 0.0]]))]
         voff = np.zeros(len(polys) + 1, np.int64)
         voff[1:] = np.cumsum([len(p.points) for p in polys])
         cat = lambda name: np.ascontiguousarray(np.concatenate([getattr(p, name) for p in polys]))  # noqa: E731
@@ -808,99 +895,59 @@ class World:
         pidx[sel] = local
         return pidx, arrays
 
-    def _stop_arrays(self, A, sel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(offsets (N+1,), stop s, light index) of the actors' stop points (cached while their lists stay)."""
-        lists = [A[i].stop_points if i in sel else None for i in range(len(A))]
-        c = self._stops
-        if c is not None and len(c[0]) == len(lists) and all(p is q for p, q in zip(lists, c[0])):
-            return c[1]
-        lidx = self._light_index
-        off = np.zeros(len(A) + 1, np.int64)
-        ss, ls = [], []
-        for i, sp in enumerate(lists):
-            for s_, light in sp or ():
-                ss.append(s_)
-                ls.append(lidx.get(light, len(lidx)))
-            off[i + 1] = len(ss)
-        out = (off, np.array(ss, float), np.array(ls, np.int64))
-        self._stops = (lists, out)
-        return out
-
-    def _lane_follow_arrays(self, A, modes, st, st0, lights, dt) -> list:
-        """Leader search, IDM and the bicycle for every lane follower at once (compiled loops); per actor
-        (x, y, yaw, speed, s, accel, steer) as Python floats (rows of the others are unused)."""
+    def _lane_follow_arrays(self, A, plan, st, st0, lights, dt) -> list:
+        """Leader search, IDM and the bicycle for every lane follower at once (compiled loops); per actor of
+        ``plan["sel_l"]`` a row (x, y, yaw, speed, s, accel, steer) of Python floats."""
         K = _sim_kernels()
         N = len(A)
-        sel_l = [i for i, m in enumerate(modes) if m == 1 or m == 2]
-        sel = np.array(sel_l, np.int64)
-        pidx, P = self._path_bank(A, sel_l)
         x, y, yaw, speed, s, lat = (np.ascontiguousarray(st0[:, k]) for k in range(6))
-        mode = np.array(modes, np.int64)
-        acc_in = np.zeros(N)
-        v0s = np.ones(N)
-        aeb = np.zeros(N, np.bool_)
+        acc_in = plan["acc0"].copy()
+        for i, prof in plan["scripted"]:
+            v_next = float(np.interp(self.time_s + dt - A[i].behaviour_t0, *prof))
+            acc_in[i] = (v_next - A[i].speed) / dt
+        spd = plan["spd"]  # IDM desired speed (World._target_speed), at least 0.1 m/s
+        v0s = np.maximum(np.where(np.isnan(spd), np.where(speed > 0, np.maximum(speed, 0.1), 10.0), spd), 0.1)
         latched = np.zeros(N, np.bool_)
-        obst = np.zeros(N, np.int64)
-        stop_red = np.zeros(N, np.int64)
-        lead = []
-        for i in sel_l:
-            a = A[i]
-            b = a.behaviour
-            if modes[i] == 2:
-                if b.type == "scripted":
-                    v_next = float(np.interp(self.time_s + dt - a.behaviour_t0, *np.array(b.speed_profile).T))
-                    acc_in[i] = (v_next - a.speed) / dt
-                else:
-                    acc_in[i] = -b.decel_mps2
-                continue
-            v0s[i] = max(self._target_speed(a), 0.1)
-            if N > 1 and (b.obstacles != "none" or b.aeb):
-                lead.append(i)
-                aeb[i], latched[i] = b.aeb, a.aeb_latched
-                obst[i] = 0 if b.obstacles == "none" else 1 if b.obstacles == "vehicles" else 2
-            if (b.obey_lights or b.type == "stop_at_line") and a.stop_points:
-                stop_red[i] = 2 if b.type == "stop_at_line" else 1
+        for i in plan["aeb_idx"]:
+            latched[i] = A[i].aeb_latched
         gap, dv, ttc = np.full(N, np.inf), np.zeros(N), np.full(N, np.inf)
-        if lead:
-            K.leaders(np.array(lead, np.int64), x, y, speed * np.cos(yaw), speed * np.sin(yaw), st["half_w"],
-                      st["length"], st["vehicle"], s, lat, speed, aeb, latched, obst, pidx, *P, gap, dv, ttc)
+        pidx, P = plan["pidx"], plan["P"]
+        if len(plan["lead"]):
+            K.leaders(plan["lead"], x, y, speed * np.cos(yaw), speed * np.sin(yaw), st["half_w"], st["length"],
+                      st["vehicle"], s, lat, speed, plan["aeb"], latched, plan["obst"], pidx, *P, gap, dv, ttc)
+        latched = plan["aeb"] & (ttc < plan["ttc_s"])  # AEB engages (or holds) below its time-to-collision
+        acc_in = np.where(latched, -plan["aeb_dec"], acc_in)
+        for i in plan["latch"]:
+            A[i].aeb_latched = bool(latched[i])
         busy = self._occupied
-        for i in sel_l:  # AEB latch; unsignalised junctions (first come, first served: in actor order)
-            if modes[i] != 1:
+        for i in plan["junction"]:  # unsignalised junctions, first come first served: in actor order
+            if latched[i]:
                 continue
             a = A[i]
-            b = a.behaviour
-            a.aeb_latched = lt = bool(b.aeb and ttc[i] < b.aeb_ttc_s)
-            latched[i] = lt
-            if lt:
-                acc_in[i] = -b.aeb_decel_mps2
-            elif b.obstacles != "none" and a.junction_entries:
-                v = a.speed
-                for s_in, s_out, jid in a.junction_entries:
-                    d = s_in - a.s - a.dims[0] / 2
-                    if not -0.5 < d < 40.0:
-                        continue
-                    holder = self._reserved.get(jid)
-                    others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
-                    if not others:
-                        if d < v * v / (2 * IDM_B) + 3.0:
-                            self._reserved[jid] = i
-                    elif d < gap[i]:
-                        gap[i], dv[i] = d, v
-        for i in sel_l:
-            a = A[i]
-            if a.lc is not None:
-                self._lane_change_lateral(a, dt)
-                lat[i] = a.lateral
+            v = a.speed
+            for s_in, s_out, jid in a.junction_entries:
+                d = s_in - a.s - a.dims[0] / 2
+                if not -0.5 < d < 40.0:
+                    continue
+                holder = self._reserved.get(jid)
+                others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
+                if not others:
+                    if d < v * v / (2 * IDM_B) + 3.0:
+                        self._reserved[jid] = i
+                elif d < gap[i]:
+                    gap[i], dv[i] = d, v
+        for i in plan["lc"]:
+            self._lane_change_lateral(A[i], dt)
+            lat[i] = A[i].lateral
         light_code = np.zeros(len(self._light_index) + 1, np.int64)
-        if stop_red.any():
+        if plan["any_stop"]:
             for lid, k in self._light_index.items():
                 light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
-        sp_off, sp_s, sp_light = self._stop_arrays(A, set(sel_l))
         accel, steer = np.zeros(N), np.zeros(N)
-        K.drive(sel, mode, acc_in, gap, dv, v0s, latched, stop_red, sp_off, sp_s, sp_light, light_code,
+        K.drive(plan["sel"], plan["mode"], acc_in, gap, dv, v0s, latched, plan["stop_red"], *plan["sp"], light_code,
                 x, y, yaw, speed, s, lat, st["length"], pidx, *P[:-1], dt, accel, steer)
-        return np.stack([x, y, yaw, speed, s, accel, steer], 1).tolist()
+        sel = plan["sel"]
+        return np.stack([x[sel], y[sel], yaw[sel], speed[sel], s[sel], accel[sel], steer[sel]], 1).tolist()
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
         """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""

@@ -110,3 +110,19 @@ def project_heading_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, yv, 
         s, lat = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, P[m, 0], P[m, 1])
         out_s[m], out_lat[m] = s, lat
         out_yaw[m] = pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, s, 0.0)[2]
+
+
+@njit(cache=True, error_model="numpy")
+def rank_strips(P, lo, hi, points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, strips, rank):  # pragma: no cover
+    """RoadMap.surface_at for one polyline's strips: points inside the box lo..hi are projected on the polyline and
+    ``rank`` is raised to each strip's rank (strips: rows s0, s1, lat0, lat1, rank, tolerances applied)."""
+    for m in range(len(P)):
+        px, py = P[m, 0], P[m, 1]
+        if not (px >= lo[0] and py >= lo[1] and px <= hi[0] and py <= hi[1]):
+            continue
+        s, lat = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, px, py)
+        for q in range(len(strips)):
+            if s >= strips[q, 0] and s <= strips[q, 1] and lat >= strips[q, 2] and lat <= strips[q, 3]:
+                r = int(strips[q, 4])
+                if r > rank[m]:
+                    rank[m] = r

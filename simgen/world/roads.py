@@ -488,25 +488,46 @@ class RoadMap:
         junctions), SIDEWALKS (sidewalks and kerbs) or TERRAIN (everywhere else)."""
         P = np.asarray(xy, np.float64).reshape(-1, 2)
         rank = np.zeros(len(P), np.int8)
-        by_poly: dict[int, list[_Strip]] = {}
-        for st in self._strips:
-            by_poly.setdefault(id(st.poly), []).append(st)
-        for strips in by_poly.values():
-            poly = strips[0].poly
-            margin = max(max(abs(st.lat0), abs(st.lat1)) for st in strips) * 1.5 + 1.0
-            near = np.flatnonzero(_in_box(P, poly.points.min(0) - margin, poly.points.max(0) + margin))
-            if len(near) == 0:
-                continue
-            s, lat = poly.project(P[near])
-            for st in strips:
-                inside = (s >= st.s0 - 1e-9) & (s <= st.s1 + 1e-9) & (lat >= st.lat0 - 1e-9) & (lat <= st.lat1 + 1e-9)
-                idx = near[inside]
-                rank[idx] = np.maximum(rank[idx], _RANK[st.semantic])
+        if len(P) <= _SMALL:  # the simulator's per-tick ground heights: one compiled loop per polyline
+            Pc = np.ascontiguousarray(P)
+            for poly, lo, hi, strips, table in self._strip_groups():
+                _kernels().rank_strips(Pc, lo, hi, poly.points, poly._n, poly._u, poly._seg, poly._cum, poly._d,
+                                       poly._dnu, poly._nu0, poly._t0, poly._t1, poly._nv, poly.length, table, rank)
+        else:
+            for poly, lo, hi, strips, _ in self._strip_groups():
+                near = np.flatnonzero(_in_box(P, lo, hi))
+                if len(near) == 0:
+                    continue
+                s, lat = poly.project(P[near])
+                for s0, s1, lat0, lat1, r in strips:
+                    inside = (s >= s0) & (s <= s1) & (lat >= lat0) & (lat <= lat1)
+                    idx = near[inside]
+                    rank[idx] = np.maximum(rank[idx], r)
         for polygon, sem in self._areas:
             near = np.flatnonzero(_in_box(P, polygon.min(0), polygon.max(0)))
             idx = near[_in_polygon(P[near], polygon)]
             rank[idx] = np.maximum(rank[idx], _RANK[sem])
         return _RANK_CLASS[rank]
+
+    def _strip_groups(self) -> list:
+        """The strips grouped by their polyline: (poly, box lo, box hi, [(s0, s1, lat0, lat1, rank)] with the
+        1e-9 tolerances applied, the same as a (S, 5) array), built once per strip list (the simulator asks for ground heights every tick)."""
+        key = (id(self._strips), len(self._strips))
+        got = self.__dict__.get("_strip_cache")
+        if got is not None and got[0] == key:
+            return got[1]
+        by_poly: dict[int, list[_Strip]] = {}
+        for st in self._strips:
+            by_poly.setdefault(id(st.poly), []).append(st)
+        groups = []
+        for strips in by_poly.values():
+            poly = strips[0].poly
+            margin = max(max(abs(st.lat0), abs(st.lat1)) for st in strips) * 1.5 + 1.0
+            rows = [(st.s0 - 1e-9, st.s1 + 1e-9, st.lat0 - 1e-9, st.lat1 + 1e-9, _RANK[st.semantic]) for st in strips]
+            groups.append((poly, poly.points.min(0) - margin, poly.points.max(0) + margin, rows,
+                           np.array(rows, np.float64).reshape(-1, 5)))
+        self._strip_cache = (key, groups)
+        return groups
 
     def ground_height(self, xy: np.ndarray) -> np.ndarray:
         """(M,) ground z (m) at world xy: 0 on roads, SIDEWALK_HEIGHT on sidewalks, TERRAIN_HEIGHT elsewhere."""
