@@ -71,15 +71,23 @@ def _wrap1(a):  # pragma: no cover - simgen.sim.world._wrap1 (Python's floor mod
 
 
 @njit(cache=True, error_model="numpy")
-def leaders(sel, x, y, vx, vy, half_w, length, vehicle, s_a, lat_a, speed, aeb, latched, obst, pidx,
-            pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, pmit,
-            gap_out, dv_out, ttc_out):  # pragma: no cover
+def leaders(sel, st, half_w, length, vehicle, aeb, latched, obst, pidx,
+            pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, pmit, gdt):  # pragma: no cover
     """:func:`idm_leader` for every actor in ``sel`` (indices), the others projected on its path only when they
     can pass its test.  A point that projects to (s, d) lies within |d| * mitre of the path's point at s (``pmit``:
     the path's largest mitred-normal length; the Euclidean fallback and the end extensions keep that bound), so a
     point farther than (|lateral| + half widths + 0.2) * mitre from the bounding box of the path between s and
-    s + 120 cannot be a leader, and skipping it changes nothing."""
-    N = len(x)
+    s + 120 cannot be a leader, and skipping it changes nothing.
+
+    ``st``: (N, 6) x, y, yaw, speed, s, lateral at the tick's start; ``gdt``: (3, N) out, gap, dv, AEB
+    time-to-collision (inf, 0, inf for actors not in ``sel``)."""
+    N = st.shape[0]
+    x, y, yaw, speed, s_a, lat_a = st[:, 0], st[:, 1], st[:, 2], st[:, 3], st[:, 4], st[:, 5]
+    gap_out, dv_out, ttc_out = gdt[0], gdt[1], gdt[2]
+    vx, vy = np.empty(N), np.empty(N)
+    for k in range(N):
+        vx[k], vy[k] = speed[k] * math.cos(yaw[k]), speed[k] * math.sin(yaw[k])
+        gap_out[k], dv_out[k], ttc_out[k] = np.inf, 0.0, np.inf
     for m in range(len(sel)):
         i = sel[m]
         p = pidx[i]
@@ -136,20 +144,26 @@ def leaders(sel, x, y, vx, vy, half_w, length, vehicle, s_a, lat_a, speed, aeb, 
 
 
 @njit(cache=True, error_model="numpy")
-def drive(sel, mode, acc_in, gap, dv, v0s, latched, stop_red, sp_off, sp_s, sp_light, light_code,
-          x, y, yaw, speed, s, lat, length, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen,
-          dt, accel_out, steer_out):  # pragma: no cover
+def drive(sel, mode, st, acc_in, gdt, spd, aeb, ttc_s, aeb_dec, stop_red, sp_off, sp_s, sp_light, light_code,
+          length, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, dt, out):  # pragma: no cover
     """IDM (mode 1: gap/dv from :func:`leaders`, red/yellow stop lines, latched AEB) or a given acceleration
     (mode 2), then ``World._bicycle``: pure pursuit, kinematic bicycle, s re-projected.  In place on x, y, yaw,
     speed, s for the actors in ``sel``.  ``stop_red``: 0 ignore stop lines, 1 obey the lights, 2 every stop line
-    is red (stop_at_line)."""
+    is red (stop_at_line).
+
+    ``st``: (N, 6) x, y, yaw, speed, s, lateral (advanced in place); ``gdt``: gap, dv, AEB time-to-collision from
+    :func:`leaders` (junction waits added); ``spd``: the behaviours' speeds (NaN: keep the actor's own, as
+    ``World._target_speed``); AEB engages below ``ttc_s``.  ``out`` (len(sel), 7): x, y, yaw, speed, s, accel,
+    steer of each actor of ``sel``."""
     sq = math.sqrt(IDM_A_MAX * IDM_B)
+    x, y, yaw, speed, s, lat = st[:, 0], st[:, 1], st[:, 2], st[:, 3], st[:, 4], st[:, 5]
+    gap, dv, ttc = gdt[0], gdt[1], gdt[2]
     for m in range(len(sel)):
         i = sel[m]
         v = speed[i]
         if mode[i] == 1:
-            if latched[i]:
-                acc = acc_in[i]
+            if aeb[i] and ttc[i] < ttc_s[i]:  # AEB engages (or holds)
+                acc = -aeb_dec[i]
             else:
                 g, dvi = gap[i], dv[i]
                 if stop_red[i] > 0:
@@ -162,7 +176,10 @@ def drive(sel, mode, acc_in, gap, dv, v0s, latched, stop_red, sp_off, sp_s, sp_l
                                 continue
                             if dq < g:
                                 g, dvi = dq, v
-                v0 = v0s[i]
+                v0 = spd[i]
+                if np.isnan(v0):
+                    v0 = max(v, 0.1) if v > 0 else 10.0
+                v0 = max(v0, 0.1)
                 r = v / v0
                 acc_free = IDM_A_MAX * (1 - r * r * r * r)
                 if not np.isfinite(g):
@@ -184,14 +201,15 @@ def drive(sel, mode, acc_in, gap, dv, v0s, latched, stop_red, sp_off, sp_s, sp_l
         L = max(0.8, 0.6 * length[i])
         steer = min(max(math.atan2(2 * L * math.sin(alpha), look), -MAX_STEER), MAX_STEER)
         v_new = max(0.0, v + acc * dt)
-        accel_out[i] = (v_new - v) / dt
         v_mid = 0.5 * (v + v_new)
         beta = math.atan(0.5 * math.tan(steer))
         x[i] += v_mid * math.cos(yaw[i] + beta) * dt
         y[i] += v_mid * math.sin(yaw[i] + beta) * dt
         yaw[i] = _wrap1(yaw[i] + v_mid * math.cos(beta) * math.tan(steer) / L * dt)
-        speed[i], steer_out[i] = v_new, steer
+        speed[i] = v_new
         s[i] = project_one(P, NR, U, SG, CUM, D, DNU, NU0, t0[p], t1[p], NV, plen[p], x[i], y[i])[0]
+        out[m, 0], out[m, 1], out[m, 2], out[m, 3], out[m, 4] = x[i], y[i], yaw[i], v_new, s[i]
+        out[m, 5], out[m, 6] = (v_new - v) / dt, steer
 
 
 # ---------------------------------------------------------------------------------------------- footprints, SAT
@@ -251,12 +269,13 @@ def overlap_pairs(fp, margin):  # pragma: no cover
 
 
 @njit(cache=True, error_model="numpy")
-def box_pairs(x, y, yaw, l, w, margin):  # pragma: no cover
-    """overlap_pairs on the footprints of boxes (centre, yaw, length, width)."""
-    n = len(x)
+def box_pairs(pose, dims, margin):  # pragma: no cover
+    """overlap_pairs on the footprints of boxes: pose rows x, y, yaw (more columns ignored), dims rows length,
+    width."""
+    n = len(pose)
     fp = np.empty((n, 4, 2))
     for k in range(n):
-        _corners(x[k], y[k], yaw[k], l[k], w[k], fp[k])
+        _corners(pose[k, 0], pose[k, 1], pose[k, 2], dims[k, 0], dims[k, 1], fp[k])
     return overlap_pairs(fp, margin)
 
 

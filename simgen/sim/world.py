@@ -858,7 +858,8 @@ class World:
             "lead": np.array(lead, np.int64), "aeb": aeb, "aeb_idx": [i for i in lead if aeb[i]], "obst": obst,
             "stop_red": stop_red, "any_stop": bool(stop_red.any()), "ttc_s": ttc_s, "aeb_dec": aeb_dec,
             "scripted": scripted, "junction": junction, "latch": latch,
-            "lc": [i for i in sel_l if A[i].lc is not None],
+            "lc": [i for i in sel_l if A[i].lc is not None], "latched": np.zeros(N, np.bool_),
+            "light_code": np.zeros(len(self._light_index) + 1, np.int64),
             "sp": (sp_off, np.array(sp_s, float), np.array(sp_light, np.int64)),
         }
         return plan
@@ -900,28 +901,25 @@ class World:
         ``plan["sel_l"]`` a row (x, y, yaw, speed, s, accel, steer) of Python floats."""
         K = _sim_kernels()
         N = len(A)
-        x, y, yaw, speed, s, lat = (np.ascontiguousarray(st0[:, k]) for k in range(6))
-        acc_in = plan["acc0"].copy()
-        for i, prof in plan["scripted"]:
-            v_next = float(np.interp(self.time_s + dt - A[i].behaviour_t0, *prof))
-            acc_in[i] = (v_next - A[i].speed) / dt
-        spd = plan["spd"]  # IDM desired speed (World._target_speed), at least 0.1 m/s
-        v0s = np.maximum(np.where(np.isnan(spd), np.where(speed > 0, np.maximum(speed, 0.1), 10.0), spd), 0.1)
-        latched = np.zeros(N, np.bool_)
+        acc_in = plan["acc0"]
+        if plan["scripted"]:
+            acc_in = acc_in.copy()
+            for i, prof in plan["scripted"]:
+                v_next = float(np.interp(self.time_s + dt - A[i].behaviour_t0, *prof))
+                acc_in[i] = (v_next - A[i].speed) / dt
+        latched = plan["latched"]
         for i in plan["aeb_idx"]:
             latched[i] = A[i].aeb_latched
-        gap, dv, ttc = np.full(N, np.inf), np.zeros(N), np.full(N, np.inf)
+        gdt = np.empty((3, N))  # gap, dv, AEB time-to-collision
         pidx, P = plan["pidx"], plan["P"]
-        if len(plan["lead"]):
-            K.leaders(plan["lead"], x, y, speed * np.cos(yaw), speed * np.sin(yaw), st["half_w"], st["length"],
-                      st["vehicle"], s, lat, speed, plan["aeb"], latched, plan["obst"], pidx, *P, gap, dv, ttc)
-        latched = plan["aeb"] & (ttc < plan["ttc_s"])  # AEB engages (or holds) below its time-to-collision
-        acc_in = np.where(latched, -plan["aeb_dec"], acc_in)
-        for i in plan["latch"]:
-            A[i].aeb_latched = bool(latched[i])
+        K.leaders(plan["lead"], st0, st["half_w"], st["length"], st["vehicle"], plan["aeb"], latched, plan["obst"],
+                  pidx, *P, gdt)
+        ttc_s = plan["ttc_s"]
+        for i in plan["latch"]:  # AEB engages (or holds) below its time-to-collision
+            A[i].aeb_latched = bool(gdt[2, i] < ttc_s[i])
         busy = self._occupied
         for i in plan["junction"]:  # unsignalised junctions, first come first served: in actor order
-            if latched[i]:
+            if gdt[2, i] < ttc_s[i]:
                 continue
             a = A[i]
             v = a.speed
@@ -934,20 +932,20 @@ class World:
                 if not others:
                     if d < v * v / (2 * IDM_B) + 3.0:
                         self._reserved[jid] = i
-                elif d < gap[i]:
-                    gap[i], dv[i] = d, v
+                elif d < gdt[0, i]:
+                    gdt[0, i], gdt[1, i] = d, v
+        state = st0.copy()
         for i in plan["lc"]:
             self._lane_change_lateral(A[i], dt)
-            lat[i] = A[i].lateral
-        light_code = np.zeros(len(self._light_index) + 1, np.int64)
+            state[i, 5] = A[i].lateral
+        light_code = plan["light_code"]
         if plan["any_stop"]:
             for lid, k in self._light_index.items():
                 light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
-        accel, steer = np.zeros(N), np.zeros(N)
-        K.drive(plan["sel"], plan["mode"], acc_in, gap, dv, v0s, latched, plan["stop_red"], *plan["sp"], light_code,
-                x, y, yaw, speed, s, lat, st["length"], pidx, *P[:-1], dt, accel, steer)
-        sel = plan["sel"]
-        return np.stack([x[sel], y[sel], yaw[sel], speed[sel], s[sel], accel[sel], steer[sel]], 1).tolist()
+        out = np.empty((len(plan["sel"]), 7))
+        K.drive(plan["sel"], plan["mode"], state, acc_in, gdt, plan["spd"], plan["aeb"], ttc_s, plan["aeb_dec"],
+                plan["stop_red"], *plan["sp"], light_code, st["length"], pidx, *P[:-1], dt, out)
+        return out.tolist()
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
         """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""
@@ -1031,14 +1029,15 @@ class World:
         that crash are put back where they were at that instant, so the recorded state is the contact state rather
         than one tick's worth of overlap."""
         new: dict[tuple[int, int], float] = {}
+        post, moved_back = None, True
         if pre is not None and len(self.actors) > 1:
+            moved_back = False
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
             st = self._static_arrays()
             dims = st["dims"]
             # bounding circles (they contain the footprint at any yaw) whose centres, moving linearly within the
             # tick, come within reach; never two pedestrians (compiled pair loop)
-            near = _sim_kernels().swept_near(np.ascontiguousarray(pre[:, :2]), np.ascontiguousarray(post[:, :2]),
-                                             st["r"], st["ped"])
+            near = _sim_kernels().swept_near(pre, post, st["r"], st["ped"])
             i, j = near[:, 0], near[:, 1]
             ids = st["ids"]
             fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
@@ -1065,13 +1064,14 @@ class World:
                     if x.path is not None:
                         x.s = float(x.path.project(np.array([x.x, x.y]))[0])
                 if rewind:  # back on the ground there; the tick's vertical velocity follows the moved pose
+                    moved_back = True
                     rows = list(rewind)
                     zs = self.map.ground_height(np.array([[self.actors[k].x, self.actors[k].y] for k in rows]))
                     for k, z in zip(rows, zs):
                         x = self.actors[k]
                         x.vz += (float(z) - x.z) / self.dt
                         x.z = float(z)
-        pairs = self._overlaps_now()
+        pairs = self._overlaps_now(post if moved_back is False else None)
         out = []
         for i_, j_ in pairs:
             a, b = self.actors[i_], self.actors[j_]
@@ -1090,15 +1090,13 @@ class World:
             self.collisions_total.add(pair)
         return out
 
-    def _overlaps_now(self) -> np.ndarray:
-        """``overlapping_pairs(self._footprints())`` (compiled: footprints and tests in one loop)."""
+    def _overlaps_now(self, post: np.ndarray | None = None) -> np.ndarray:
+        """``overlapping_pairs(self._footprints())`` (compiled: footprints and tests in one loop); ``post``: the
+        actors' poses (rows x, y, yaw, ...) when the caller has them."""
         if len(self.actors) < 2:
             return np.zeros((0, 2), np.int64)
-        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float)
-        dims = self._static_arrays()["dims"]
-        return _sim_kernels().box_pairs(np.ascontiguousarray(pose[:, 0]), np.ascontiguousarray(pose[:, 1]),
-                                        np.ascontiguousarray(pose[:, 2]), np.ascontiguousarray(dims[:, 0]),
-                                        np.ascontiguousarray(dims[:, 1]), 0.0)
+        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float) if post is None else post
+        return _sim_kernels().box_pairs(pose, self._static_arrays()["dims"], 0.0)
 
     def _impact(self, ai: int, bi: int, f: float, pre: np.ndarray, post: np.ndarray, dims: np.ndarray, t0: float) -> dict:
         """Impact metrics of a first contact at fraction ``f`` of the tick that started at ``t0``.
