@@ -689,14 +689,18 @@ class World:
         plan = self._tick_plan(A)
         modes = plan["modes"]
         rows = self._lane_follow_arrays(A, plan, st, st0, lights, dt) if plan["sel_l"] else []
+        walk = self._walk_arrays(plan, st0, dt) if plan["walkers"] else []
         if not plan["per_actor"]:  # nothing stepped in Python: write the array results straight back
             for i, r in zip(plan["sel_l"], rows):
                 a = A[i]
                 a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = r
+            for i, (x, y, d) in zip(plan["walkers"], walk):
+                a = A[i]
+                a.x, a.y, a.walked_m = x, y, a.walked_m + d
             for i in plan["still"]:
                 self._step_still(A[i], dt)
         else:
-            self._step_in_order(A, modes, plan["sel_l"], rows, pre, pos, lights, dt)
+            self._step_in_order(A, modes, plan, rows, walk, pre, pos, lights, dt)
         self._stepping = None
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
@@ -712,16 +716,21 @@ class World:
             sgn = 1.0 if b.direction == "left" else -1.0
             a.door = sgn * min(np.deg2rad(70.0), abs(a.door) + np.deg2rad(70.0) * dt / b.duration_s)
 
-    def _step_in_order(self, A, modes, sel_l, rows, pre, pos, lights, dt: float) -> None:
+    def _step_in_order(self, A, modes, plan, rows, walk, pre, pos, lights, dt: float) -> None:
         """Actor by actor: array results written back, the others stepped by their Python code."""
         from simgen.sim.behaviours import BEHAVIOURS
 
-        res = dict(zip(sel_l, rows))
+        res = dict(zip(plan["sel_l"], rows))
+        res.update(zip(plan["walkers"], walk))
         vel = None
         for i, a in enumerate(A):
             m = modes[i]
             if m == 1 or m == 2:  # computed over arrays
                 a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = res[i]
+                continue
+            if m == 4:
+                x, y, d = res[i]
+                a.x, a.y, a.walked_m = x, y, a.walked_m + d
                 continue
             if m == 3:
                 self._step_still(a, dt)
@@ -781,16 +790,26 @@ class World:
                 if a.behaviour.type == "lane_change":
                     a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
 
+    def _walk_arrays(self, plan, st0, dt: float) -> list:
+        """:meth:`_walk` for the plain walkers (no distance, no hesitation) at once: rows x, y, step."""
+        w = plan["walk_sel"]
+        step = st0[w, 3] * dt
+        return np.stack([st0[w, 0] + step * np.cos(st0[w, 2]), st0[w, 1] + step * np.sin(st0[w, 2]), step], 1).tolist()
+
     @staticmethod
     def _modes(A, behaviours) -> list[int]:
         """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
-        3 standing (crashed, parked, stand, open_door), 0 per-actor Python (walk, synchronize, reverse, plugins,
-        anything off a path)."""
+        3 standing (crashed, parked, stand, open_door), 4 plain walker (walk with no distance or hesitation, over
+        arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path)."""
         out = []
         for a in A:
-            bt = a.behaviour.type
+            b = a.behaviour
+            bt = b.type
             if a.crashed or bt in _STILL:
                 out.append(3)
+            elif bt == "walk" and b.distance_m is None and not (b.hesitate_at_m is not None and b.hesitate_s > 0) \
+                    and a.walk_left_m is None and a.hesitate_until is None:
+                out.append(4)
             elif bt in _PER_ACTOR or a.path is None or not a.kind.vehicle or behaviours.get(bt) is not None:
                 out.append(0)
             elif bt in ("brake", "stop", "scripted"):
@@ -854,7 +873,8 @@ class World:
         plan = self._plan = {
             "sig": sig, "registry": len(BEHAVIOURS), "modes": modes, "sel_l": sel_l, "sel": np.array(sel_l, np.int64),
             "mode": np.array(modes, np.int64), "per_actor": 0 in modes,
-            "still": [i for i, m in enumerate(modes) if m == 3], "pidx": pidx, "P": P, "acc0": acc0, "spd": spd,
+            "still": [i for i, m in enumerate(modes) if m == 3], "walkers": [i for i, m in enumerate(modes) if m == 4],
+            "walk_sel": np.array([i for i, m in enumerate(modes) if m == 4], np.int64), "pidx": pidx, "P": P, "acc0": acc0, "spd": spd,
             "lead": np.array(lead, np.int64), "aeb": aeb, "aeb_idx": [i for i in lead if aeb[i]], "obst": obst,
             "stop_red": stop_red, "any_stop": bool(stop_red.any()), "ttc_s": ttc_s, "aeb_dec": aeb_dec,
             "scripted": scripted, "junction": junction, "latch": latch,

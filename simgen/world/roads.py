@@ -586,11 +586,20 @@ class RoadMap:
         return out
 
     def route(self, lane_id: str, turns: list[str] = (), min_length_m: float = 0.0) -> Polyline:
-        """Centre line through :meth:`lane_sequence`, extended along its end tangent to at least ``min_length_m``."""
+        """Centre line through :meth:`lane_sequence`, extended along its end tangent to at least ``min_length_m``.
+
+        Routes are cached per (lane, turns, length): every World on a (cached) map asks for the same few, and a
+        Polyline is never modified, so actors and episodes share them."""
+        key = (lane_id, tuple(turns), float(min_length_m))
+        cache = self.__dict__.setdefault("_route_cache", {})
+        path = cache.get(key)
+        if path is not None:
+            return path
         path = Polyline.concat([lane.centre for lane in self.lane_sequence(lane_id, turns)])
         if path.length < min_length_m:
             x, y, _ = path.pose_at(min_length_m + 1e-6)
             path = Polyline(np.concatenate([path.points, [[x, y]]]))
+        cache[key] = path
         return path
 
     def scenery(self, rng: np.random.Generator, density: float = 1.0) -> list[SceneryItem]:
