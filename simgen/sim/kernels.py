@@ -316,27 +316,51 @@ def _wrap_pi(a):  # pragma: no cover - simgen.geometry.wrap_angle
 
 
 @njit(cache=True, error_model="numpy")
+def _contact_fraction(a0, a1, da, b0, b1, db, samples, iters, A, B):  # pragma: no cover
+    """First-contact fraction of one pair (NaN: none): sampled SAT over the tick, then bisection."""
+    k = -1
+    for q in range(samples + 1):
+        if _lerp_hit(a0, a1, da, b0, b1, db, q / samples, A, B):
+            k = q
+            break
+    if k < 0:
+        return np.nan
+    if k == 0:
+        return 0.0
+    lo, hi = (k - 1) / samples, k / samples
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if _lerp_hit(a0, a1, da, b0, b1, db, mid, A, B):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@njit(cache=True, error_model="numpy")
 def first_contact(a0, a1, da, b0, b1, db, samples, iters, out):  # pragma: no cover
-    """simgen.sim.world.first_contact, pair by pair: sampled SAT over the tick, then bisection."""
+    """simgen.sim.world.first_contact, pair by pair."""
     A, B = np.empty((4, 2)), np.empty((4, 2))
     for p in range(len(a0)):
-        out[p] = np.nan
-        k = -1
-        for q in range(samples + 1):
-            f = q / samples
-            if _lerp_hit(a0[p], a1[p], da[p], b0[p], b1[p], db[p], f, A, B):
-                k = q
-                break
-        if k < 0:
+        out[p] = _contact_fraction(a0[p], a1[p], da[p], b0[p], b1[p], db[p], samples, iters, A, B)
+
+
+@njit(cache=True, error_model="numpy")
+def swept_contacts(pre, post, r, ped, done, dims, samples, iters):  # pragma: no cover
+    """The swept test of ``World._collisions`` in one loop: pairs (i < j, not two pedestrians, not ``done``:
+    already in contact before) whose bounding circles come within reach during the tick (:func:`swept_near`) are
+    tested over the tick (:func:`first_contact`).  Returns rows (i, j, fraction) of the pairs that touch, in pair
+    order."""
+    near = swept_near(pre, post, r, ped)
+    out = np.empty((len(near), 3))
+    A, B = np.empty((4, 2)), np.empty((4, 2))
+    m = 0
+    for q in range(len(near)):
+        i, j = near[q, 0], near[q, 1]
+        if done[i, j]:
             continue
-        if k == 0:
-            out[p] = 0.0
-            continue
-        lo, hi = (k - 1) / samples, k / samples
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            if _lerp_hit(a0[p], a1[p], da[p], b0[p], b1[p], db[p], mid, A, B):
-                hi = mid
-            else:
-                lo = mid
-        out[p] = hi
+        f = _contact_fraction(pre[i], post[i], dims[i], pre[j], post[j], dims[j], samples, iters, A, B)
+        if not np.isnan(f):
+            out[m, 0], out[m, 1], out[m, 2] = i, j, f
+            m += 1
+    return out[:m]

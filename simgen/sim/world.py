@@ -1055,19 +1055,21 @@ class World:
             post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
             st = self._static_arrays()
             dims = st["dims"]
-            # bounding circles (they contain the footprint at any yaw) whose centres, moving linearly within the
-            # tick, come within reach; never two pedestrians (compiled pair loop)
-            near = _sim_kernels().swept_near(pre, post, st["r"], st["ped"])
-            i, j = near[:, 0], near[:, 1]
-            ids = st["ids"]
-            fresh = np.array([(ids[a], ids[b]) not in self.collisions_total for a, b in zip(i, j)], bool)
-            i, j = i[fresh], j[fresh]
-            if len(i):
-                f = first_contact(pre[i, :3], post[i, :3], dims[i], pre[j, :3], post[j, :3], dims[j])
-                hit = ~np.isnan(f)
-                order = np.argsort(f[hit], kind="stable")
+            # pairs not in contact before whose bounding circles (they contain the footprint at any yaw), centres
+            # moving linearly within the tick, come within reach (never two pedestrians) are tested over the tick
+            # (first_contact); one compiled loop over the pairs
+            done = np.zeros((len(post), len(post)), np.bool_)
+            if self.collisions_total:
+                where = {int(k): n for n, k in enumerate(st["ids"])}
+                for ia, ib in self.collisions_total:
+                    if ia in where and ib in where:
+                        done[where[ia], where[ib]] = True  # the pair (i, j) as recorded
+            hits = _sim_kernels().swept_contacts(pre, post, st["r"], st["ped"], done, dims, 16, 40)
+            if len(hits):
+                i, j, f = hits[:, 0].astype(np.int64), hits[:, 1].astype(np.int64), hits[:, 2]
+                order = np.argsort(f, kind="stable")
                 rewind: dict[int, float] = {}
-                for a_i, b_i, fk in zip(i[hit][order], j[hit][order], f[hit][order]):
+                for a_i, b_i, fk in zip(i[order], j[order], f[order]):
                     a, b = self.actors[a_i], self.actors[b_i]
                     self.impacts.append(self._impact(a_i, b_i, float(fk), pre, post, dims, t0))
                     new[(a.id, b.id)] = float(fk)
