@@ -90,6 +90,10 @@ class Actor:
 class World:
     """Builds the actors of a concrete scenario on its map and steps them."""
 
+    #: step lane followers and plain walkers over arrays (compiled); False steps every actor with its per-actor
+    #: Python code, the reference the array step is tested against (same results to rounding)
+    array_step: bool = True
+
     def __init__(self, spec: ScenarioSpec, *, rng: np.random.Generator, source: str = "<scenario>"):
         self.spec = spec
         self.source = source
@@ -796,12 +800,14 @@ class World:
         step = st0[w, 3] * dt
         return np.stack([st0[w, 0] + step * np.cos(st0[w, 2]), st0[w, 1] + step * np.sin(st0[w, 2]), step], 1).tolist()
 
-    @staticmethod
-    def _modes(A, behaviours) -> list[int]:
+    def _modes(self, A, behaviours) -> list[int]:
         """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
         3 standing (crashed, parked, stand, open_door), 4 plain walker (walk with no distance or hesitation, over
-        arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path)."""
+        arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path).
+        With ``array_step`` off every moving actor is 0: the per-actor reference of the array step."""
         out = []
+        if not self.array_step:
+            return [3 if a.crashed or a.behaviour.type in _STILL else 0 for a in A]
         for a in A:
             b = a.behaviour
             bt = b.type
@@ -825,7 +831,8 @@ class World:
 
         sig = [(a.behaviour, a.path, a.crashed, a.lc, a.stop_points, a.junction_entries) for a in A]
         plan = self._plan
-        if plan is not None and plan["sig"] == sig and plan["registry"] == len(BEHAVIOURS):
+        if plan is not None and plan["sig"] == sig and plan["registry"] == len(BEHAVIOURS) and \
+                plan["array_step"] == self.array_step:
             return plan
         N = len(A)
         modes = self._modes(A, BEHAVIOURS)
@@ -871,7 +878,7 @@ class World:
                     sp_light.append(lidx.get(light, len(lidx)))
             sp_off[i + 1] = len(sp_s)
         plan = self._plan = {
-            "sig": sig, "registry": len(BEHAVIOURS), "modes": modes, "sel_l": sel_l, "sel": np.array(sel_l, np.int64),
+            "sig": sig, "registry": len(BEHAVIOURS), "array_step": self.array_step, "modes": modes, "sel_l": sel_l, "sel": np.array(sel_l, np.int64),
             "mode": np.array(modes, np.int64), "per_actor": 0 in modes,
             "still": [i for i, m in enumerate(modes) if m == 3], "walkers": [i for i, m in enumerate(modes) if m == 4],
             "walk_sel": np.array([i for i, m in enumerate(modes) if m == 4], np.int64), "pidx": pidx, "P": P, "acc0": acc0, "spd": spd,

@@ -1,7 +1,9 @@
 """Fast sensor-free simulation (issue 13 part 1): the shortcuts taken for speed agree with the general code."""
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from simgen.cli import main
 from simgen.sim.world import World, _wrap1
@@ -111,3 +113,174 @@ actors:
         assert np.allclose([a.z for a in w.actors], want), y
     assert len(set(np.round(w.map.ground_height(np.stack([np.full(17, w.actors[1].x),
                                                            np.linspace(-40, 40, 17)], 1)), 6))) > 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The array step (issue 13 part 1, second round) against the per-actor Python step it replaces
+# ---------------------------------------------------------------------------------------------------------------
+_ROOT = Path(__file__).resolve().parents[2]
+CORPUS = next((p.resolve() for p in (_ROOT / ".." / "shared" / "corpus", _ROOT / ".." / ".." / "shared" / "corpus")
+               if (p / "esmini").is_dir()), _ROOT / ".." / "shared" / "corpus") / "esmini" / "resources"
+
+MIXED = """
+name: mixed
+map: intersection
+duration_s: 9
+traffic_light_cycle_s: [3, 1.5, 1]
+scenery: {density: 0}
+ego:
+  place: {lane: south_in_1, s_m: 70}
+  speed_mps: 12
+  behaviour: {type: lane_follow, speed_mps: 12, aeb: true, obstacles: none}
+actors:
+  - id: lead
+    kind: car
+    place: {relative_to: ego, ahead_m: 22}
+    speed_mps: 9
+    behaviour: {type: scripted, speed_profile: [[0, 9], [1.5, 9], [2.5, 0], [9, 0]]}
+  - id: liner
+    kind: van
+    place: {lane: south_in_2, s_m: 90}
+    speed_mps: 9
+    behaviour: {type: stop_at_line, speed_mps: 9}
+  - id: crosser
+    kind: car
+    place: {lane: west_in_1, s_m: 100}
+    speed_mps: 10
+    behaviour: {type: lane_follow, speed_mps: 10, turns: [left], obstacles: vehicles}
+    events:
+      - when: {time_s: 2}
+        do: {type: brake, decel_mps2: 3}
+traffic: {vehicles: 10, pedestrians: 5, radius_m: 120}
+"""
+
+FAB_TRAFFIC = """
+name: fab
+map: {map}
+duration_s: 12
+ego:
+  place: {{road: 2, lane_id: -1, s_m: 260}}
+  speed_mps: 8
+  behaviour: {{type: lane_follow, speed_mps: 8, turns: [left]}}
+traffic: {{vehicles: 10, pedestrians: 4, radius_m: 150}}
+"""
+
+
+def _run(world_fn, array_step: bool, n: int) -> dict:
+    w = world_fn()
+    w.array_step = array_step
+    rec = {"traj": [], "cols": [], "latched": False, "reserved": False, "walked": []}
+    for k in range(n):
+        rec["cols"].append(sorted(w.step()) if k else [])
+        rec["traj"].append(np.array([[a.x, a.y, a.yaw, a.speed, a.accel, a.s, a.lateral, a.steer, a.walked_m]
+                                     for a in w.actors]))
+        rec["latched"] |= any(a.aeb_latched for a in w.actors)
+        rec["reserved"] |= bool(w._reserved)
+    rec["events"] = [(round(t, 9), a, e) for t, a, e in w.event_log]
+    rec["impacts"] = [(i["actor_a"], i["actor_b"], i["time_s"]) for i in w.impacts]
+    rec["types"] = {a.behaviour.type for a in w.actors}
+    return rec
+
+
+def _library(name: str, overrides=(), seed: int = 0):
+    from simgen.cli import resolve_scenario
+    from simgen.runner import plan_episodes
+    from simgen.seeding import streams
+
+    src = load_scenario_source(resolve_scenario(name) if "/" not in name else name, list(overrides))
+    plan = plan_episodes(src, seed=seed, episodes=1)[0]
+    return plan.spec.n_frames, lambda: World(plan.spec, rng=np.random.default_rng(streams(plan.sim_seed, 3)[0]),
+                                             source=src.path)
+
+
+def _text(tmp_path, text: str, seed: int = 0):
+    src = load_scenario_source(write(tmp_path, "s.yaml", text))
+    spec, _ = concretise(src, rng=np.random.default_rng(seed))
+    return spec.n_frames, lambda: World(spec, rng=np.random.default_rng(seed), source=str(src.path))
+
+
+CASES = {
+    "dense_traffic": lambda tmp: _library("dense_traffic"),  # leaders among 35 actors, plain walkers
+    "lane_change_into_occupied": lambda tmp: _library("lane_change_into_occupied"),  # lane change, plain walkers
+    "euro_ncap_ccftap": lambda tmp: _library("euro_ncap_ccftap"),  # synchronize: per-actor code interleaved
+    "euro_ncap_ccrb_aeb": lambda tmp: _library("euro_ncap_ccrb", ["parameters.ego_aeb=true"]),  # AEB latch
+    "braking_cascade": lambda tmp: _library("braking_cascade"),  # brake events, walkers with distances
+    "mixed": lambda tmp: _text(tmp, MIXED),  # scripted, stop_at_line, lights, turns, AEB, obstacles: vehicles
+    "fabriksgatan": lambda tmp: _text(tmp, FAB_TRAFFIC.format(map=CORPUS / "xodr" / "fabriksgatan.xodr")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_array_step_gives_the_per_actor_steps_results(tmp_path, case):
+    """issue 13 part 1 (second round): stepping lane followers and plain walkers over arrays (compiled leader search with its
+    bounding-box pruning, IDM, stop lines, AEB, pure pursuit, bicycle; walkers) gives the trajectories, collisions,
+    impacts and events of the per-actor Python step (World.array_step = False: project_heading over all actors,
+    idm_leader, _bicycle, _walk per actor)."""
+    if case == "fabriksgatan" and not (CORPUS / "xodr" / "fabriksgatan.xodr").is_file():
+        pytest.skip("esmini corpus (../shared/corpus) not here")
+    n, world_fn = CASES[case](tmp_path)
+    ref = _run(world_fn, False, n)
+    got = _run(world_fn, True, n)
+    assert len(got["traj"]) == len(ref["traj"]) == n
+    for k, (g, r) in enumerate(zip(got["traj"], ref["traj"])):
+        assert g.shape == r.shape and np.allclose(g, r, rtol=0, atol=1e-9), (case, k, np.abs(g - r).max())
+    assert got["cols"] == ref["cols"] and got["events"] == ref["events"] and got["impacts"] == ref["impacts"]
+    assert got["latched"] == ref["latched"] and got["reserved"] == ref["reserved"]
+    moved = np.abs(ref["traj"][-1][:, :2] - ref["traj"][0][:, :2]).max()
+    assert moved > 5.0  # the episode does move
+    if case == "euro_ncap_ccrb_aeb":
+        assert ref["latched"], "the AEB must engage in this case"
+    if case == "fabriksgatan":
+        assert ref["reserved"], "a vehicle must reserve an unsignalised junction in this case"
+    if case == "mixed":
+        speeds = np.array([t[:4, 3] for t in ref["traj"]])
+        assert speeds[:, 2].min() < 0.05, "the stop_at_line van must stop at its line"
+        assert ref["latched"], "the ego's AEB must engage behind the scripted stop"
+
+
+def test_compiled_overlap_tests_agree_with_numpy():
+    """overlapping_pairs and first_contact (compiled loops) against their numpy forms on random boxes."""
+    from simgen.sim.world import _rects, first_contact, first_contact_numpy, overlapping_pairs, overlapping_pairs_numpy
+
+    rng = np.random.default_rng(11)
+    n = 60
+    xy = rng.uniform(0, 40, (n, 2))
+    fp = _rects(xy, rng.uniform(-np.pi, np.pi, n), rng.uniform([0.4, 0.4], [6.0, 2.5], (n, 2)))
+    for margin in (0.0, 0.3):
+        got = overlapping_pairs(fp, margin)
+        want = overlapping_pairs_numpy(fp, margin)
+        assert len(want) > 5 and np.array_equal(got, want)
+    P = 400
+    a0 = np.c_[rng.uniform(-10, 10, (P, 2)), rng.uniform(-3, 3, P)]
+    b0 = np.c_[rng.uniform(-10, 10, (P, 2)), rng.uniform(-3, 3, P)]
+    a1 = a0 + np.c_[rng.normal(0, 3, (P, 2)), rng.normal(0, 0.3, P)]
+    b1 = b0 + np.c_[rng.normal(0, 3, (P, 2)), rng.normal(0, 0.3, P)]
+    da, db = rng.uniform(0.3, 5, (P, 2)), rng.uniform(0.3, 5, (P, 2))
+    got, want = first_contact(a0, a1, da, b0, b1, db), first_contact_numpy(a0, a1, da, b0, b1, db)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and 20 < np.count_nonzero(~np.isnan(want)) < P
+    assert np.allclose(got[~np.isnan(got)], want[~np.isnan(want)], atol=1e-9)
+
+
+def test_compiled_ground_classes_agree_with_the_numpy_path():
+    """surface_at for up to 64 points (compiled strip loop) against the numpy path of a larger batch."""
+    from simgen.world.roads import get_map
+
+    for name in ("straight", "intersection", "curve"):
+        m = get_map(name)
+        lo, hi = m.bounds()
+        P = np.random.default_rng(2).uniform(lo, hi, (640, 2))
+        want = m.surface_at(P)  # > 64 points: numpy
+        got = np.concatenate([m.surface_at(P[k:k + 40]) for k in range(0, 640, 40)])
+        assert np.array_equal(got, want) and len(set(want.tolist())) >= 2, name
+
+
+def test_routes_are_shared_and_unchanged():
+    """RoadMap.route caches its Polylines: the same object again, with the geometry of a fresh concatenation."""
+    from simgen.world.roads import get_map
+
+    m = get_map("intersection")
+    r1 = m.route("south_in_1", ["left"], min_length_m=500.0)
+    assert m.route("south_in_1", ("left",), min_length_m=500.0) is r1
+    fresh = Polyline.concat([ln.centre for ln in m.lane_sequence("south_in_1", ["left"])])
+    assert np.allclose(r1.points[:len(fresh.points)], fresh.points) and r1.length >= 500.0
+    assert m.route("south_in_1", ["straight"], min_length_m=500.0) is not r1
