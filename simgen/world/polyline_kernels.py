@@ -112,15 +112,51 @@ def project_heading_points(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, yv, 
         out_yaw[m] = pose_at_one(cum, seg, points, d, nv, yv, t0, t1, length, s, 0.0)[2]
 
 
+# ---- the same kernels on a Polyline's packed arrays (three arguments instead of twelve: a call from Python pays
+# numba's per-argument dispatch, about as much as the work itself for a few points).  Packed layout, built by
+# Polyline: V (N, 6) vertex rows x, y, nv_x, nv_y, yaw, s; S (N-1, 9) segment rows d_x, d_y, u_x, u_y, n_x, n_y,
+# length, dnu, nu0; M (6,) t0_x, t0_y, t1_x, t1_y, length, largest mitred-normal length.
 @njit(cache=True, error_model="numpy")
-def rank_strips(P, lo, hi, points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, strips, rank):  # pragma: no cover
-    """RoadMap.surface_at for one polyline's strips: points inside the box lo..hi are projected on the polyline and
-    ``rank`` is raised to each strip's rank (strips: rows s0, s1, lat0, lat1, rank, tolerances applied)."""
+def pose_at_packed(V, S, M, sm, lm):  # pragma: no cover
+    return pose_at_one(V[:, 5], S[:, 6], V[:, 0:2], S[:, 0:2], V[:, 2:4], V[:, 4], M[0:2], M[2:4], M[4], sm, lm)
+
+
+@njit(cache=True, error_model="numpy")
+def project_packed(V, S, M, px, py):  # pragma: no cover
+    return project_one(V[:, 0:2], S[:, 4:6], S[:, 2:4], S[:, 6], V[:, 5], S[:, 0:2], S[:, 7], S[:, 8], M[0:2],
+                       M[2:4], V[:, 2:4], M[4], px, py)
+
+
+@njit(cache=True, error_model="numpy")
+def pose_at_points_packed(V, S, M, s, lat, out_x, out_y, out_yaw):  # pragma: no cover
+    for m in range(len(s)):
+        out_x[m], out_y[m], out_yaw[m] = pose_at_packed(V, S, M, s[m], lat[m])
+
+
+@njit(cache=True, error_model="numpy")
+def project_points_packed(V, S, M, P, out_s, out_lat):  # pragma: no cover
+    for m in range(len(P)):
+        out_s[m], out_lat[m] = project_packed(V, S, M, P[m, 0], P[m, 1])
+
+
+@njit(cache=True, error_model="numpy")
+def project_heading_points_packed(V, S, M, P, out_s, out_lat, out_yaw):  # pragma: no cover
+    for m in range(len(P)):
+        s, lat = project_packed(V, S, M, P[m, 0], P[m, 1])
+        out_s[m], out_lat[m] = s, lat
+        out_yaw[m] = pose_at_packed(V, S, M, s, 0.0)[2]
+
+
+@njit(cache=True, error_model="numpy")
+def rank_strips_packed(P, box, V, S, M, strips, rank):  # pragma: no cover
+    """RoadMap.surface_at for one polyline's strips: points inside ``box`` (lo_x, lo_y, hi_x, hi_y) are projected on
+    the polyline and ``rank`` is raised to each strip's rank (strips: rows s0, s1, lat0, lat1, rank, tolerances
+    applied)."""
     for m in range(len(P)):
         px, py = P[m, 0], P[m, 1]
-        if not (px >= lo[0] and py >= lo[1] and px <= hi[0] and py <= hi[1]):
+        if not (px >= box[0] and py >= box[1] and px <= box[2] and py <= box[3]):
             continue
-        s, lat = project_one(points, n, u, seg, cum, d, dnu, nu0, t0, t1, nv, length, px, py)
+        s, lat = project_packed(V, S, M, px, py)
         for q in range(len(strips)):
             if s >= strips[q, 0] and s <= strips[q, 1] and lat >= strips[q, 2] and lat <= strips[q, 3]:
                 r = int(strips[q, 4])

@@ -131,6 +131,10 @@ class Polyline:
         self._nv = _miter(n_ext[:-1], n_ext[1:])  # (N, 2) mitred vertex normals
         self._nu0 = np.sum(self._nv[:-1] * u, axis=1)  # along-segment components (normal components are 1)
         self._dnu = np.sum((self._nv[1:] - self._nv[:-1]) * u, axis=1)
+        # the same arrays packed for the compiled kernels (polyline_kernels: three arguments instead of twelve)
+        self._V = np.ascontiguousarray(np.column_stack([p, self._nv, yv, self._cum]))
+        self._S = np.ascontiguousarray(np.column_stack([d, u, self._n, seg, self._dnu, self._nu0]))
+        self._M = np.array([*self._t0, *self._t1, self.length, float(np.hypot(*self._nv.T).max())])
 
     def __repr__(self) -> str:
         return f"Polyline({len(self.points)} points, length={self.length:.2f} m)"
@@ -147,17 +151,15 @@ class Polyline:
         linearly along the end tangents.
         """
         if type(s) in _SCALARS and type(lateral) in _SCALARS:  # one point (the simulator's per-tick calls)
-            x, y, yaw = _kernels().pose_at_one(self._cum, self._seg, self.points, self._d, self._nv, self._yv,
-                                               self._t0, self._t1, self.length, float(s), float(lateral))
+            x, y, yaw = _kernels().pose_at_packed(self._V, self._S, self._M, float(s), float(lateral))
             return np.float64(x), np.float64(y), np.float64(yaw)
         s, lat = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(lateral, np.float64))
         shape = s.shape
         s, lat = s.reshape(-1), lat.reshape(-1)
         if len(s) <= _SMALL:  # the simulator's per-actor calls: compiled loop, same algorithm (polyline_kernels)
             x, y, yaw = np.empty(len(s)), np.empty(len(s)), np.empty(len(s))
-            _kernels().pose_at_points(self._cum, self._seg, self.points, self._d, self._nv, self._yv, self._t0,
-                                      self._t1, self.length, np.ascontiguousarray(s), np.ascontiguousarray(lat),
-                                      x, y, yaw)
+            _kernels().pose_at_points_packed(self._V, self._S, self._M, np.ascontiguousarray(s),
+                                             np.ascontiguousarray(lat), x, y, yaw)
             return x.reshape(shape)[()], y.reshape(shape)[()], yaw.reshape(shape)[()]
         i = np.clip(np.searchsorted(self._cum, s, side="right") - 1, 0, len(self._seg) - 1)
         a = np.clip((s - self._cum[i]) / self._seg[i], 0.0, 1.0)
@@ -181,9 +183,7 @@ class Polyline:
             s, lat = self.project(P)
             return s, lat, self.pose_at(s)[2]
         s, lat, yaw = np.empty(len(P)), np.empty(len(P)), np.empty(len(P))
-        _kernels().project_heading_points(self.points, self._n, self._u, self._seg, self._cum, self._d, self._dnu,
-                                          self._nu0, self._t0, self._t1, self._nv, self._yv, self.length, P,
-                                          s, lat, yaw)
+        _kernels().project_heading_points_packed(self._V, self._S, self._M, P, s, lat, yaw)
         return s, lat, yaw
 
     def project(self, xy) -> tuple[np.ndarray, np.ndarray]:
@@ -194,9 +194,7 @@ class Polyline:
         used.  Vectorised over points and segments.
         """
         if type(xy) is np.ndarray and xy.shape == (2,):  # one point (the simulator's per-tick calls)
-            s_c, lat_c = _kernels().project_one(self.points, self._n, self._u, self._seg, self._cum, self._d,
-                                                self._dnu, self._nu0, self._t0, self._t1, self._nv, self.length,
-                                                float(xy[0]), float(xy[1]))
+            s_c, lat_c = _kernels().project_packed(self._V, self._S, self._M, float(xy[0]), float(xy[1]))
             return np.float64(s_c), np.float64(lat_c)
         P = np.asarray(xy, np.float64)
         single = P.ndim == 1
@@ -204,9 +202,7 @@ class Polyline:
         M, K = len(P), len(self._seg)
         s_out, lat_out = np.empty(M), np.empty(M)
         if M <= _SMALL:  # the simulator's per-actor calls: compiled loop, same algorithm (polyline_kernels)
-            _kernels().project_points(self.points, self._n, self._u, self._seg, self._cum, self._d, self._dnu,
-                                      self._nu0, self._t0, self._t1, self._nv, self.length,
-                                      np.ascontiguousarray(P), s_out, lat_out)
+            _kernels().project_points_packed(self._V, self._S, self._M, np.ascontiguousarray(P), s_out, lat_out)
             return (s_out[0], lat_out[0]) if single else (s_out, lat_out)
         chunk = max(1, 300_000 // K)
         for c0 in range(0, M, chunk):
@@ -490,12 +486,11 @@ class RoadMap:
         rank = np.zeros(len(P), np.int8)
         if len(P) <= _SMALL:  # the simulator's per-tick ground heights: one compiled loop per polyline
             Pc = np.ascontiguousarray(P)
-            for poly, lo, hi, strips, table in self._strip_groups():
-                _kernels().rank_strips(Pc, lo, hi, poly.points, poly._n, poly._u, poly._seg, poly._cum, poly._d,
-                                       poly._dnu, poly._nu0, poly._t0, poly._t1, poly._nv, poly.length, table, rank)
+            for poly, box, strips, table in self._strip_groups():
+                _kernels().rank_strips_packed(Pc, box, poly._V, poly._S, poly._M, table, rank)
         else:
-            for poly, lo, hi, strips, _ in self._strip_groups():
-                near = np.flatnonzero(_in_box(P, lo, hi))
+            for poly, box, strips, _ in self._strip_groups():
+                near = np.flatnonzero(_in_box(P, box[:2], box[2:]))
                 if len(near) == 0:
                     continue
                 s, lat = poly.project(P[near])
@@ -510,8 +505,8 @@ class RoadMap:
         return _RANK_CLASS[rank]
 
     def _strip_groups(self) -> list:
-        """The strips grouped by their polyline: (poly, box lo, box hi, [(s0, s1, lat0, lat1, rank)] with the
-        1e-9 tolerances applied, the same as a (S, 5) array), built once per strip list (the simulator asks for ground heights every tick)."""
+        """The strips grouped by their polyline: (poly, box (lo_x, lo_y, hi_x, hi_y), [(s0, s1, lat0, lat1, rank)]
+        with the 1e-9 tolerances applied, the same as a (S, 5) array), built once per strip list (the simulator asks for ground heights every tick)."""
         key = (id(self._strips), len(self._strips))
         got = self.__dict__.get("_strip_cache")
         if got is not None and got[0] == key:
@@ -524,7 +519,7 @@ class RoadMap:
             poly = strips[0].poly
             margin = max(max(abs(st.lat0), abs(st.lat1)) for st in strips) * 1.5 + 1.0
             rows = [(st.s0 - 1e-9, st.s1 + 1e-9, st.lat0 - 1e-9, st.lat1 + 1e-9, _RANK[st.semantic]) for st in strips]
-            groups.append((poly, poly.points.min(0) - margin, poly.points.max(0) + margin, rows,
+            groups.append((poly, np.concatenate([poly.points.min(0) - margin, poly.points.max(0) + margin]), rows,
                            np.array(rows, np.float64).reshape(-1, 5)))
         self._strip_cache = (key, groups)
         return groups
