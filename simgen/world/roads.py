@@ -506,7 +506,8 @@ class RoadMap:
 
     def _strip_groups(self) -> list:
         """The strips grouped by their polyline: (poly, box (lo_x, lo_y, hi_x, hi_y), [(s0, s1, lat0, lat1, rank)]
-        with the 1e-9 tolerances applied, the same as a (S, 5) array), built once per strip list (the simulator asks for ground heights every tick)."""
+        with the 1e-9 tolerances applied, the same as a (S, 5) array), built once per strip list (the simulator
+        asks for ground heights every tick)."""
         key = (id(self._strips), len(self._strips))
         got = self.__dict__.get("_strip_cache")
         if got is not None and got[0] == key:

@@ -212,10 +212,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_array_step_gives_the_per_actor_steps_results(tmp_path, case):
-    """issue 13 part 1 (second round): stepping lane followers and plain walkers over arrays (compiled leader search with its
-    bounding-box pruning, IDM, stop lines, AEB, pure pursuit, bicycle; walkers) gives the trajectories, collisions,
-    impacts and events of the per-actor Python step (World.array_step = False: project_heading over all actors,
-    idm_leader, _bicycle, _walk per actor)."""
+    """issue 13 part 1 (second round): stepping lane followers and plain walkers over arrays (compiled leader
+    search with its bounding-box pruning, IDM, stop lines, AEB, pure pursuit, bicycle; walkers) gives the
+    trajectories, collisions, impacts and events of the per-actor Python step (World.array_step = False:
+    project_heading over all actors, idm_leader, _bicycle, _walk per actor)."""
     if case == "fabriksgatan" and not (CORPUS / "xodr" / "fabriksgatan.xodr").is_file():
         pytest.skip("esmini corpus (../shared/corpus) not here")
     n, world_fn = CASES[case](tmp_path)
