@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from simgen.errors import InputError
 from simgen.records import ActorStates
@@ -135,11 +134,11 @@ def read_record(path: str | Path) -> Record:
 
 
 def _yaml_attr(ep, name: str) -> dict:
+    from simgen.spec.schema import parse_yaml
+
     text = ep.attr(name)
-    try:
-        d = yaml.safe_load(text) if isinstance(text, str) else None
-    except yaml.YAMLError:
-        d = None
+    # the limits of a scenario file (alias bombs, depth): an episode's stored YAML is input too
+    d = parse_yaml(text, file=f"{ep.path}: attribute {name}") if isinstance(text, str) else None
     if not isinstance(d, dict):
         raise ep.error(f"attribute {name} is missing or not a YAML mapping", key=name)
     return d
