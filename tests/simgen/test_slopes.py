@@ -1,0 +1,298 @@
+"""Slopes are real (issue 10, "Slopes are real"): superelevation banks the imported road surface, vehicles take
+the ground's pitch and roll, and every label follows the full orientation on a crest and on a banked curve.
+
+Test maps are corpus files (esmini, MPL-2.0) modified in a pytest tmp dir: ``straight_500m`` with the crest
+elevation profile of ``crest-curve`` (so road s = x and the gradient is the XML cubic's derivative), and
+``curve_r100`` with a superelevation ramp into its 100 m arc (every corpus superelevation record is 0).  Expected
+values are computed here by hand from those XML records and the arc's geometry, never by the code under test."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+carla = pytest.importorskip("carla")
+
+from simgen.spec.scenario import concretise, load_scenario_source  # noqa: E402
+from tests.simgen.test_xodr_import import XODR, _bottom_gap, _label_checks, _pose6, _T6, pytestmark  # noqa: E402,F401
+
+# crest: the elevation records of crest-curve.xodr (a 6 m crest between s = 200 and 340)
+CREST = [(0.0, 0.0, 0.0, 0.0, 0.0), (200.0, 0.0, 0.0, 0.00367346938776, -0.0000349854227405),
+         (270.0, 6.0, 0.0, -0.00367346938776, 0.0000349854227405), (340.0, 0.0, 0.0, 0.0, 0.0)]
+# bank: 0 until s = 450, a smooth cubic ramp to SE over 50 m, then SE (the arc starts at s = 500, centre (500, 100),
+# radius 100, turning left: the outer (right) side is raised, so the superelevation is negative)
+SE = -0.08
+BANK = [(0.0, 0.0, 0.0, 0.0, 0.0), (450.0, 0.0, 0.0, 3 * SE / 50 ** 2, -2 * SE / 50 ** 3), (500.0, SE, 0.0, 0.0, 0.0)]
+ARC_C, ARC_R = np.array([500.0, 100.0]), 100.0
+
+
+def _cubic(records, s):
+    r = [x for x in records if x[0] <= s + 1e-9][-1]
+    ds = s - r[0]
+    return r[1] + r[2] * ds + r[3] * ds ** 2 + r[4] * ds ** 3
+
+
+def _cubic_ds(records, s):
+    r = [x for x in records if x[0] <= s + 1e-9][-1]
+    ds = s - r[0]
+    return r[2] + 2 * r[3] * ds + 3 * r[4] * ds ** 2
+
+
+def _rec(tag, r):
+    return f'<{tag} s="{r[0]!r}" a="{r[1]!r}" b="{r[2]!r}" c="{r[3]!r}" d="{r[4]!r}"/>'
+
+
+def crest_map(tmp: Path) -> Path:
+    import re
+
+    text = (XODR / "straight_500m.xodr").read_text()
+    prof = "<elevationProfile>" + "".join(_rec("elevation", r) for r in CREST) + "</elevationProfile>"
+    text, n = re.subn(r"<elevationProfile>.*?</elevationProfile>", prof, text, flags=re.S)
+    assert n == 1
+    p = tmp / "crest_straight.xodr"
+    p.write_text(text)
+    return p
+
+
+def banked_map(tmp: Path, level_lane: int | None = None) -> Path:
+    import re
+
+    text = (XODR / "curve_r100.xodr").read_text()
+    prof = "<lateralProfile>" + "".join(_rec("superelevation", r) for r in BANK) + "</lateralProfile>"
+    text, n = re.subn(r"<lateralProfile>.*?</lateralProfile>", prof, text, flags=re.S)
+    assert n == 1
+    if level_lane is not None:
+        text, n = re.subn(rf'(<lane id="{level_lane}" type="\w+" level=) *"false"', r'\1"true"', text)
+        assert n == 1
+    p = tmp / "banked_curve.xodr"
+    p.write_text(text)
+    return p
+
+
+def _arc_point(s: float, t: float) -> np.ndarray:
+    """(x, y) at road s in the arc (500 <= s <= 657.08) and lateral offset t (left +) of curve_r100."""
+    th = (s - 500.0) / ARC_R
+    ref = np.array([500.0 + ARC_R * math.sin(th), 100.0 - ARC_R * math.cos(th)])
+    return ref + t * np.array([-math.sin(th), math.cos(th)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The banked surface
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_superelevation_banks_the_road_surface(tmp_path):
+    """issue 10 slopes: the road surface at lateral offset t is t * tan(superelevation(s)) above the (flat)
+    reference line, on the ramp and in the arc, on both sides (old code: flat, 0 everywhere)."""
+    from simgen.world.xodr import load_xodr
+
+    m = load_xodr(banked_map(tmp_path))
+    checked = 0
+    for s in (470.0, 490.0, 530.0, 580.0, 640.0):
+        for t in (-2.6, -1.0, 1.0, 2.6, 5.0, -5.0):
+            xy = np.array([s, t]) if s <= 500 else _arc_point(s, t)
+            want = t * math.tan(_cubic(BANK, s))
+            got = float(m.ground_height(xy[None])[0])
+            assert abs(got - want) < 0.01, (s, t, got, want)
+            checked += 1
+    assert checked == 30
+    # and the road really is banked there: 4 m across the lanes rise by about 0.32 m
+    assert abs(4 * math.tan(SE)) > 0.3
+
+
+def test_level_lane_keeps_its_inner_edge_height(tmp_path):
+    """issue 10 slopes: a lane with level="true" is not rolled: flat across at its inner edge's height."""
+    from simgen.world.xodr import load_xodr
+
+    m = load_xodr(banked_map(tmp_path, level_lane=-1))
+    for s in (540.0, 600.0):
+        g = m.ground_height(np.array([_arc_point(s, t) for t in (-0.5, -1.5, -2.5)]))
+        assert np.allclose(g, 0.0, atol=0.01), g  # inner edge at t = 0: height 0 across the whole lane
+        assert abs(float(m.ground_height(_arc_point(s, 1.5)[None])[0]) - 1.5 * math.tan(SE)) < 0.01
+
+
+def test_lateral_shape_records_are_refused(tmp_path):
+    """Unsupported input is refused: a lateralProfile/shape record is a one-line error naming the road."""
+    from simgen.errors import InputError
+    from simgen.world.xodr import load_xodr
+
+    text = (XODR / "straight_500m.xodr").read_text().replace(
+        "<lateralProfile>", '<lateralProfile><shape s="0" t="0" a="0.1" b="0" c="0" d="0"/>', 1)
+    p = tmp_path / "shape.xodr"
+    p.write_text(text)
+    with pytest.raises(InputError, match=r"road 1/lateralProfile/shape.*not supported"):
+        load_xodr(p)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Actors on the crest and on the banked curve
+# ---------------------------------------------------------------------------------------------------------------
+
+SCENE = """
+name: slopes
+map: {map}
+duration_s: 1
+ego:
+  place: {{lane: {lane}, s_m: {s}}}
+  speed_mps: 8
+  behaviour: {{type: lane_follow, speed_mps: 8}}
+actors:
+  - id: lead
+    kind: car
+    place: {{relative_to: ego, ahead_m: 13}}
+    speed_mps: 7
+    behaviour: {{type: lane_follow, speed_mps: 7}}
+  - id: van
+    kind: van
+    place: {{relative_to: ego, ahead_m: 25}}
+    speed_mps: 6
+    behaviour: {{type: lane_follow, speed_mps: 6}}
+  - id: oncoming
+    kind: car
+    place: {{lane: {other}, s_m: {other_s}}}
+    speed_mps: 5
+    behaviour: {{type: lane_follow, speed_mps: 5}}
+traffic: {{vehicles: 0, pedestrians: 2, radius_m: 60}}
+"""
+
+
+def _episode(tmp_path, small_rig, which: str, n: int = 4):
+    from simgen.backends.builtin import BuiltinSession
+
+    if which == "crest":
+        xodr, fmt = crest_map(tmp_path), dict(lane="r1_l-1_s0", s=205.0, other="r1_l1_s0", other_s=260.0)
+    else:
+        xodr, fmt = banked_map(tmp_path), dict(lane="r0_l-1_s0", s=512.0, other="r0_l1_s0", other_s=130.0)
+    p = tmp_path / "e.yaml"
+    p.write_text(SCENE.format(map=xodr, **fmt))
+    spec, _ = concretise(load_scenario_source(p), rng=np.random.default_rng(0))
+    sess = BuiltinSession(spec, small_rig, seed=np.random.SeedSequence(0), source=str(p), n_frames=n)
+    frames = [sess.step() for _ in range(n)]
+    m = sess.world.map
+    sess.close()
+    return frames, m
+
+
+def _expected_attitude(which: str, x: float, y: float, yaw: float) -> tuple[float, float]:
+    """Pitch and roll (ZYX, + nose down, + left up) of a box on the plane the XML describes at (x, y): the
+    gradient vector of the surface, projected on the heading and on its left."""
+    if which == "crest":  # straight road along +x: s = x, the gradient is the elevation cubic's derivative along x
+        grad = np.array([_cubic_ds(CREST, x), 0.0])
+    else:  # in the arc: z = t * tan(se), t grows towards the centre
+        n = (ARC_C - np.array([x, y])) / np.linalg.norm(ARC_C - np.array([x, y]))
+        grad = math.tan(SE) * n
+    sh = float(grad @ [math.cos(yaw), math.sin(yaw)])
+    sl = float(grad @ [-math.sin(yaw), math.cos(yaw)])
+    return -math.atan(sh), math.asin(sl / math.sqrt(1 + sh * sh + sl * sl))
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory):
+    from simgen.spec.rig import load_rig
+
+    rig = load_rig(Path(__file__).resolve().parents[2] / "assets" / "rigs" / "small.yaml")
+    return {w: _episode(tmp_path_factory.mktemp(w), rig, w) for w in ("crest", "banked")}
+
+
+@pytest.mark.parametrize("which", ["crest", "banked"])
+def test_vehicle_attitude_is_the_road_gradient_and_the_superelevation(episodes, which):
+    """issue 10 slopes: every vehicle's pitch is -atan(dz/ds) of the file's elevation cubic (crest) and its roll
+    the superelevation record (banked arc: +SE for travel along +s, -SE against it); walkers stay upright.
+    Old code: no pitch_roll at all."""
+    frames, _ = episodes[which]
+    tilted = 0
+    for f in frames:
+        st = f.actors
+        assert st.pitch_roll is not None
+        for j, kind in enumerate(st.kinds):
+            x, y, z, yaw = st.pose[j]
+            pitch, roll = st.pitch_roll[j]
+            if kind in ("car", "van"):
+                want_p, want_r = _expected_attitude(which, x, y, yaw)
+                assert abs(pitch - want_p) < 0.003 and abs(roll - want_r) < 0.003, (j, pitch, roll, want_p, want_r)
+                if which == "banked":  # a lane follower: the bank is all roll, signed by the travel direction
+                    along_s = st.names[j] != "oncoming"
+                    assert abs(roll - (SE if along_s else -SE)) < 0.004, (j, roll)
+                tilted += abs(pitch) > 0.03 or abs(roll) > 0.03
+            else:
+                assert pitch == 0.0 and roll == 0.0
+    assert tilted >= 2 * len(frames)  # several vehicles really are on the slope / the bank in every frame
+
+
+@pytest.mark.parametrize("which", ["crest", "banked"])
+def test_boxes_rest_on_the_ground_with_their_bottom_face(episodes, which):
+    """issue 10 slopes: the (tilted) bottom face of every box touches the ground and does not sink into it."""
+    frames, m = episodes[which]
+    for f in frames:
+        for j in range(len(f.actors.ids)):
+            gap = _bottom_gap(m, _pose6(f.actors)[j], f.actors.dims[j])
+            assert gap.min() > -0.01 and gap.min() < 0.01, (j, gap.min())
+            if f.actors.kinds[j] in ("car", "van"):
+                assert gap.max() < 0.03, (j, gap.max())  # flush with the surface over the whole face
+
+
+@pytest.mark.parametrize("which", ["crest", "banked"])
+def test_labels_follow_the_full_orientation(episodes, which):
+    """issue 10 slopes: on the crest and the banked curve, with boxes built here from the raw pose + pitch/roll:
+    every instance-mask pixel centre lies inside the projected (tilted) 3-D box (0 px); depth-unprojected pixels
+    and 100 % of the LiDAR points lie inside their rotated box at each point's firing time; the annotator's
+    world/ego quaternions are these boxes' rotations."""
+    from annotators.ground_truth import annotate
+    from simgen.geometry import T_BODY_FROM_OPTICAL, invert
+
+    frames, _ = episodes[which]
+    boxes_checked, total, inside = _label_checks(frames)
+    assert boxes_checked >= 2
+    assert total > 50 and inside == total, (inside, total)
+    mask_checked = 0
+    for f in frames:
+        lab = annotate(f)
+        T_wb = _T6(_pose6(f.actors), f.actors.dims[:, 2])
+        q = lab.quat_world.astype(float)
+        R = _T6(np.column_stack([np.zeros((len(q), 3)), _yaw_pitch_roll_of(q)]))[:, :3, :3]
+        assert np.allclose(R, T_wb[:, :3, :3], atol=1e-5)
+        R_eb = invert(f.T_world_from_ego)[:3, :3] @ T_wb[:, :3, :3]
+        assert np.allclose(_T6(np.column_stack([np.zeros((len(q), 3)), _yaw_pitch_roll_of(lab.quat_ego)]))[:, :3, :3],
+                           R_eb, atol=1e-5)
+        for name, cam in f.cameras.items():
+            cl = lab.cameras[name]
+            T_ow = invert(cam.T_world_from_sensor @ T_BODY_FROM_OPTICAL)
+            for j, aid in enumerate(f.actors.ids):
+                if j == 0 or not (cl.truncation[j] < 1e-6 and cl.visible_pixels[j] >= 20):
+                    continue
+                l, w, h = f.actors.dims[j]
+                c = np.array([[a * l / 2, b * w / 2, e * h / 2, 1.0] for a in (-1, 1) for b in (-1, 1) for e in (-1, 1)])
+                co = (T_ow @ T_wb[j] @ c.T).T[:, :3]
+                uv = (cam.K @ co.T).T
+                uv = uv[:, :2] / uv[:, 2:3]
+                v, u = np.nonzero(cam.instance == aid)
+                cu, cv = u + 0.5, v + 0.5
+                assert cu.min() >= uv[:, 0].min() and cu.max() <= uv[:, 0].max(), (j, cu.min(), cu.max(), uv[:, 0])
+                assert cv.min() >= uv[:, 1].min() and cv.max() <= uv[:, 1].max(), (j, cv.min(), cv.max(), uv[:, 1])
+                mask_checked += 1
+    assert mask_checked >= 3
+
+
+def _yaw_pitch_roll_of(q_wxyz: np.ndarray) -> np.ndarray:
+    """(N,3) yaw, pitch, roll of w, x, y, z quaternions, by the textbook formulas (not scipy, not simgen)."""
+    w, x, y, z = np.asarray(q_wxyz, float).T
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1, 1))
+    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    return np.stack([yaw, pitch, roll], 1)
+
+
+def test_the_ego_tilts_with_the_ground_and_so_do_its_sensors(episodes):
+    """issue 10 slopes: the ego is a vehicle too: T_world_from_ego carries its pitch (on the crest), so the
+    sensors mounted on it look along the slope."""
+    frames, _ = episodes["crest"]
+    f = frames[-1]
+    x, y, z, yaw = f.actors.pose[0]
+    want_p, _ = _expected_attitude("crest", x, y, yaw)
+    assert abs(want_p) > 0.03
+    fwd = f.T_world_from_ego[:3, 0]
+    assert abs(math.asin(-fwd[2]) - want_p) < 0.003
+    cam = next(iter(f.cameras.values()))
+    assert abs(math.asin(-cam.T_world_from_sensor[2, 0]) - want_p) < 0.003
