@@ -296,3 +296,52 @@ def test_the_ego_tilts_with_the_ground_and_so_do_its_sensors(episodes):
     assert abs(math.asin(-fwd[2]) - want_p) < 0.003
     cam = next(iter(f.cameras.values()))
     assert abs(math.asin(-cam.T_world_from_sensor[2, 0]) - want_p) < 0.003
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The carla backend: pitch and roll come from the actor transforms
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_carla_backend_reads_pitch_and_roll_from_the_actor_transforms():
+    """issue 10 slopes, carla backend: an actor CARLA holds pitched and rolled (set in the test double's server)
+    is reported with that attitude, checked against CARLA's own forward/right vectors of the snapshot transform
+    (CARLA: left-handed, pitch nose up); its box then follows the rendered instance pixels."""
+    from annotators.ground_truth import annotate
+    from simgen.geometry import points_in_box, transform_points
+    from simgen.spec.rig import rig_from_dict
+    from tests.simgen import carla_double as D
+    from tests.simgen.test_carla_backend import TINY_RIG, open_session
+
+    srv = D.FakeServer()
+    s = open_session(srv, rig_from_dict(TINY_RIG, file="<tiny>"))
+    s.step()
+    row = next(i for i, a in enumerate(s.actors) if a.name == "lead")
+    fake = srv.actors[s.actors[row].cid]
+    tf = fake.get_transform()
+    fake.set_transform(carla.Transform(tf.location, carla.Rotation(pitch=6.0, yaw=tf.rotation.yaw, roll=-4.0)))
+    f = s.step()
+    snap_tf = s.world.get_snapshot().find(s.actors[row].cid).get_transform()
+    s.close()
+    fwd, right = snap_tf.get_forward_vector(), snap_tf.get_right_vector()
+    want_pitch = -math.asin(fwd.z)  # simgen: + nose down; CARLA's +6 deg pitch is nose up
+    want_roll = math.asin(-right.z / math.cos(want_pitch))  # simgen's left axis is CARLA's -right
+    pitch, roll = f.actors.pitch_roll[row]
+    assert abs(want_pitch - math.radians(-6.0)) < 1e-6 and abs(pitch - want_pitch) < 1e-6, (pitch, want_pitch)
+    assert abs(roll - want_roll) < 1e-6 and abs(roll) > 0.05, (roll, want_roll)
+    lab = annotate(f)
+    R = _T6(np.concatenate([f.actors.pose[row], f.actors.pitch_roll[row]])[None])[0, :3, :3]
+    assert np.allclose(_T6(np.column_stack([np.zeros((1, 3)), _yaw_pitch_roll_of(lab.quat_world[row][None])]))[0, :3, :3],
+                       R, atol=1e-5)
+    checked = 0
+    for name, cl in lab.cameras.items():  # the tiny rig's 64 x 36 image: a few pixels, 1 px of slack
+        if cl.visible_pixels[row] >= 5 and cl.truncation[row] < 1e-6:
+            m, p = cl.bbox_mask[row], cl.bbox_proj[row]
+            assert m[0] >= p[0] - 1 and m[1] >= p[1] - 1 and m[2] <= p[2] + 1 and m[3] <= p[3] + 1, (m, p)
+            checked += 1
+    assert checked >= 1
+    T_wb = _T6(np.concatenate([f.actors.pose[row], f.actors.pitch_roll[row]])[None], f.actors.dims[row, 2])[0]
+    for name, ld in f.lidars.items():  # the double's ray caster hits CARLA's (tilted) box: every return is inside
+        sel = ld.instance == f.actors.ids[row]
+        pw = transform_points(ld.T_world_from_sensor, ld.xyz[sel].astype(float))
+        assert sel.sum() >= 3 and points_in_box(pw, T_wb, f.actors.dims[row], margin=0.02).all(), sel.sum()
