@@ -174,11 +174,17 @@ def artificial_lights(lamps: np.ndarray, states, sun_altitude_deg: float, fog_de
             if np.hypot(x - cam_pos[0], y - cam_pos[1]) > 90.0:
                 continue
             c, s_ = np.cos(yaw), np.sin(yaw)
+            pr = states.attitude[k]
+            R = pose_transform(states.pose6[k])[:3, :3] if np.any(pr) else None  # on a slope: the lamps tilt too
             for side in (-1.0, 1.0):
-                px = x + c * l / 2 - s_ * side * w / 3
-                py = y + s_ * l / 2 + c * side * w / 3
-                pos.append(np.array([[px, py, z + 0.7]]))
-                dirs.append(np.array([[c, s_, -0.06]]) / np.linalg.norm([c, s_, -0.06]))
+                if R is None:
+                    px = x + c * l / 2 - s_ * side * w / 3
+                    py = y + s_ * l / 2 + c * side * w / 3
+                    pos.append(np.array([[px, py, z + 0.7]]))
+                    dirs.append(np.array([[c, s_, -0.06]]) / np.linalg.norm([c, s_, -0.06]))
+                else:
+                    pos.append((np.array([x, y, z]) + R @ [l / 2, side * w / 3, 0.7])[None])
+                    dirs.append((R @ np.array([1.0, 0.0, -0.06]) / np.linalg.norm([1.0, 0.0, -0.06]))[None])
                 rgb.append(np.array([[1.0, 0.95, 0.85]]) * 140.0 * heads)
                 cos.append(np.array([np.cos(np.deg2rad(22.0))]))
     if not pos:
