@@ -345,3 +345,138 @@ def test_carla_backend_reads_pitch_and_roll_from_the_actor_transforms():
         sel = ld.instance == f.actors.ids[row]
         pw = transform_points(ld.T_world_from_sensor, ld.xyz[sel].astype(float))
         assert sel.sum() >= 3 and points_in_box(pw, T_wb, f.actors.dims[row], margin=0.02).all(), sel.sum()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The episode file and the exporters
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crest_run(tmp_path_factory):
+    """One short `simgen run` episode on the crest map (small rig)."""
+    from simgen.runner import run
+
+    base = tmp_path_factory.mktemp("crest_run")
+    p = base / "s.yaml"
+    p.write_text(SCENE.format(map=crest_map(base), lane="r1_l-1_s0", s=205.0, other="r1_l1_s0", other_s=260.0))
+    rig = Path(__file__).resolve().parents[2] / "assets" / "rigs" / "small.yaml"
+    run(str(p), rig=str(rig), out=str(base / "run"), seed=0, frames=5, progress=False)
+    return base / "run"
+
+
+def _episode_path(run_dir: Path) -> Path:
+    return sorted((run_dir / "episodes").glob("*.h5"))[0]
+
+
+def test_episode_file_stores_the_orientation_and_old_files_read_level(crest_run, tmp_path):
+    """issue 10 slopes, episode schema (format_version 3): actors/pitch_roll and labels/objects/quat_world/quat_ego
+    are stored and agree with the boxes built here from pose + pitch_roll; a format 2 file without them still reads,
+    as level boxes; a format 3 file missing them is refused with a one-line EpisodeError."""
+    import shutil
+
+    import h5py
+
+    from simgen.io.episode import Episode, EpisodeError
+    from simgen.io.record import read_record
+
+    src = _episode_path(crest_run)
+    with Episode(src) as ep:
+        assert int(ep.attr("format_version")) == 3
+        for k in range(ep.n_frames):
+            pr = ep.pitch_roll(k)
+            pose = ep.read("actors/pose", k)
+            b = ep.boxes(k)
+            T = _T6(np.concatenate([pose, pr], axis=1), b["size"][:, 2])
+            assert np.allclose(b["center_world"], T[:, :3, 3], atol=1e-4)
+            R = _T6(np.column_stack([np.zeros((len(pr), 3)), _yaw_pitch_roll_of(b["quat_world"])]))[:, :3, :3]
+            assert np.allclose(R, T[:, :3, :3], atol=1e-5)
+            T_ew = np.linalg.inv(ep.read("frames/T_world_from_ego", k))
+            R_e = _T6(np.column_stack([np.zeros((len(pr), 3)), _yaw_pitch_roll_of(b["quat_ego"])]))[:, :3, :3]
+            assert np.allclose(R_e, T_ew[:3, :3] @ T[:, :3, :3], atol=1e-5)
+        assert np.abs(ep.pitch_roll(slice(None))[..., 0]).max() > 0.05  # the crest is in the file
+    rec = read_record(src)  # replay reads the attitude back
+    assert rec.pitch_roll is not None and np.array_equal(rec.frame(2)[0].pitch_roll, rec.pitch_roll[2])
+
+    old = tmp_path / "old.h5"
+    shutil.copy(src, old)
+    with h5py.File(old, "r+") as f:
+        for name in ("actors/pitch_roll", "labels/objects/quat_world", "labels/objects/quat_ego"):
+            del f[name]
+        f.attrs["format_version"] = 2
+    with Episode(old) as ep:
+        assert np.array_equal(ep.pitch_roll(1), np.zeros((len(ep.read("actors/id")), 2)))
+        b = ep.boxes(1)
+        yaw = b["yaw_world"].astype(float)
+        want = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], 1)  # q and -q are one rotation
+        assert np.allclose(np.abs(np.sum(b["quat_world"] * want, axis=1)), 1.0, atol=1e-6)
+    assert read_record(old).frame(1)[0].attitude.max() == 0.0
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(src, bad)
+    with h5py.File(bad, "r+") as f:
+        del f["actors/pitch_roll"]
+    with pytest.raises(EpisodeError, match="actors/pitch_roll"):
+        Episode(bad)
+
+
+def test_nuscenes_and_mcap_boxes_carry_the_full_rotation(crest_run, tmp_path):
+    """issue 10 slopes, exporters: nuScenes ``sample_annotation.rotation`` and the MCAP cube orientation are each
+    box's full rotation (built here from pose + pitch_roll), and with the tables' own transforms 100 % of an actor's
+    exported LiDAR points lie inside its tilted nuScenes box (``num_lidar_pts`` counts them all)."""
+    import json
+
+    import h5py
+
+    from annotators.export import export
+    from annotators.export.common import find_episodes, token
+    from simgen.geometry import invert, points_in_box
+    from tests.annotators.test_export import quat_to_R
+    from tests.annotators.test_export_mcap import read_mcap
+
+    out = tmp_path / "nusc"
+    export(crest_run, "nuscenes", out, keyframe_every=1, progress=False)
+    T = {p.stem: json.loads(p.read_text()) for p in (out / "v1.0-trainval").glob("*.json")}
+    by = {name: {r["token"]: r for r in rows} for name, rows in T.items()}
+    ref = find_episodes(crest_run)[0][0]
+
+    def T_of(rec):
+        M = np.eye(4)
+        M[:3, :3], M[:3, 3] = quat_to_R(rec["rotation"]), rec["translation"]
+        return M
+
+    checked = tilted = 0
+    with h5py.File(ref.path, "r") as f:
+        ids = f["actors/id"][:]
+        g = f["sensors/lidar_top"]
+        for k in range(f.attrs["n_frames"]):
+            P6 = np.concatenate([f["actors/pose"][k], f["actors/pitch_roll"][k]], axis=1)
+            R_true = _T6(P6)[:, :3, :3]
+            sd = by["sample_data"][token(ref.uid, "sample_data", "LIDAR_TOP", k)]
+            pts = np.fromfile(out / sd["filename"], np.float32).reshape(-1, 5)
+            inst = g["instance"][g["offsets"][k]:g["offsets"][k + 1]]
+            T_sg = invert(T_of(by["ego_pose"][sd["ego_pose_token"]]) @ T_of(by["calibrated_sensor"][sd["calibrated_sensor_token"]]))
+            for ann in T["sample_annotation"]:
+                if ann["sample_token"] != sd["sample_token"]:
+                    continue
+                i = next(j for j, x in enumerate(ids) if token(ref.uid, "instance", int(x)) == ann["instance_token"])
+                assert np.allclose(quat_to_R(ann["rotation"]), R_true[i], atol=1e-6)
+                w, l, h = ann["size"]
+                inside = points_in_box(pts[:, :3].astype(float), T_sg @ T_of(ann), [l, w, h])
+                sel = inst == ids[i]
+                assert inside[sel].all() and inside.sum() == sel.sum() == ann["num_lidar_pts"], (i, inside.sum(), sel.sum())
+                checked += sel.sum() > 0
+                tilted += abs(P6[i, 4]) > 0.05
+    assert checked >= 5 and tilted >= 3
+
+    mc = tmp_path / "mcap"
+    export(crest_run, "mcap", mc, progress=False)
+    msgs = read_mcap(next((mc / "episodes").glob("*.mcap")))
+    with h5py.File(ref.path, "r") as f:
+        ids = f["actors/id"][:]
+        for k, (_, _, _, upd) in enumerate(msgs["/objects"]):
+            R_true = _T6(np.concatenate([f["actors/pose"][k], f["actors/pitch_roll"][k]], axis=1))[:, :3, :3]
+            for e in upd.entities:
+                o = e.cubes[0].pose.orientation
+                j = int(np.flatnonzero(ids == int(e.id))[0])
+                assert np.allclose(quat_to_R([o.w, o.x, o.y, o.z]), R_true[j], atol=1e-6), (k, e.id)
