@@ -87,10 +87,15 @@ class Lidar:
         max_t = a.range
         C = len(self.elev)
         upright = np.allclose(self.T_ego_from_sensor[:3, 2], [0.0, 0.0, 1.0])
-        if upright:  # every ray of azimuth column j shares one world bearing
+        if upright:  # every ray of azimuth column j shares one world bearing (the ego level)
             col = np.arange(0, len(d), C)
             ca, sa = np.cos(self._az), np.sin(self._az)
             bearing = np.arctan2(R[col, 1, 0] * ca + R[col, 1, 1] * sa, R[col, 0, 0] * ca + R[col, 0, 1] * sa)
+            # an ego pitched or rolled on a slope tilts the sensor's up axis by tau: a ray at elevation e then bears
+            # up to atan(|tan e| tan tau) away from its column's bearing; widen the column cull by that much
+            cos_tau = float(np.clip(R[:, 2, 2].min(), -1.0, 1.0))
+            tilt_margin = 0.0 if cos_tau >= 1.0 else float(np.arctan(np.abs(np.tan(self.elev)).max()
+                                                                      * np.tan(np.arccos(cos_tau))))
             o_mid = o[len(o) // 2]
             sweep_shift = float(np.linalg.norm(o[-1] - o[0]))
         for k, act in enumerate(actors):
@@ -103,7 +108,7 @@ class Lidar:
                 if dist - rad - sweep_shift > max_t:
                     continue
                 if dist > rad + sweep_shift:
-                    half = np.arcsin(min(1.0, (rad + sweep_shift) / dist)) + 1e-3
+                    half = np.arcsin(min(1.0, (rad + sweep_shift) / dist)) + 1e-3 + tilt_margin
                     cols = np.nonzero(np.abs(wrap_angle(bearing - np.arctan2(rel[1], rel[0]))) <= half)[0]
                     if len(cols) == 0:
                         continue

@@ -480,3 +480,67 @@ def test_nuscenes_and_mcap_boxes_carry_the_full_rotation(crest_run, tmp_path):
                 o = e.cubes[0].pose.orientation
                 j = int(np.flatnonzero(ids == int(e.id))[0])
                 assert np.allclose(quat_to_R([o.w, o.x, o.y, o.z]), R_true[j], atol=1e-6), (k, e.id)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LiDAR on a tilted ego
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_lidar_on_a_tilted_ego_misses_no_actor():
+    """issue 10 slopes: with the ego (hence the LiDAR) pitched and rolled, every returned point carries the label of
+    what a brute-force cast against one merged scene (ground + every actor's mesh placed with its full pose) hits
+    first along the same ray.  The LiDAR's per-column cull assumed a vertical sensor axis: tilted, rays bear a few
+    degrees off their column and could skip an actor.  Actors: thin wide slabs at random poses around the sensor,
+    whose bounding circles are tight (the cull's worst case)."""
+    from simgen._o3d import o3d
+    from simgen.records import pose_transform
+    from simgen.sensors import render
+    from simgen.sensors.lidar import Lidar
+    from simgen.spec.rig import load_rig
+    from simgen.world.mesh import Mesh, merge
+
+    rig = load_rig(Path(__file__).resolve().parents[2] / "assets" / "rigs" / "small.yaml")
+    spec = next(s for s in rig.sensors if s.type == "lidar")
+    rng = np.random.default_rng(7)
+    ground = Mesh.build(np.array([[-200, -200, 0], [200, -200, 0], [200, 200, 0], [-200, 200, 0]], float),
+                        [[0, 1, 2], [0, 2, 3]], 1, 3)
+    static = render.StaticGeometry(ground)
+
+    def slab(l, w, h):
+        v = np.array([[x, y, z] for x in (-l / 2, l / 2) for y in (-w / 2, w / 2) for z in (0.0, h)], float)
+        tri = [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6],
+               [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]
+        return Mesh.build(v, tri, 2, 10)
+
+    actors, poses, placed = [], [], []
+    for i in range(60):
+        r, b = rng.uniform(4.0, 25.0), rng.uniform(-np.pi, np.pi)
+        l = rng.uniform(2.0, 5.0)
+        m = slab(l, l, 0.25)
+        actors.append(render.ActorGeometry(i + 2, m, np.ones(3), np.array([l, l, 0.25])))
+        p = np.array([r * np.cos(b), r * np.sin(b), rng.uniform(0.0, 1.2), rng.uniform(-np.pi, np.pi), 0.0, 0.0])
+        poses.append(p)
+        placed.append(m.transformed(pose_transform(p)).with_semantic_default(10))
+    poses = np.array(poses)
+    ego = np.array([0.0, 0.0, 0.0, 0.3, 0.12, -0.1])  # pitched 7 deg, rolled -6 deg
+    lid = Lidar(spec, 20.0)
+    inst_all = []
+    for _ in range(2):  # two ticks: the whole sweep
+        ld = lid.capture(0.0, 0.05, ego, ego, static, actors, poses, poses, rng=np.random.default_rng(0))
+        # brute force: the same rays against one merged scene
+        scene = o3d.t.geometry.RaycastingScene()
+        tri_owner = []
+        for k, m in enumerate([ground] + placed):
+            scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(m.vertices, np.float32)),
+                                o3d.core.Tensor(np.ascontiguousarray(m.triangles, np.uint32)))
+            tri_owner.append(0 if k == 0 else k + 1)
+        T = ld.T_world_from_sensor
+        dirs = ld.xyz / np.linalg.norm(ld.xyz, axis=1, keepdims=True)
+        rays = np.concatenate([np.broadcast_to(T[:3, 3], dirs.shape), dirs @ T[:3, :3].T], 1).astype(np.float32)
+        hit = scene.cast_rays(o3d.core.Tensor(rays))
+        want = np.array(tri_owner)[hit["geometry_ids"].numpy().astype(np.int64)]
+        got = ld.instance.astype(np.int64)
+        assert np.array_equal(got, want), (int(np.sum(got != want)), len(got))
+        inst_all.append(got)
+    assert np.count_nonzero(np.concatenate(inst_all)) > 500  # the slabs are really hit
