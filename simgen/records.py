@@ -27,12 +27,28 @@ import numpy as np
 from simgen.geometry import pose_matrix, wrap_angle
 
 
+def rotation_zyx(yaw, pitch, roll) -> np.ndarray:
+    """(…,3,3) R_world_from_actor = Rz(yaw) Ry(pitch) Rx(roll) in closed form: what
+    ``scipy.spatial.transform.Rotation.from_euler("ZYX", [yaw, pitch, roll]).as_matrix()`` gives, without its
+    per-call cost (the renderer needs it per actor and per LiDAR ray)."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    R = np.empty(np.broadcast(cy, cp, cr).shape + (3, 3))
+    R[..., 0, 0], R[..., 0, 1], R[..., 0, 2] = cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr
+    R[..., 1, 0], R[..., 1, 1], R[..., 1, 2] = sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr
+    R[..., 2, 0], R[..., 2, 1], R[..., 2, 2] = -sp, cp * sr, cp * cr
+    return R
+
+
 def pose_transform(pose: np.ndarray) -> np.ndarray:
     """(…,4,4) T_world_from_actor of (…,4) x, y, z, yaw or (…,6) x, y, z, yaw, pitch, roll poses (bottom centre)."""
     p = np.asarray(pose, float)
-    if p.shape[-1] == 6:
-        return pose_matrix(p[..., 0], p[..., 1], p[..., 2], p[..., 3], p[..., 4], p[..., 5])
-    return pose_matrix(p[..., 0], p[..., 1], p[..., 2], p[..., 3])
+    if p.shape[-1] == 6 and np.any(p[..., 4:6]):
+        T = np.zeros(p.shape[:-1] + (4, 4))
+        T[..., :3, :3] = rotation_zyx(p[..., 3], p[..., 4], p[..., 5])
+        T[..., :3, 3] = p[..., :3]
+        T[..., 3, 3] = 1.0
+        return T
+    return pose_matrix(p[..., 0], p[..., 1], p[..., 2], p[..., 3])  # level: yaw only (exactly as before)
 
 
 def box_transform(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:

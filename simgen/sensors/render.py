@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simgen._o3d import o3d
+from simgen.records import rotation_zyx
 from simgen.world.mesh import Mesh
 
 _T = o3d.core.Tensor
@@ -93,10 +94,7 @@ def local_from_world(pose: np.ndarray):
     """Rotation (…,3,3) and translation (…,3) taking world points into an actor frame (local = R (world - t)), from
     (…,4) x,y,z,yaw or (…,6) x,y,z,yaw,pitch,roll bottom-centre poses (convention: :mod:`simgen.records`)."""
     if pose.shape[-1] == 6 and np.any(pose[..., 4:6]):
-        from simgen.geometry import rotation_matrix
-
-        R = np.swapaxes(rotation_matrix(pose[..., 5], pose[..., 4], pose[..., 3]), -1, -2)  # R_local_from_world
-        return R, pose[..., :3]
+        return np.swapaxes(rotation_zyx(pose[..., 3], pose[..., 4], pose[..., 5]), -1, -2), pose[..., :3]
     c, s = np.cos(pose[..., 3]), np.sin(pose[..., 3])
     R = np.zeros(pose.shape[:-1] + (3, 3))
     R[..., 0, 0], R[..., 0, 1], R[..., 1, 0], R[..., 1, 1], R[..., 2, 2] = c, s, -s, c, 1.0  # R_local_from_world
