@@ -157,7 +157,7 @@ class LidarData:
 class Frame:
     index: int
     time_s: float
-    T_world_from_ego: np.ndarray  # (4,4)
+    T_world_from_ego: np.ndarray  # (4,4), with the ego's pitch and roll on slopes (= pose_transform(actors.pose6[0]))
     actors: ActorStates  # every actor including the ego (id 1)
     lights: dict[str, str]  # traffic light id -> red/yellow/green
     collisions: list[tuple[int, int]]

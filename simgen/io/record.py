@@ -78,6 +78,8 @@ class Record:
             bad.append("negative seed_entropy")
         if not np.all(np.isfinite(self.pose)):
             bad.append("non-finite poses")
+        if self.pitch_roll is not None and (self.pitch_roll.shape != (N, A, 2) or not np.all(np.isfinite(self.pitch_roll))):
+            bad.append("actors/pitch_roll is not finite (N, A, 2)")
         if bad:
             raise InputError("not a valid record: " + "; ".join(bad), file=self.path)
 
