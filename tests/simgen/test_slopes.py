@@ -580,3 +580,24 @@ def dataclasses_replace(obj, **kw):
     import dataclasses
 
     return dataclasses.replace(obj, **kw)
+
+
+def test_rerun_boxes_carry_the_full_rotation(crest_run, tmp_path):
+    """issue 10 slopes, Rerun view: the recording's Boxes3D quaternions are each box's full rotation on the crest
+    (built here from pose + pitch_roll), read back with Rerun's own loader."""
+    from simgen.io.episode import Episode
+    from simgen.rerun_view import write_recording
+    from tests.simgen.test_rerun import load
+
+    src = _episode_path(crest_run)
+    temporal, _ = load(write_recording(str(src), out=str(tmp_path / "c.rrd"), progress=False))
+    objs = temporal["/world/objects"]
+    tilted = 0
+    with Episode(src) as ep:
+        for k in range(ep.n_frames):
+            R_true = _T6(np.concatenate([ep.read("actors/pose", k), ep.pitch_roll(k)], axis=1))[:, :3, :3]
+            q = np.asarray(objs["Boxes3D:quaternions"][k], float)  # x, y, z, w
+            R = _T6(np.column_stack([np.zeros((len(q), 3)), _yaw_pitch_roll_of(q[:, [3, 0, 1, 2]])]))[:, :3, :3]
+            assert np.allclose(R, R_true, atol=1e-5)
+            tilted += int(np.sum(np.abs(ep.pitch_roll(k)[:, 0]) > 0.05))
+    assert tilted >= 3
