@@ -1150,7 +1150,7 @@ def overlapping_pairs(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
     return np.stack([i[hit], j[hit]], axis=1)
 
 
-# ---------------------------------------------------------------------------------------------- swept contacts
+# ---------------------------------------------------------------------------------------------- ground attitude
 _CONTACT_UV = np.array([(u, v) for u in (1.0, 0.0, -1.0) for v in (1.0, 0.0, -1.0)])  # footprint samples, half-sizes
 
 
@@ -1189,6 +1189,7 @@ def ground_attitude(ground_height, xy: np.ndarray, yaw: np.ndarray, lw: np.ndarr
     return z, pr
 
 
+# ---------------------------------------------------------------------------------------------- swept contacts
 def _rects(xy: np.ndarray, yaw: np.ndarray, lw: np.ndarray) -> np.ndarray:
     """(P,4,2) corners of oriented rectangles (centres xy (P,2), yaw (P,), length/width lw (P,2)); the corner order
     of :meth:`World._footprints`."""

@@ -5,7 +5,7 @@ C++ parser, which works without a server.  Using it means the builtin backend an
 lane on the same file.  The XML is read with :mod:`xml.etree.ElementTree` only to *enumerate* what the parser
 exposes per id (roads, their lane sections and lane ids, signal attributes and controllers); all geometry —
 positions, headings, elevation, lane widths, road marks, lane-change permissions, junction connectivity — comes
-from the parser's waypoints.
+from the parser's waypoints, except the superelevation (below), which the parser ignores.
 
 Frames: CARLA's world frame is left-handed (y to the right); simgen's is right-handed ISO 8855 (y left), which is
 also the OpenDRIVE inertial frame.  Conversion as in :mod:`simgen.backends.carla_frames`: y -> -y, yaw -> -yaw.
