@@ -14,12 +14,15 @@ from simgen.records import Frame
 
 
 def footprints(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
-    """(A,4,2) footprint corners from bottom-centre poses (A,4) and sizes (A,3)."""
-    c, s = np.cos(pose[:, 3]), np.sin(pose[:, 3])
-    hl, hw = dims[:, 0] / 2, dims[:, 1] / 2
-    local = np.stack([np.stack([hl, hw], -1), np.stack([hl, -hw], -1), np.stack([-hl, -hw], -1), np.stack([-hl, hw], -1)], 1)
-    R = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], 1)  # (A,2,2)
-    return np.einsum("aij,akj->aki", R, local) + pose[:, None, :2]
+    """(...,4,2) footprint corners from bottom-centre poses (...,4) and sizes (...,3): front-left, front-right,
+    rear-right, rear-left, i.e. (+l/2, +w/2), (+l/2, -w/2), (-l/2, -w/2), (-l/2, +w/2) in the actor's frame."""
+    c, s = np.cos(pose[..., 3]), np.sin(pose[..., 3])
+    hl, hw = dims[..., 0] / 2, dims[..., 1] / 2
+    lx = np.stack([hl, hl, -hl, -hl], -1)  # (...,4)
+    ly = np.stack([hw, -hw, -hw, hw], -1)
+    x = c[..., None] * lx - s[..., None] * ly + pose[..., None, 0]
+    y = s[..., None] * lx + c[..., None] * ly + pose[..., None, 1]
+    return np.stack([x, y], -1)
 
 
 def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -28,38 +31,71 @@ def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.n
     return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
 
 
+def _overlap_with(ego: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """(N,A) whether footprint ``fp[n, a]`` (N,A,4,2) overlaps ``ego[n]`` (N,4,2): separating axis test over the
+    four edge normals of both rectangles (touching counts as overlap, as in the simulator's contact test)."""
+    E = np.broadcast_to(ego[:, None], fp.shape)
+    axes = np.concatenate([E[..., [1, 2], :] - E[..., [0, 1], :], fp[..., [1, 2], :] - fp[..., [0, 1], :]], axis=-2)
+    axes = axes / np.maximum(np.linalg.norm(axes, axis=-1, keepdims=True), 1e-12)  # (N,A,4,2)
+    pe = np.einsum("nakd,nacd->nakc", axes, E)
+    po = np.einsum("nakd,nacd->nakc", axes, fp)
+    sep = (pe.max(-1) < po.min(-1)) | (po.max(-1) < pe.min(-1))
+    return ~sep.any(-1)
+
+
+def gaps_and_ttc_frames(pose: np.ndarray, vel: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gaps_and_ttc` for N frames at once: pose (N,A,4), vel (N,A,3), dims (N,A,3) -> gap, ttc (N,A).
+
+    One compiled loop over the whole episode (:func:`annotators.criticality_kernels.gaps_ttc_kernel`); the numpy
+    form :func:`gaps_and_ttc_frames_numpy` is the reference it is tested against."""
+    from annotators.criticality_kernels import gaps_ttc_kernel
+
+    pose, vel, dims = (np.ascontiguousarray(v, float) for v in (pose, vel, dims))
+    if pose.shape[1] < 2:
+        return gaps_and_ttc_frames_numpy(pose, vel, dims)
+    return gaps_ttc_kernel(np.ascontiguousarray(footprints(pose, dims)), pose, vel)
+
+
+def gaps_and_ttc_frames_numpy(pose: np.ndarray, vel: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The numpy form of :func:`gaps_and_ttc_frames` (the same formulas as array operations)."""
+    pose, vel, dims = (np.asarray(v, float) for v in (pose, vel, dims))
+    N, A = pose.shape[:2]
+    fp = footprints(pose, dims)  # (N,A,4,2)
+    ego = fp[:, 0]  # (N,4,2)
+    e_a, e_b = ego, np.roll(ego, -1, axis=1)  # ego edges (N,4,2)
+    o_a, o_b = fp, np.roll(fp, -1, axis=2)  # actor edges (N,A,4,2)
+    # ego corners to actor edges: (N,A,corner,edge); actor corners to ego edges: (N,A,corner,edge)
+    d1 = _point_segment_distance(ego[:, None, :, None, :], o_a[:, :, None, :, :], o_b[:, :, None, :, :])
+    d2 = _point_segment_distance(fp[:, :, :, None, :], e_a[:, None, None, :, :], e_b[:, None, None, :, :])
+    gap = np.minimum(d1.reshape(N, A, -1).min(-1), d2.reshape(N, A, -1).min(-1))
+    gap[_overlap_with(ego, fp)] = 0.0
+    rel = pose[..., :2] - pose[:, :1, :2]
+    dist = np.linalg.norm(rel, axis=-1)
+    u = rel / np.maximum(dist, 1e-9)[..., None]
+    closing = -np.einsum("nai,nai->na", vel[..., :2] - vel[:, :1, :2], u)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ttc = np.where(closing > 1e-3, gap / closing, np.inf)
+    gap[:, 0], ttc[:, 0] = np.nan, np.nan
+    return gap, ttc
+
+
 def gaps_and_ttc(pose: np.ndarray, vel: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gap (m): the exact distance between the ego's and each actor's footprint (0 when they overlap), and TTC
     (s): gap over the closing speed along the line joining their centres (inf when not closing).  Entry 0 (the
     ego itself) is NaN."""
-    from simgen.sim.world import overlapping_pairs
-
-    fp = footprints(pose, dims)
-    A = len(pose)
-    ego = fp[0]
-    e_a, e_b = ego, np.roll(ego, -1, axis=0)  # ego edges
-    o_a, o_b = fp, np.roll(fp, -1, axis=1)  # actor edges (A,4,2)
-    d1 = _point_segment_distance(ego[None, :, None, :], o_a[:, None, :, :], o_b[:, None, :, :])  # ego corners → actor edges
-    d2 = _point_segment_distance(fp[:, :, None, :], e_a[None, None, :, :], e_b[None, None, :, :])  # actor corners → ego edges
-    gap = np.minimum(d1.reshape(A, -1).min(1), d2.reshape(A, -1).min(1))
-    pairs = overlapping_pairs(fp)
-    if len(pairs):
-        gap[pairs[pairs[:, 0] == 0, 1]] = 0.0
-    rel = pose[:, :2] - pose[0, :2]
-    dist = np.linalg.norm(rel, axis=1)
-    u = rel / np.maximum(dist, 1e-9)[:, None]
-    closing = -np.einsum("ni,ni->n", vel[:, :2] - vel[0, :2], u)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ttc = np.where(closing > 1e-3, gap / closing, np.inf)
-    gap[0], ttc[0] = np.nan, np.nan
-    return gap, ttc
+    g, t = gaps_and_ttc_frames(pose[None], vel[None], dims[None])
+    return g[0], t[0]
 
 
 class EpisodeCriticality:
     def __init__(self, static_info: dict):
         self.ids = [a["id"] for a in static_info["actors"]]
         self.names = [a["name"] for a in static_info["actors"]]
-        self.gap, self.ttc, self.acc, self.time = [], [], [], []
+        self.acc, self.time = [], []
+        self._pose: list[np.ndarray] = []  # per frame, for the gaps and TTCs computed all at once in arrays()
+        self._vel: list[np.ndarray] = []
+        self._dims: list[np.ndarray] = []
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self.collisions: list[tuple[int, int, int]] = []
         self.ego_xy: list[np.ndarray] = []
         self.xy: list[np.ndarray] = []
@@ -67,22 +103,49 @@ class EpisodeCriticality:
 
     def add(self, frame: Frame) -> None:
         st = frame.actors
-        g, t = gaps_and_ttc(st.pose, st.velocity, st.dims)
-        self.gap.append(g)
-        self.ttc.append(t)
+        self._pose.append(np.array(st.pose, float))
+        self._vel.append(np.array(st.velocity, float))
+        self._dims.append(np.array(st.dims, float))
         self.acc.append(float(st.accel[0]))
         self.time.append(frame.time_s)
         self.xy.append(st.pose[:, :2].copy())
         for a, b in frame.collisions:
             self.collisions.append((frame.index, a, b))
 
+    def _gaps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,A) gaps and TTCs of the frames added so far, computed in one batch (per run of frames with the same
+        actor count) and cached until a frame is added."""
+        n = len(self._pose)
+        if self._cache is None or self._cache[0] != n:
+            gs, ts, k = [], [], 0
+            while k < n:
+                m = k + 1
+                while m < n and self._pose[m].shape == self._pose[k].shape:
+                    m += 1
+                g, t = gaps_and_ttc_frames(np.stack(self._pose[k:m]), np.stack(self._vel[k:m]),
+                                           np.stack(self._dims[k:m]))
+                gs.extend(g)
+                ts.extend(t)
+                k = m
+            self._cache = (n, np.array(gs, np.float32), np.array(ts, np.float32))
+        return self._cache[1], self._cache[2]
+
+    @property
+    def gap(self) -> list[np.ndarray]:
+        return list(self._gaps()[0])
+
+    @property
+    def ttc(self) -> list[np.ndarray]:
+        return list(self._gaps()[1])
+
     def arrays(self) -> dict[str, np.ndarray]:
+        gap, ttc = self._gaps()
         acc = np.array(self.acc)
         t = np.array(self.time)
         jerk = np.zeros_like(acc)
         if len(acc) > 1:
             jerk[1:] = np.diff(acc) / np.diff(t)
-        return {"gap_m": np.array(self.gap, np.float32), "ttc_s": np.array(self.ttc, np.float32),
+        return {"gap_m": gap, "ttc_s": ttc,
                 "ego_accel_mps2": acc.astype(np.float32), "ego_jerk_mps3": jerk.astype(np.float32)}
 
     def pet(self) -> dict[str, float]:
@@ -92,13 +155,11 @@ class EpisodeCriticality:
         out = {}
         if len(xy) < 2:
             return out
-        ego = xy[:, 0]
-        for j in range(1, xy.shape[1]):
-            d = np.linalg.norm(ego[:, None, :] - xy[None, :, j, :], axis=2)  # (N_ego, N_actor)
-            if d.min() > 1.0 or np.ptp(xy[:, j], axis=0).max() < 0.5:
-                continue
-            ie, ia = np.unravel_index(np.argmin(d), d.shape)
-            out[self.names[j]] = float(abs(t[ie] - t[ia]))
+        from annotators.criticality_kernels import pet_kernel
+
+        ie, ia, dmin, moved = pet_kernel(np.ascontiguousarray(xy, float))
+        for j in np.flatnonzero((dmin <= 1.0) & moved):
+            out[self.names[j]] = float(abs(t[ie[j]] - t[ia[j]]))
         return out
 
     def set_impacts(self, impacts: list[dict]) -> None:

@@ -1,8 +1,9 @@
 """Per-frame ground truth from a :class:`simgen.backends.base.Frame` (never from a backend).
 
 For every actor (dense over the episode's actors; index 0 is the ego, whose labels are empty):
-- 3-D boxes (centre, size l/w/h, yaw, velocity) in world, ego and each sensor's frame (sensor frames as centre +
-  quaternion w, x, y, z, since sensors may be pitched);
+- 3-D boxes (centre, size l/w/h, yaw, velocity) in world, ego and each sensor's frame, with the full orientation
+  (yaw, pitch, roll of actors on slopes; convention in :mod:`simgen.records`) as quaternions w, x, y, z next to
+  the yaw in the world and ego frames, and as centre + quaternion in each sensor's frame;
 - per camera: tight 2-D box of the instance mask, 2-D box of the projected 3-D box (clipped to the image),
   visible and amodal pixel counts, visible fraction = visible / amodal (exact: the amodal count is the actor's
   footprint cast with nothing in front), truncation = share of the projected box's area outside the image,
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
-from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, pose_matrix, project_distorted
+from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, project_distorted
 from simgen.labels import CameraLabels, FrameLabels, LidarLabels  # noqa: F401  (re-exported: the old import path)
-from simgen.records import CameraData, Frame
+from simgen.records import CameraData, Frame, quat_wxyz
 
 NEAR_M = 0.05  # near plane (m) boxes are clipped to before projection
 _EDGES = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)])
@@ -42,14 +42,12 @@ def occlusion_level(visible_fraction: np.ndarray, lidar_points: np.ndarray, in_v
 
 
 def box_poses(frame: Frame) -> np.ndarray:
-    """(A,4,4) T_world_from_box (box centre) for every actor."""
-    p, dims = frame.actors.pose, frame.actors.dims
-    return pose_matrix(p[:, 0], p[:, 1], p[:, 2] + dims[:, 2] / 2, p[:, 3])
+    """(A,4,4) T_world_from_box (box centre, full orientation: yaw, pitch, roll) for every actor."""
+    return frame.actors.box_poses()
 
 
 def _quat_wxyz(R: np.ndarray) -> np.ndarray:
-    q = Rotation.from_matrix(R).as_quat()  # x, y, z, w
-    return np.concatenate([q[:, 3:], q[:, :3]], axis=1)
+    return quat_wxyz(R)
 
 
 def project_boxes(K: np.ndarray, dist, r_max, corners: np.ndarray, width: int, height: int,
@@ -169,4 +167,5 @@ def annotate(frame: Frame) -> FrameLabels:
         size=st.dims.astype(np.float32), velocity_world=st.velocity.astype(np.float32),
         center_ego=T_eb[:, :3, 3].astype(np.float32), yaw_ego=yaw_ego.astype(np.float32),
         velocity_ego=vel_ego.astype(np.float32), seen=seen, cameras=cameras, lidars=lidars,
+        quat_world=_quat_wxyz(T_wb[:, :3, :3]).astype(np.float32), quat_ego=_quat_wxyz(T_eb[:, :3, :3]).astype(np.float32),
     )

@@ -30,14 +30,14 @@ def _rss_mb() -> float:
 
 def _combined_scene(session):
     from simgen._o3d import o3d
-    from simgen.geometry import pose_matrix
+    from simgen.records import pose_transform
     from simgen.world.mesh import merge
 
     st = session.world.states()
     rows = session._geom_rows
     parts = [session.static.mesh]
-    for g, p in zip(session.actor_geoms, st.pose[rows]):
-        parts.append(g.mesh.transformed(pose_matrix(p[0], p[1], p[2], p[3])))
+    for g, p in zip(session.actor_geoms, st.pose6[rows]):
+        parts.append(g.mesh.transformed(pose_transform(p)))
     m = merge(parts)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(m.vertices), o3d.core.Tensor(m.triangles.astype(np.uint32)))
@@ -47,7 +47,7 @@ def _combined_scene(session):
 def floor_time(session, frame, repeats: int = 3) -> float:
     """Seconds open3d alone needs for this frame's logical rays (best of ``repeats``)."""
     from simgen._o3d import o3d
-    from simgen.geometry import pose_matrix
+    from simgen.records import pose_transform
 
     scene = _combined_scene(session)
     T = lambda a: o3d.core.Tensor(np.ascontiguousarray(a, np.float32))  # noqa: E731
@@ -67,8 +67,7 @@ def floor_time(session, frame, repeats: int = 3) -> float:
         jobs += [("cast", rays), ("occl", shadow)]
     for name, lid in session.lidars.items():
         n = lid.n_az * len(lid.elev)
-        ego = frame.actors.pose[0]
-        Tws = pose_matrix(*ego[:3], ego[3]) @ lid.T_ego_from_sensor
+        Tws = pose_transform(frame.actors.pose6[0]) @ lid.T_ego_from_sensor
         az = np.linspace(0, 2 * np.pi, lid.n_az, endpoint=False)
         ce, se = np.cos(lid.elev), np.sin(lid.elev)
         d = np.stack([ce[None] * np.cos(az)[:, None], ce[None] * np.sin(az)[:, None], np.broadcast_to(se, (lid.n_az, len(se)))], -1).reshape(-1, 3)

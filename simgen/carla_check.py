@@ -350,7 +350,6 @@ def check_frame_matching(ctx: _Context) -> CheckResult:
 def label_violations(frames: list, dt: float) -> dict:
     """The label consistency checks of the backend contract suite, counted over ``frames``."""
     from annotators.ground_truth import annotate
-    from simgen.geometry import rotation_matrix
 
     v = {"visible_gt_amodal": 0, "mask_outside_projection": 0, "lidar_outside_box": 0, "instance_not_an_actor": 0}
     n_vis = n_pts = 0
@@ -370,13 +369,13 @@ def label_violations(frames: list, dt: float) -> dict:
             w = np.clip((ld.time_s - (f.time_s - dt)) / dt, 0, 1)[:, None]
             T0, T1 = ld.T_world_from_sensor_start, ld.T_world_from_sensor
             pw = ld.xyz @ T1[:3, :3].T + (1 - w) * T0[:3, 3] + w * T1[:3, 3]
+            T_wb = st.box_poses()  # full orientation (pitch and roll on slopes)
             for r, aid in enumerate(st.ids.tolist()):
                 mine = ld.instance == aid
                 if r == 0 or not mine.any():
                     continue
                 n_pts += int(mine.sum())
-                c = st.pose[r, :3] + [0, 0, st.dims[r, 2] / 2]
-                local = (pw[mine] - c) @ rotation_matrix(0, 0, st.pose[r, 3])
+                local = (pw[mine] - T_wb[r, :3, 3]) @ T_wb[r, :3, :3]
                 slack = float(np.linalg.norm(st.velocity[r])) * dt + 0.1
                 v["lidar_outside_box"] += int(np.sum(np.any(np.abs(local) > st.dims[r] / 2 + slack, axis=1)))
     return {**v, "boxes_checked": n_vis, "lidar_points_checked": n_pts}

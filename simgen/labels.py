@@ -45,3 +45,7 @@ class FrameLabels:
     seen: np.ndarray  # (A,) bool
     cameras: dict[str, CameraLabels]
     lidars: dict[str, LidarLabels]
+    # (A,4) w, x, y, z: the box's full orientation (yaw, pitch, roll; simgen.records) in the world and ego frames;
+    # None = level boxes (the quaternion of the yaw alone)
+    quat_world: np.ndarray | None = None
+    quat_ego: np.ndarray | None = None

@@ -8,6 +8,14 @@ without an import arrow pointing back up the layering.
 - :class:`CameraData`, :class:`LidarData`: one sensor's data at the frame's time;
 - :class:`Frame`: one tick (actors, lights, collisions, events, sensor data, environment values applied);
 - :class:`ActorInfo`, :class:`StaticInfo`: per-episode facts a session reports once (``Session.static_info()``).
+
+Orientation convention (one definition for the whole project): an actor's attitude is intrinsic Z-Y-X Euler
+angles yaw, pitch, roll (radians) in ISO 8855 axes (x forward, y left, z up), i.e.
+``R = Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (``scipy.spatial.transform.Rotation.from_euler("ZYX", [yaw, pitch, roll])``).
+So positive pitch is nose *down* and positive roll is the left side *up* (the right side down).  ``pose`` stays
+(A,4) x, y, z, yaw for its many readers; ``pitch_roll`` (A,2) adds the rest (None = level).  Pose arrays with six
+columns (x, y, z, yaw, pitch, roll; :attr:`ActorStates.pose6`) are what the sensors take; :func:`pose_transform`
+turns either width into (…,4,4) transforms.
 """
 from __future__ import annotations
 
@@ -16,7 +24,52 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simgen.geometry import wrap_angle
+from simgen.geometry import pose_matrix, wrap_angle
+
+
+def rotation_zyx(yaw, pitch, roll) -> np.ndarray:
+    """(…,3,3) R_world_from_actor = Rz(yaw) Ry(pitch) Rx(roll) in closed form: what
+    ``scipy.spatial.transform.Rotation.from_euler("ZYX", [yaw, pitch, roll]).as_matrix()`` gives, without its
+    per-call cost (the renderer needs it per actor and per LiDAR ray)."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    R = np.empty(np.broadcast(cy, cp, cr).shape + (3, 3))
+    R[..., 0, 0], R[..., 0, 1], R[..., 0, 2] = cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr
+    R[..., 1, 0], R[..., 1, 1], R[..., 1, 2] = sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr
+    R[..., 2, 0], R[..., 2, 1], R[..., 2, 2] = -sp, cp * sr, cp * cr
+    return R
+
+
+def pose_transform(pose: np.ndarray) -> np.ndarray:
+    """(…,4,4) T_world_from_actor of (…,4) x, y, z, yaw or (…,6) x, y, z, yaw, pitch, roll poses (bottom centre)."""
+    p = np.asarray(pose, float)
+    if p.shape[-1] == 6 and np.any(p[..., 4:6]):
+        T = np.zeros(p.shape[:-1] + (4, 4))
+        T[..., :3, :3] = rotation_zyx(p[..., 3], p[..., 4], p[..., 5])
+        T[..., :3, 3] = p[..., :3]
+        T[..., 3, 3] = 1.0
+        return T
+    return pose_matrix(p[..., 0], p[..., 1], p[..., 2], p[..., 3])  # level: yaw only (exactly as before)
+
+
+def box_transform(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    """(A,4,4) T_world_from_box at the box *centre* of bottom-centre poses (A,4 or A,6) with sizes (A,3) l, w, h:
+    the centre is half the height up the actor's own z axis (which a pitched or rolled actor tilts)."""
+    T = pose_transform(pose)
+    T[..., :3, 3] += T[..., :3, 2] * (np.asarray(dims, float)[..., 2:3] / 2)
+    return T
+
+
+def quat_wxyz(R: np.ndarray) -> np.ndarray:
+    """(…,4) unit quaternions w, x, y, z (scalar first, w >= 0) of (…,3,3) rotations."""
+    from scipy.spatial.transform import Rotation
+
+    R = np.asarray(R, float)
+    if R.size == 0:
+        return np.zeros(R.shape[:-2] + (4,))
+    q = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat()  # x, y, z, w
+    q = np.concatenate([q[:, 3:], q[:, :3]], axis=1)
+    q *= np.where(q[:, :1] < 0, -1.0, 1.0)
+    return q.reshape(R.shape[:-2] + (4,))
 
 
 @dataclass(frozen=True)
@@ -32,13 +85,42 @@ class ActorStates:
     accel: np.ndarray  # (A,) longitudinal, m/s^2
     dims: np.ndarray  # (A,3) length, width, height
     door: np.ndarray | None = None  # (A,) door opening angle (rad); 0 closed, > 0 left door, < 0 right door
+    pitch_roll: np.ndarray | None = None  # (A,2) pitch, roll (rad, module docstring); None = level (zeros)
+
+    @property
+    def attitude(self) -> np.ndarray:
+        """(A,2) pitch, roll in radians (zeros where the backend reports none)."""
+        if self.pitch_roll is None:
+            return np.zeros((len(self.ids), 2))
+        return np.asarray(self.pitch_roll, float).reshape(-1, 2)
+
+    @property
+    def pose6(self) -> np.ndarray:
+        """(A,6) x, y, z (bottom centre), yaw, pitch, roll."""
+        return np.concatenate([np.asarray(self.pose, float).reshape(-1, 4), self.attitude], axis=1)
+
+    def rotations(self) -> np.ndarray:
+        """(A,3,3) R_world_from_actor (ZYX yaw-pitch-roll, ISO 8855 axes)."""
+        return pose_transform(self.pose6)[:, :3, :3]
+
+    def quaternions(self) -> np.ndarray:
+        """(A,4) w, x, y, z of :meth:`rotations` (scalar first, w >= 0)."""
+        return quat_wxyz(self.rotations())
+
+    def box_poses(self) -> np.ndarray:
+        """(A,4,4) T_world_from_box at each actor's box centre, with the full orientation."""
+        return box_transform(self.pose6, self.dims)
 
     def interpolate(self, other: "ActorStates", w: float) -> "ActorStates":
-        """Poses between self (w=0) and other (w=1); yaw along the shorter arc."""
+        """Poses between self (w=0) and other (w=1); yaw along the shorter arc; pitch and roll linearly."""
         p = self.pose + w * (other.pose - self.pose)
         p[:, 3] = self.pose[:, 3] + w * wrap_angle(other.pose[:, 3] - self.pose[:, 3])
         v = self.velocity + w * (other.velocity - self.velocity)
-        return dataclasses.replace(other, pose=p, velocity=v)
+        pr = None
+        if self.pitch_roll is not None or other.pitch_roll is not None:
+            a, b = self.attitude, other.attitude
+            pr = a + w * wrap_angle(b - a)
+        return dataclasses.replace(other, pose=p, velocity=v, pitch_roll=pr)
 
 
 @dataclass
@@ -75,7 +157,7 @@ class LidarData:
 class Frame:
     index: int
     time_s: float
-    T_world_from_ego: np.ndarray  # (4,4)
+    T_world_from_ego: np.ndarray  # (4,4), with the ego's pitch and roll on slopes (= pose_transform(actors.pose6[0]))
     actors: ActorStates  # every actor including the ego (id 1)
     lights: dict[str, str]  # traffic light id -> red/yellow/green
     collisions: list[tuple[int, int]]

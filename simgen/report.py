@@ -32,7 +32,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import yaml
 
 import simgen.io  # noqa: F401 - registers the LZ4 filter (hdf5plugin) the image and LiDAR arrays are stored with
 from simgen.classes import CLASS_NAMES, PALETTE
@@ -98,11 +97,16 @@ def _attr_json(f, key, default):
         return default
 
 
-def _scenario_weather(f) -> dict:
-    try:
-        d = yaml.safe_load(f.attrs.get("scenario_yaml", "")) or {}
-    except yaml.YAMLError:
+def _scenario_weather(f, path: str = "") -> dict:
+    """The stored scenario's weather: read with the same limits as a scenario file (an episode is input too)."""
+    from simgen.spec.schema import parse_yaml
+
+    text = f.attrs.get("scenario_yaml", "")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or not text.strip():
         return {}
+    d = parse_yaml(text, file=f"{path or getattr(f, 'filename', '')}: attribute scenario_yaml")
     w = d.get("weather") or {}
     return w if isinstance(w, dict) else {}
 
@@ -193,7 +197,7 @@ def _gather_episode(path: Path, st: _Stats) -> None:
                 st.cover[key].extend(zip(v[ok], alt[ok], np.ones(ok.sum())))
                 sources.add("applied (per frame)")
             else:
-                sw = _scenario_weather(f) if sw is None else sw
+                sw = _scenario_weather(f, str(path)) if sw is None else sw
                 a = applied["weather.sun_altitude_angle"] if alt is not None else None
                 a = float(np.nanmean(a)) if a is not None else sw.get("sun_altitude_angle", 45.0)
                 vv = float(np.nanmean(v)) if v is not None else sw.get(key, 0.0)
@@ -426,7 +430,7 @@ def _counter_text(c: Counter) -> str:
 
 
 def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera: str | None = None,
-               n_samples: int = 6) -> Path:
+               n_samples: int = 6, overwrite: bool = False) -> Path:
     """Write the dataset card for the episodes under ``run_dir`` into ``out``; returns the card's path."""
     if fmt not in ("md", "html"):
         raise InputError(f"--format: got {fmt!r}; allowed: md, html")
@@ -436,7 +440,7 @@ def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera:
     if not paths:
         why = f" ({len(skipped)} skipped: {skipped[0][1]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
         raise InputError(f"no complete simgen episode files (*.h5) found{why}", file=str(run_dir))
-    from simgen.io.output import check_path_arg, make_dir
+    from simgen.io.output import check_path_arg, claim_outputs, make_dir
 
     check_path_arg(str(out), "--out")
     out = Path(out)
@@ -449,8 +453,11 @@ def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera:
         cams = sorted({c for _, _, cs, _ in st.episodes for c in cs})
         raise InputError(f"--camera: got {camera!r}; allowed: {', '.join(cams) or '(no cameras)'}")
     existed = out.exists()
-    before = set(out.iterdir()) if existed else set()
     make_dir(out)
+    # the card's files are recorded in the folder's manifest: a second report needs --overwrite, and a file of the
+    # user's (a hand-written card.md) is never written over
+    claim_outputs(out, [out / n for n in (f"card.{fmt}", *CARD_IMAGES)], inputs=list(paths), overwrite=overwrite)
+    before = set(out.iterdir())
     try:
         return _compose(run_dir, out, st, skipped, fmt=fmt, camera=camera, n_samples=n_samples)
     except BaseException:  # e.g. a sample frame's chunk fails to read: remove what this call wrote
@@ -460,6 +467,10 @@ def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera:
         if not existed and not any(out.iterdir()):
             out.rmdir()
         raise
+
+
+CARD_IMAGES = ("objects.png", "distance_visibility.png", "weather_time_of_day.png", "criticality.png", "samples.png",
+               "randomised.png", "parameters.png")  # every image _compose may write
 
 
 def _compose(run_dir, out: Path, st: _Stats, skipped: list, *, fmt: str, camera, n_samples: int) -> Path:
@@ -563,7 +574,7 @@ def _compose(run_dir, out: Path, st: _Stats, skipped: list, *, fmt: str, camera,
 
 def cmd_report(a) -> int:
     card = write_card(a.run_dir, a.out or Path(a.run_dir) / "report", fmt=a.format, camera=a.camera,
-                      n_samples=a.samples)
+                      n_samples=a.samples, overwrite=a.overwrite)
     print(f"wrote {card}")
     return 0
 
@@ -576,4 +587,6 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--format", choices=["md", "html"], default="md")
     p.add_argument("--camera", help="camera for the sample images (default: each episode's first camera)")
     p.add_argument("--samples", type=int, default=6, help="number of sample frames, 1-8 (default 6)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a card this command wrote before (files that simgen did not write are never replaced)")
     p.set_defaults(func=cmd_report)

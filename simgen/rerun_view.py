@@ -159,8 +159,8 @@ def _frame(rr, rec, r, k, cams, lids, deskew, events, encode_image, depth_mm) ->
                              channel=np.asarray(ld["channel"], np.uint16),
                              time=(np.asarray(ld["time_s"], np.float64) - t).astype(np.float32)))
     o = r.objects(k, keys=("center_world", "yaw_world", "velocity_world", "seen"))
-    yaw = np.asarray(o["yaw_world"], float)
-    quats = np.stack([np.zeros_like(yaw), np.zeros_like(yaw), np.sin(yaw / 2), np.cos(yaw / 2)], 1)
+    q = r.quat_world(k)  # w, x, y, z: the full orientation (pitch and roll on slopes; the yaw alone before format 3)
+    quats = np.concatenate([q[:, 1:], q[:, :1]], axis=1)  # rerun wants x, y, z, w
     vis = np.zeros(r.A)
     for c in cams:
         vis = np.fmax(vis, np.nan_to_num(r.row(f"labels/{c}/visible_fraction", k).astype(float), nan=0.0))

@@ -87,25 +87,29 @@ class EpisodePlan:
     sim_seed: np.random.SeedSequence
 
 
-def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int) -> EpisodePlan:
+def plan_episode(src: ScenarioSource, seed: np.random.SeedSequence, index: int, *,
+                 check_placements: bool = True) -> EpisodePlan:
     """One episode from its own SeedSequence: sample the concrete scenario and check placements (nothing runs).
 
     The episode's streams are the first children of ``seed`` (parameters, simulation), whatever was spawned
     from it before (:func:`simgen.seeding.streams`), so runs, batches and replays agree stream for stream.
+    With ``check_placements=False`` the placement check (a throw-away world build) is left to the caller, which
+    builds the episode's world anyway (:func:`simgen.search.simulate.simulate`): the same checks, raised there.
     """
     from simgen.sim.world import World
 
     es = episode_streams(seed)
     spec, values = concretise(src, rng=np.random.default_rng(es.params), grid_index=index)  # grid point = index mod N
-    if not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
+    if check_placements and not is_carla_town(spec.map):  # CARLA towns are checked by the carla backend against its own map
         World(spec, rng=np.random.default_rng(sim_streams(es.sim).world), source=src.path)  # placement checks only
     return EpisodePlan(index, seed, spec, values, es.sim)
 
 
-def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0) -> list[EpisodePlan]:
+def plan_episodes(src: ScenarioSource, *, seed: int, episodes: int, first: int = 0,
+                  check_placements: bool = True) -> list[EpisodePlan]:
     """Every episode of a run (``SeedSequence(seed)`` spawns one child per episode), before anything is written."""
     children = np.random.SeedSequence(seed).spawn(first + episodes)[first:]
-    return [plan_episode(src, ss, first + i) for i, ss in enumerate(children)]
+    return [plan_episode(src, ss, first + i, check_placements=check_placements) for i, ss in enumerate(children)]
 
 
 def run_episode(plan: EpisodePlan, rig: RigSpec, path: Path, *, backend, source: str, n_frames: int | None,

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from simgen.classes import PALETTE
-from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, pose_matrix, project_distorted
+from simgen.geometry import T_BODY_FROM_OPTICAL, box_corners, invert, project_distorted
 from simgen.io.episode import Episode
 
 _EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
@@ -27,6 +27,19 @@ def _text(img, s, org, scale=0.5, colour=(255, 255, 255)):
     cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
 
 
+def _box_T(boxes: dict) -> np.ndarray:
+    """(A,4,4) T_world_from_box from ``Episode.boxes``: centre and full orientation (``quat_world`` w, x, y, z,
+    the yaw alone in files older than format_version 3)."""
+    from scipy.spatial.transform import Rotation
+
+    q = np.asarray(boxes["quat_world"], float).reshape(-1, 4)
+    T = np.tile(np.eye(4), (len(q), 1, 1))
+    if len(q):
+        T[:, :3, :3] = Rotation.from_quat(np.concatenate([q[:, 1:], q[:, :1]], axis=1)).as_matrix()
+    T[:, :3, 3] = boxes["center_world"]
+    return T
+
+
 def camera_panel(ep: Episode, cam: str, k: int, boxes: dict) -> tuple[np.ndarray, np.ndarray]:
     c = ep.camera(cam, k)
     lab = ep.labels(cam, k)
@@ -35,7 +48,7 @@ def camera_panel(ep: Episode, cam: str, k: int, boxes: dict) -> tuple[np.ndarray
     overlay = cv2.addWeighted(img, 0.45, sem, 0.55, 0)
     T_opt_w = invert(c["T_world_from_sensor"] @ T_BODY_FROM_OPTICAL)
     ids, sizes = boxes["id"], boxes["size"]
-    T_wb = pose_matrix(boxes["center_world"][:, 0], boxes["center_world"][:, 1], boxes["center_world"][:, 2], boxes["yaw_world"])
+    T_wb = _box_T(boxes)
     corners = box_corners(T_opt_w @ T_wb, sizes)
     with ep.guard(f"sensors/{cam} attributes"):
         g = ep.f[f"sensors/{cam}"]
@@ -74,7 +87,7 @@ def bev_panel(ep: Episode, lidar: str | None, k: int, boxes: dict, size: int = 4
         img[px[ok, 1], px[ok, 0]] = PALETTE[ld["semantic"][ok]][:, ::-1]
     T_ew = invert(ep.read("frames/T_world_from_ego", k))
     for j in range(len(boxes["id"])):
-        T = T_ew @ pose_matrix(*boxes["center_world"][j], boxes["yaw_world"][j])
+        T = T_ew @ _box_T(boxes)[j]
         cor = box_corners(T, boxes["size"][j])[:4, :2]
         p = np.round(to_px(cor)).astype(np.int32)
         col = (255, 255, 255) if j == 0 else _bgr(PALETTE[boxes["semantic"][j]].astype(int) // 2 + 127)

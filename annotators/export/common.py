@@ -25,7 +25,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from simgen.errors import InputError
-from simgen.geometry import T_BODY_FROM_OPTICAL, invert, pose_matrix, transform_points, wrap_angle
+from simgen.geometry import T_BODY_FROM_OPTICAL, invert, transform_points, wrap_angle
+from simgen.records import pose_transform
 
 BLOCK = 256
 DESKEW_MODES = ("full", "ego", "none")
@@ -108,9 +109,10 @@ def sweep_fraction(time_s: np.ndarray, t_start: float, t_end: float) -> np.ndarr
 
 
 def interp_actor_poses(p0: np.ndarray, p1: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(N,4) bottom-centre poses x, y, z, yaw interpolated per point: p0, p1 (N,4), w (N,) (yaw the short way)."""
+    """(N,4|6) bottom-centre poses x, y, z, yaw [, pitch, roll] interpolated per point: p0, p1 (N,4|6), w (N,)
+    (angles the short way), as the builtin backend interpolates them."""
     out = p0 + w[:, None] * (p1 - p0)
-    out[:, 3] = p0[:, 3] + w * wrap_angle(p1[:, 3] - p0[:, 3])
+    out[:, 3:] = p0[:, 3:] + w[:, None] * wrap_angle(p1[:, 3:] - p0[:, 3:])
     return out
 
 
@@ -123,8 +125,9 @@ def deskew(xyz: np.ndarray, time_s: np.ndarray, *, T_world_from_sensor_start: np
 
     Ego motion is removed for every point.  When ``instance``/``actor_ids``/``actor_pose_*`` are given (mode
     ``full``), points on actors are also carried rigidly with their actor from its pose at the firing time to its
-    pose at ``t_end`` (actor poses (A,4) bottom-centre x, y, z, yaw at ``t_start`` and ``t_end``, interpolated like
-    the builtin backend does), so points and frame-time boxes agree exactly.  Returns float64 (N,3).
+    pose at ``t_end`` (actor poses (A,4) bottom-centre x, y, z, yaw, or (A,6) with pitch and roll, at ``t_start``
+    and ``t_end``, interpolated like the builtin backend does), so points and frame-time boxes agree exactly.
+    Returns float64 (N,3).
     """
     xyz = np.asarray(xyz, float)
     if len(xyz) == 0:
@@ -143,10 +146,9 @@ def deskew(xyz: np.ndarray, time_s: np.ndarray, *, T_world_from_sensor_start: np
         if len(on):
             a = idx[on]
             P = interp_actor_poses(actor_pose_start[a], actor_pose_end[a], w[on])
-            T_wa_fire = pose_matrix(P[:, 0], P[:, 1], P[:, 2], P[:, 3])
+            T_wa_fire = pose_transform(P)
             local = transform_points(invert(T_wa_fire), world[on])
-            E = actor_pose_end[a]
-            T_wa_end = pose_matrix(E[:, 0], E[:, 1], E[:, 2], E[:, 3])
+            T_wa_end = pose_transform(actor_pose_end[a])
             world[on] = transform_points(T_wa_end, local)
     return transform_points(invert(T_world_from_sensor), world)
 
@@ -234,12 +236,25 @@ class EpisodeReader:
     def objects(self, k: int, keys=("center_world", "center_ego", "yaw_world", "velocity_world", "seen")) -> dict:
         return {key: self.row(f"labels/objects/{key}", k) for key in keys}
 
+    def pose6(self, k: int) -> np.ndarray:
+        """(A,6) bottom-centre poses x, y, z, yaw, pitch, roll of frame k (pitch = roll = 0 in files older than
+        format_version 3, which stored none: level)."""
+        pr = self.row("actors/pitch_roll", k) if self.has("actors/pitch_roll") else np.zeros((self.A, 2))
+        return np.concatenate([self.row("actors/pose", k), pr], axis=1)
+
+    def quat_world(self, k: int) -> np.ndarray:
+        """(A,4) w, x, y, z of every box's full orientation in the world frame (the yaw alone before format 3)."""
+        if self.has("labels/objects/quat_world"):
+            return self.row("labels/objects/quat_world", k).astype(float)
+        yaw = self.row("labels/objects/yaw_world", k).astype(float)
+        return np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], axis=1)
+
     def actor_poses(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(A,4) bottom-centre poses x, y, z, yaw at the sweep start and at frame k (the sweep before frame 0
-        starts from the pose extrapolated back at constant velocity, as the builtin backend does)."""
-        now = self.row("actors/pose", k)
+        """(A,6) bottom-centre poses x, y, z, yaw, pitch, roll at the sweep start and at frame k (the sweep before
+        frame 0 starts from the pose extrapolated back at constant velocity, as the builtin backend does)."""
+        now = self.pose6(k)
         if k > 0:
-            return self.row("actors/pose", k - 1), now
+            return self.pose6(k - 1), now
         prev = now.copy()
         dt = 1.0 / self.tick_hz if self.tick_hz else 0.0
         prev[:, :3] -= self.row("actors/velocity", 0) * dt

@@ -97,8 +97,9 @@ def label_lines(t: FrameObjects, cam: str, ctx) -> list[str]:
         b = to_opencv_box(box)
         ry, alpha, loc, tilt = box_fields(c.center_sensor[i], c.quat_sensor[i], t.dims[i])
         if tilt > 1.0:
-            ctx.warn(f"camera {cam!r} is tilted {tilt:.1f} deg from the boxes' up axis; KITTI boxes rotate about "
-                     "the camera y axis only, so exported boxes are approximate")
+            ctx.warn(f"camera {cam!r} is tilted {tilt:.1f} deg from the boxes' up axis (a pitched camera, or actors "
+                     "on a slope or a banked road); KITTI boxes rotate about the camera y axis only (a yaw, no pitch "
+                     "or roll), so exported boxes are approximate")
         l, w, h = t.dims[i]
         trunc = float(np.nan_to_num(c.truncation[i], nan=1.0))
         cols = [t.names[i], fmt_num(min(max(trunc, 0.0), 1.0), 2), str(int(c.occlusion[i])), fmt_num(alpha, 4)]

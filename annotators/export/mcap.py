@@ -161,7 +161,8 @@ class _Episode:
         keep = t.keep.copy()
         if r.A:
             keep[0] = True
-        return {"center": t.center_world, "yaw": t.yaw_world, "velocity": t.velocity_world, "seen": seen,
+        return {"center": t.center_world, "yaw": t.yaw_world, "quat": t.quat_world, "velocity": t.velocity_world,
+                "seen": seen,
                 "vis": vis, "pts": pts, "keep": keep}
 
     def boxes2d(self, cam: str, k: int, keep: np.ndarray) -> list[tuple[int, np.ndarray, float]]:
@@ -205,11 +206,6 @@ class _Episode:
 
 
 # ------------------------------------------------------------------------------------------------- sinks
-def _yaw_quat(yaw: float) -> tuple[float, float, float, float]:
-    """x, y, z, w of a rotation by ``yaw`` about z."""
-    return 0.0, 0.0, float(np.sin(yaw / 2)), float(np.cos(yaw / 2))
-
-
 def _tq(T: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     w, x, y, z = (float(v) for v in quat_wxyz(np.asarray(T)[:3, :3]))
     return np.asarray(T, float)[:3, 3], (x, y, z, w)
@@ -588,7 +584,8 @@ def _write_frame(E: _Episode, sink, k: int, lossless: bool, pool) -> None:
         sink.cloud(topics(lidar=l)["points"], ns, l, cloud_array(ld, t))
     ents = []
     for j in np.nonzero(bx["keep"])[0]:
-        c, yaw, v = bx["center"][j], float(bx["yaw"][j]), bx["velocity"][j]
+        c, v = bx["center"][j], bx["velocity"][j]
+        qw, qx, qy, qz = (float(x) for x in bx["quat"][j])  # full orientation (pitch and roll on slopes)
         dims = r.dims[j]
         speed = float(np.linalg.norm(v))
         md = [("id", str(int(r.actor_ids[j]))), ("name", r.names[j]), ("class", r.kinds[j]),
@@ -599,7 +596,7 @@ def _write_frame(E: _Episode, sink, k: int, lossless: bool, pool) -> None:
         md += [(f"points.{lid}", str(int(pp[j]))) for lid, pp in bx["pts"].items()]
         vis = max([float(np.nan_to_num(vv[j], nan=0.0)) for vv in bx["vis"].values()] or [0.0])
         ents.append({"id": str(int(r.actor_ids[j])), "actor_id": int(r.actor_ids[j]), "kind": r.kinds[j],
-                     "center": [float(x) for x in c], "quat": _yaw_quat(yaw), "size": [float(x) for x in dims],
+                     "center": [float(x) for x in c], "quat": (qx, qy, qz, qw), "size": [float(x) for x in dims],
                      "color": (1.0, 1.0, 1.0, 0.25) if j == 0 else (*E.colour[j], 0.45),
                      "label": f"{r.actor_ids[j]} {r.names[j]} ({r.kinds[j]})",
                      "summary": f"{speed:.1f} m/s vis {vis:.2f}",

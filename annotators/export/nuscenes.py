@@ -39,12 +39,12 @@ import re
 import numpy as np
 
 from simgen.errors import InputError
-from simgen.geometry import T_BODY_FROM_OPTICAL, invert, pose_matrix
+from simgen.geometry import T_BODY_FROM_OPTICAL, invert
 
 from annotators.export.common import (NUSCENES_CATEGORIES, EpisodeReader, ImageWriter, JsonArrayWriter, Rectifiers,
                                       check_sensor,
                                       jnum, opencv_K, quat_wxyz, token, write_bytes, write_text)
-from annotators.export.objects import EpisodeObjects, points_in_boxes
+from annotators.export.objects import EpisodeObjects, points_in_boxes, quat_wxyz_to_R
 
 CLASS_SECTION = "nuscenes"
 OPTIONS = ("version", "keyframe_every")
@@ -317,8 +317,10 @@ def _episode(ctx, r: EpisodeReader, e: int, streams, sensors, calibrated, logs, 
         # annotations of this key frame
         t = objects.frame(k)
         sel = t.indices(t.keep & t.seen)
-        T_lidar_from_box = invert(T_we @ T_el) @ pose_matrix(*t.center_world[sel].T, t.yaw_world[sel])
-        T_lidar_from_box[:, :3, 3] += T_lidar_from_box[:, :3, 2] * BOX_PAD_M  # bottom face 1 mm off the ground
+        T_world_from_box = np.tile(np.eye(4), (len(sel), 1, 1))  # full orientation: boxes on slopes pitch and roll
+        T_world_from_box[:, :3, :3] = quat_wxyz_to_R(t.quat_world[sel])
+        T_world_from_box[:, :3, 3] = t.center_world[sel] + T_world_from_box[:, :3, 2] * BOX_PAD_M  # bottom 1 mm up
+        T_lidar_from_box = invert(T_we @ T_el) @ T_world_from_box
         size = t.dims[sel] + np.array([2 * BOX_PAD_M, 2 * BOX_PAD_M, 0.0])
         n_in_box = points_in_boxes(cloud[:, :3].astype(np.float64), T_lidar_from_box, size)
         for j_sel, i in enumerate(sel):
@@ -326,17 +328,17 @@ def _episode(ctx, r: EpisodeReader, e: int, streams, sensors, calibrated, logs, 
             aid = int(t.ids[i])
             atok = token(uid, "sample_annotation", aid, k)
             itok = token(uid, "instance", aid)
-            yaw = float(t.yaw_world[i])
+            q = quat_wxyz(T_world_from_box[j_sel, :3, :3])
             l, w, h = size[j_sel]
             speed = float(np.linalg.norm(t.velocity_world[i][:2]))
-            centre = t.center_world[i] + offset + np.array([0.0, 0.0, BOX_PAD_M])
+            centre = T_world_from_box[j_sel, :3, 3] + offset
             prev = pending.get(i)
             rec = {"token": atok, "sample_token": sample_tok[j], "instance_token": itok,
                    "visibility_token": _vis_token(t.visible_fraction[i]),
                    "attribute_tokens": _attribute(cat, speed, max_speed[i]),
                    "translation": [jnum(v, 6) for v in centre],
                    "size": [jnum(w, 6), jnum(l, 6), jnum(h, 6)],
-                   "rotation": [jnum(np.cos(yaw / 2), 9), 0.0, 0.0, jnum(np.sin(yaw / 2), 9)],
+                   "rotation": [jnum(v, 9) for v in q],
                    "prev": prev["token"] if prev else "", "next": "",
                    "num_lidar_pts": int(n_in_box[j_sel]), "num_radar_pts": 0}
             if prev is not None:

@@ -69,6 +69,7 @@ class FrameObjects:
     center_world: np.ndarray  # (A,3) box centre
     yaw_world: np.ndarray  # (A,)
     velocity_world: np.ndarray  # (A,3)
+    quat_world: np.ndarray  # (A,4) w, x, y, z: full orientation (yaw, pitch, roll; the yaw alone before format 3)
     center_ego: np.ndarray  # (A,3)
     distance: np.ndarray  # (A,) metres, ego origin to box centre
     n_points: np.ndarray  # (A,) returns on the actor in the export LiDAR (0 without one)
@@ -130,7 +131,8 @@ class EpisodeObjects:
         keep = self.class_ok & flt.quality(vf_best, npts, dist)
         return FrameObjects(k=k, ids=r.actor_ids, kinds=r.kinds, names=self.names, dims=r.dims,
                             center_world=o["center_world"].astype(float), yaw_world=o["yaw_world"].astype(float),
-                            velocity_world=o["velocity_world"].astype(float), center_ego=center_ego, distance=dist,
+                            velocity_world=o["velocity_world"].astype(float), quat_world=r.quat_world(k),
+                            center_ego=center_ego, distance=dist,
                             n_points=npts, visible_fraction=vf_best, seen=seen, class_ok=self.class_ok, keep=keep,
                             cams=cams)
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from simgen.records import ActorInfo, Frame, StaticInfo
+from simgen.records import ActorInfo, Frame, StaticInfo, pose_transform
 from simgen.seeding import sensor_streams, sim_streams
 from simgen.geometry import pose_matrix
 from simgen.sensors import render
@@ -67,9 +67,9 @@ def ego_motion_flow(cd, ego_prev: np.ndarray, ego_now: np.ndarray, T_ego_from_se
         (uv - cd.K[[0, 1], [2, 2]]) / cd.K[[0, 1], [0, 1]]
     z = np.minimum(cd.depth.ravel().astype(float), 200.0)
     p = np.concatenate([xy * z[:, None], z[:, None]], 1)
-    T_now = pose_matrix(*ego_now[:3], ego_now[3]) @ T_ego_from_sensor @ T_BODY_FROM_OPTICAL
+    T_now = pose_transform(ego_now) @ T_ego_from_sensor @ T_BODY_FROM_OPTICAL
     back = ego_now + fraction * (ego_prev - ego_now)
-    T_back = pose_matrix(*back[:3], back[3]) @ T_ego_from_sensor @ T_BODY_FROM_OPTICAL
+    T_back = pose_transform(back) @ T_ego_from_sensor @ T_BODY_FROM_OPTICAL
     q = (invert(T_back) @ T_now)
     pb = p @ q[:3, :3].T + q[:3, 3]
     uv2, _ = project_distorted(cd.K, cd.distortion, pb, cd.r_max)
@@ -174,11 +174,17 @@ def artificial_lights(lamps: np.ndarray, states, sun_altitude_deg: float, fog_de
             if np.hypot(x - cam_pos[0], y - cam_pos[1]) > 90.0:
                 continue
             c, s_ = np.cos(yaw), np.sin(yaw)
+            pr = states.attitude[k]
+            R = pose_transform(states.pose6[k])[:3, :3] if np.any(pr) else None  # on a slope: the lamps tilt too
             for side in (-1.0, 1.0):
-                px = x + c * l / 2 - s_ * side * w / 3
-                py = y + s_ * l / 2 + c * side * w / 3
-                pos.append(np.array([[px, py, z + 0.7]]))
-                dirs.append(np.array([[c, s_, -0.06]]) / np.linalg.norm([c, s_, -0.06]))
+                if R is None:
+                    px = x + c * l / 2 - s_ * side * w / 3
+                    py = y + s_ * l / 2 + c * side * w / 3
+                    pos.append(np.array([[px, py, z + 0.7]]))
+                    dirs.append(np.array([[c, s_, -0.06]]) / np.linalg.norm([c, s_, -0.06]))
+                else:
+                    pos.append((np.array([x, y, z]) + R @ [l / 2, side * w / 3, 0.7])[None])
+                    dirs.append((R @ np.array([1.0, 0.0, -0.06]) / np.linalg.norm([1.0, 0.0, -0.06]))[None])
                 rgb.append(np.array([[1.0, 0.95, 0.85]]) * 140.0 * heads)
                 cos.append(np.array([np.cos(np.deg2rad(22.0))]))
     if not pos:
@@ -277,14 +283,17 @@ class BuiltinSession:
             states, lights, events, time_s = w.states(), w.light_states(), list(w.event_log[n_events:]), w.time_s
         else:
             states, lights, collisions, events, time_s = self.record.frame(self._k)
+        # poses with the full attitude (x, y, z, yaw, pitch, roll; simgen.records): the sensors place every actor and
+        # the ego (hence the sensors on it) with it
+        pose6 = states.pose6
         if self._prev is None:  # before the first frame: extrapolate back at constant velocity
-            prev = states.pose.copy()
+            prev = pose6.copy()
             prev[:, :3] -= states.velocity * w.dt
             self._prev_time = time_s - w.dt
         else:
-            prev = self._prev.pose
-        ego_now, ego_prev = states.pose[0], prev[0]
-        T_we = pose_matrix(*ego_now[:3], ego_now[3])
+            prev = self._prev.pose6
+        ego_now, ego_prev = pose6[0], prev[0]
+        T_we = pose_transform(ego_now)
         lamp_on = self._lamp_on(lights)
         rows = self._geom_rows
         self._update_doors(states)
@@ -295,12 +304,12 @@ class BuiltinSession:
         # GIL, so the two overlap on a multi-core machine.  Each sensor has its own RNG: results do not depend
         # on the interleaving.
         futures = {name: self._pool.submit(lid.capture, self._prev_time, time_s, ego_prev, ego_now, self.static,
-                                           self.actor_geoms, prev[rows], states.pose[rows], rng=self.sensor_rngs[name],
+                                           self.actor_geoms, prev[rows], pose6[rows], rng=self.sensor_rngs[name],
                                            weather=spec_t.weather, precipitation_kind=spec_t.precipitation_type)
                    for name, lid in self.lidars.items()}
         for name, cam in self.cameras.items():
             frame.cameras[name] = cam.capture(T_we @ self.mounts[name], self.static, self.actor_geoms,
-                                              states.pose[rows], light, lamp_on, self.actor_colour, materials=mats,
+                                              pose6[rows], light, lamp_on, self.actor_colour, materials=mats,
                                               road=spec_t.road, lights=artificial_lights(
                                                   self.street_lamps, states, spec_t.weather.sun_altitude_angle,
                                                   spec_t.weather.fog_density, (T_we @ self.mounts[name])[:3, 3]))

@@ -16,7 +16,9 @@ Order and index
 Frames of reference (one per kind of label, the same for every episode)
     - ``boxes/*``: 3-D boxes in the **ego frame** (x forward, y left, z up, origin at the centre of the ego's
       bottom face) at the frame time: ``center`` is the box centre, ``size`` is l, w, h, ``yaw`` the heading about
-      z, ``velocity`` the actor's velocity expressed in ego axes.  ``T_world_from_ego`` is given.
+      z, ``quat`` (w, x, y, z) the full orientation (pitch and roll on slopes, relative to the ego, which tilts
+      too; the yaw alone for files older than format_version 3), ``velocity`` the actor's velocity expressed in
+      ego axes.  ``T_world_from_ego`` is given.
     - ``<lidar>/xyz``: points in the **LiDAR sensor frame**, each at its own firing time (not deskewed), as stored;
       ``<lidar>/T_ego_from_sensor`` maps them to the ego frame (ignoring the motion during the sweep).
     - ``<camera>/*`` labels: **pixels** in continuous coordinates (pixel i spans [i, i+1)); ``<camera>/K`` projects
@@ -298,6 +300,11 @@ class _Open:
             lo = f["labels/objects"]
             self.seen = lo["seen"][:]
             self.box = {"center": lo["center_ego"][:], "yaw": lo["yaw_ego"][:], "velocity": lo["velocity_ego"][:]}
+            if "quat_ego" in lo:
+                self.box["quat"] = lo["quat_ego"][:]
+            else:  # before format_version 3: level boxes, the yaw alone
+                y = self.box["yaw"].astype(np.float32)
+                self.box["quat"] = np.stack([np.cos(y / 2), 0 * y, 0 * y, np.sin(y / 2)], -1).astype(np.float32)
             self.static = {"size": f["actors/dims"][:].astype(np.float32), "id": f["actors/id"][:],
                            "semantic": f["actors/semantic"][:], "kind": np.asarray(f["actors/kind"].asstr()[:], str)}
             self.only_seen = only_seen
@@ -583,7 +590,7 @@ class FrameDataset:
             sel = np.flatnonzero(op.seen[k]) if self.only_seen else np.arange(1, op.seen.shape[1])
             sel = sel[sel != 0]
             if "boxes" in self.fields:
-                for key in ("center", "yaw", "velocity"):
+                for key in ("center", "yaw", "quat", "velocity"):
                     out[f"boxes/{key}"] = op.box[key][k, sel]
                 for key in ("size", "semantic", "kind"):
                     out[f"boxes/{key}"] = op.static[key][sel]

@@ -144,6 +144,7 @@ class EpisodeWriter:
         self._ds("actors/velocity", (n_frames, A, 3), np.float64)
         self._ds("actors/accel", (n_frames, A), np.float64)
         self._ds("actors/door", (n_frames, A), np.float32)
+        self._ds("actors/pitch_roll", (n_frames, A, 2), np.float64)
         self._ds("frames/index", (n_frames,), np.int32)
         self._ds("frames/time_s", (n_frames,), np.float64)
         self._ds("frames/T_world_from_ego", (n_frames, 4, 4), np.float64)
@@ -160,6 +161,8 @@ class EpisodeWriter:
             self._ds(f"labels/objects/{name}", (n_frames, A, 3), np.float32)
         for name in ("yaw_world", "yaw_ego"):
             self._ds(f"labels/objects/{name}", (n_frames, A), np.float32)
+        for name in ("quat_world", "quat_ego"):
+            self._ds(f"labels/objects/{name}", (n_frames, A, 4), np.float32)
         self._ds("labels/objects/seen", (n_frames, A), bool)
         for s in rig.sensors:
             sg = f.create_group(f"sensors/{s.name}")
@@ -253,6 +256,7 @@ class EpisodeWriter:
         self._put("actors/accel", k, frame.actors.accel)
         if frame.actors.door is not None:
             self._put("actors/door", k, frame.actors.door)
+        self._put("actors/pitch_roll", k, frame.actors.attitude)
         if k == 0:
             for name, T in frame.T_ego_from_sensor.items():  # the mounting actually used (jitter included)
                 f[f"sensors/{name}/T_ego_from_sensor"][...] = T
@@ -273,6 +277,9 @@ class EpisodeWriter:
         lo = "labels/objects/"
         for name in ("center_world", "velocity_world", "center_ego", "velocity_ego", "yaw_world", "yaw_ego", "seen"):
             self._put(lo + name, k, getattr(labels, name))
+        for name, yaw in (("quat_world", labels.yaw_world), ("quat_ego", labels.yaw_ego)):
+            q = getattr(labels, name)
+            self._put(lo + name, k, _yaw_quat(yaw) if q is None else q)
         for name, cam in frame.cameras.items():
             g = f"sensors/{name}/"
             if k == 0:  # lens model, for projecting boxes into the image (see simgen.geometry.project_distorted)
@@ -349,8 +356,17 @@ class EpisodeWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def _yaw_quat(yaw) -> np.ndarray:
+    """(…,4) w, x, y, z quaternions of rotations about z by ``yaw`` (float32)."""
+    yaw = np.asarray(yaw, float)
+    q = np.zeros(yaw.shape + (4,), np.float32)
+    q[..., 0], q[..., 3] = np.cos(yaw / 2), np.sin(yaw / 2)
+    return q * np.where(q[..., :1] < 0, -1, 1).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------------- reading
-SUPPORTED_VERSIONS = (1, 2)  # 2: images and LiDAR arrays in LZ4 (hdf5plugin), layout unchanged
+SUPPORTED_VERSIONS = (1, 2, 3)  # 2: images and LiDAR arrays in LZ4 (hdf5plugin), layout unchanged; 3: orientation
+# (actors/pitch_roll, labels/objects/quat_world and quat_ego: required from 3 on; older files read as level)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 # The layout a reader relies on (README "Episode file layout"), as shapes over symbols: N frames (the n_frames
@@ -366,6 +382,8 @@ _REQUIRED = {
     **{f"labels/objects/{k}": ("N", "A", 3) for k in ("center_world", "velocity_world", "center_ego", "velocity_ego")},
     **{f"labels/objects/{k}": ("N", "A") for k in ("yaw_world", "yaw_ego", "seen")},
 }
+_V3 = {"actors/pitch_roll": ("N", "A", 2), "labels/objects/quat_world": ("N", "A", 4),
+       "labels/objects/quat_ego": ("N", "A", 4)}
 _OPTIONAL = {"actors/door": ("N", "A"), "criticality/gap_m": ("N", "A"), "criticality/ttc_s": ("N", "A"),
              "criticality/ego_accel_mps2": ("N",), "criticality/ego_jerk_mps3": ("N",)}
 _SENSOR = {"T_ego_from_sensor": (4, 4), "T_world_from_sensor": ("N", 4, 4)}
@@ -508,6 +526,7 @@ class Episode:
         sizes = {"N": N, "N+1": N + 1}
         self._check_all(_REQUIRED, "", sizes, required=True)
         self._check_all(_OPTIONAL, "", sizes, required=False)
+        self._check_all(_V3, "", sizes, required=int(ver) >= 3)
         A = sizes["A"]
         if len(self.static["actors"]) != A:
             raise self.error(f"static_json lists {len(self.static['actors'])} actors but actors/id has {A}",
@@ -603,9 +622,21 @@ class Episode:
         out["T_world_from_sensor_start"] = self.read(g + "T_world_from_sensor_start", k)
         return out
 
+    def pitch_roll(self, k) -> np.ndarray:
+        """(A,2) pitch, roll of frame k (or (n,A,2) for a slice; simgen.records convention); zeros (level) in files
+        older than format_version 3, which stored none."""
+        if "actors/pitch_roll" in self.f:
+            return self.read("actors/pitch_roll", k)
+        return np.zeros(np.shape(self.read("actors/pose", k))[:-1] + (2,))
+
     def boxes(self, k: int) -> dict:
+        """3-D boxes of frame k: ``labels/objects/*`` plus size, id, semantic, kind; ``quat_world``/``quat_ego``
+        (w, x, y, z) are the yaw alone in files older than format_version 3 (level boxes)."""
         g = "labels/objects/"
         out = {key: self.read(g + key, k) for key in self.f[g]}
+        for name, yaw in (("quat_world", "yaw_world"), ("quat_ego", "yaw_ego")):
+            if name not in out:
+                out[name] = _yaw_quat(out[yaw])
         out["size"] = self.read("actors/dims")
         out["id"] = self.read("actors/id")
         out["semantic"] = self.read("actors/semantic")

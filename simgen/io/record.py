@@ -3,8 +3,8 @@
 Every episode file carries the record (format_version 1, see README "Episode file layout"):
 
 - ``actors/{id,name,kind,semantic,dims,colour}``: who is in the episode (fixed), ego = id 1 at index 0;
-- ``actors/pose`` (N,A,4: x, y, z bottom centre, yaw), ``actors/velocity`` (N,A,3), ``actors/accel`` (N,A),
-  ``actors/door`` (N,A, signed door angle);
+- ``actors/pose`` (N,A,4: x, y, z bottom centre, yaw), ``actors/pitch_roll`` (N,A,2, format_version >= 3; zeros
+  for older files), ``actors/velocity`` (N,A,3), ``actors/accel`` (N,A), ``actors/door`` (N,A, signed door angle);
 - ``frames/time_s``, ``lights/{id,state}``, ``collisions``, ``events/*``;
 - attrs ``scenario_yaml`` (the concrete scenario), ``rig_yaml``, ``seed_entropy``/``seed_spawn_key``, ``tick_hz``.
 
@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from simgen.errors import InputError
 from simgen.records import ActorStates
 
 LIGHT_NAMES = {0: "red", 1: "yellow", 2: "green", 3: "off"}
-SUPPORTED = (1, 2)  # 2 changed only the image and LiDAR codec (LZ4), not the record
+SUPPORTED = (1, 2, 3)  # 2 changed only the image and LiDAR codec (LZ4), not the record; 3 added actors/pitch_roll
 
 
 @dataclass
@@ -54,6 +53,7 @@ class Record:
     index: int = 0  # attrs episode_index
     parameters: dict = None  # attrs parameters_json (the sampled scenario parameters)
     run_seed: int = 0
+    pitch_roll: np.ndarray | None = None  # (N,A,2); None = level (files before format_version 3)
 
     @property
     def n_frames(self) -> int:
@@ -77,6 +77,8 @@ class Record:
             bad.append("negative seed_entropy")
         if not np.all(np.isfinite(self.pose)):
             bad.append("non-finite poses")
+        if self.pitch_roll is not None and (self.pitch_roll.shape != (N, A, 2) or not np.all(np.isfinite(self.pitch_roll))):
+            bad.append("actors/pitch_roll is not finite (N, A, 2)")
         if bad:
             raise InputError("not a valid record: " + "; ".join(bad), file=self.path)
 
@@ -84,7 +86,8 @@ class Record:
         """(ActorStates, lights, collisions, events, time_s) of frame k."""
         st = ActorStates(ids=self.ids, names=self.names, kinds=self.kinds, semantic=self.semantic,
                          pose=self.pose[k].copy(), velocity=self.velocity[k].copy(), accel=self.accel[k].copy(),
-                         dims=self.dims, door=self.door[k].copy())
+                         dims=self.dims, door=self.door[k].copy(),
+                         pitch_roll=None if self.pitch_roll is None else self.pitch_roll[k].copy())
         lights = {lid: LIGHT_NAMES[int(v)] for lid, v in zip(self.light_ids, self.light_state[k])} if len(self.light_ids) else {}
         coll = [(int(a), int(b)) for f, a, b in self.collisions if f == k]
         ev = [(t, a, n) for f, t, a, n in self.events if f == k]
@@ -129,17 +132,18 @@ def read_record(path: str | Path) -> Record:
             collisions=ep.read("collisions"), events=ev,
             index=_int_attr(ep, "episode_index", 0), parameters=ep.attr_json("parameters_json", {}),
             run_seed=_int_attr(ep, "run_seed", 0),
+            pitch_roll=ep.read("actors/pitch_roll") if "actors/pitch_roll" in ep.f else None,
         )
     rec.check()
     return rec
 
 
 def _yaml_attr(ep, name: str) -> dict:
+    from simgen.spec.schema import parse_yaml
+
     text = ep.attr(name)
-    try:
-        d = yaml.safe_load(text) if isinstance(text, str) else None
-    except yaml.YAMLError:
-        d = None
+    # the limits of a scenario file (alias bombs, depth): an episode's stored YAML is input too
+    d = parse_yaml(text, file=f"{ep.path}: attribute {name}") if isinstance(text, str) else None
     if not isinstance(d, dict):
         raise ep.error(f"attribute {name} is missing or not a YAML mapping", key=name)
     return d

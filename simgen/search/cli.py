@@ -43,7 +43,9 @@ def add_subcommand(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="independent seeds per method (default 3)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", help="keep the search folders here (default: a temporary folder)")
-    p.add_argument("--budget", type=int, default=4000, help="episode cap for falsify and ce-is (default 4000)")
+    p.add_argument("--budget", type=int, default=4000, help="episode cap for ce-is (default 4000)")
+    p.add_argument("--falsify-cap", type=int, default=300,
+                   help="episode cap for falsify, which is measured by its first failure only (default 300)")
     p.add_argument("--uniform-cap", type=int, default=3000, help="episode cap for uniform's first failure")
     p.add_argument("--make-truth", metavar="NAME", help="run and store the large uniform run of rare scenario NAME")
     p.add_argument("--episodes", type=int, default=50_000, help="episodes of --make-truth (default 50000)")
@@ -93,7 +95,8 @@ def cmd_bench(a) -> int:
               f"95 % interval {res['ci95']}")
     else:
         res = bench(scenarios=[s for s in (a.scenarios or "").split(",") if s] or None, repeats=a.repeats,
-                    workers=a.workers, out=a.out, budget=a.budget, uniform_cap=a.uniform_cap)
+                    workers=a.workers, out=a.out, budget=a.budget, uniform_cap=a.uniform_cap,
+                    falsify_cap=a.falsify_cap)
     if a.json:
         print(json.dumps(res))
     return 0

@@ -7,8 +7,10 @@ under the density they were drawn from; the likelihood ratio ``w = phi(z) / q(z)
 - ``uniform``: plain Monte Carlo from the scenario's own distribution (w = 1): the baseline.  P(failure) is
   k/n with a Wilson score interval.
 - ``falsify``: a cross-entropy optimiser (Rubinstein & Kroese, *The Cross-Entropy Method*, 2004) that drives
-  the objective towards failure: the first generation is a scrambled Sobol design (``scipy.stats.qmc``) for
-  even coverage; each later one is drawn from a Gaussian fitted to the best 20 % of the generation before it
+  the objective towards failure: the first generation is a scrambled Sobol design (``scipy.stats.qmc``) that
+  covers the plausible box evenly — every parameter within FALSIFY_BOX standard deviations of its own
+  distribution, uniformly, not weighted by the distribution (a rare failure in a tail is a sizeable part of the
+  box, while the distribution itself almost never goes there); each later one is drawn from a Gaussian fitted to the best 20 % of the generation before it
   (with smoothing and a floor on its spread, so it keeps exploring).  It finds failures; it estimates nothing.
 - ``ce-is``: cross-entropy importance sampling (multi-level CE as in Zhao et al., "Accelerated evaluation of
   automated vehicles", 2016): levels fall from the 20 % quantile of the score to the failure level; at each
@@ -36,6 +38,8 @@ SMOOTH = 0.7  # CE smoothing of the mean/covariance towards the new fit
 MIN_STD = 0.1  # floor on the falsifier's spread (in standard-normal units)
 FALSIFY_INFLATE = 4.0  # the falsifier's elite covariance x4: elites of a Gaussian are 5x narrower along the
 # gradient than the generation they came from, and without widening the search stalls before it reaches failures
+FALSIFY_BOX = 3.0  # the falsifier's first generation covers |z| <= 3 on every axis (each parameter within 3
+# standard deviations, in probability terms, of its own distribution): plausible values, all of them equally
 IS_INFLATE = 3.0  # ce-is proposal: the fitted covariance's eigenvalues x3 (spread x1.7), capped at the nominal's 1:
 # a weighted fit to a few dozen failures underestimates the failure region's spread, and a proposal narrower than
 # the region leaves part of it unsampled (an estimate biased low with a confident interval); measured on a
@@ -160,7 +164,7 @@ class Falsify(Method):
             with warnings.catch_warnings():  # Sobol's balance needs n = 2^m; a prefix of the sequence is still fine
                 warnings.simplefilter("ignore", UserWarning)
                 u = stats.qmc.Sobol(self.d, scramble=True, seed=rng).random(n)
-            z = stats.norm.ppf(np.clip(u, 1e-9, 1 - 1e-9))
+            z = (2.0 * u - 1.0) * FALSIFY_BOX
         else:
             # the best ELITE share of the latest generation (failures first, then the lowest scores)
             last = np.flatnonzero(hist.gen == hist.gen.max())

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from simgen.records import CameraData
+from simgen.records import CameraData, box_transform
 from simgen.classes import SKY
 from simgen.geometry import (T_BODY_FROM_OPTICAL, box_corners, box_edge_points, clip_polygon_near, distorted_pixel_rays,
-                             intrinsics_from_fov, pose_matrix, project_distorted, transform_points)
+                             intrinsics_from_fov, project_distorted, transform_points)
 from simgen.sensors import render
 from simgen.sensors import kernels
 from simgen.sensors.shading import _NOISE_TABLE, Lighting
@@ -25,8 +25,8 @@ _NO_LIGHTS = (np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zer
 
 
 def _box_pose(pose: np.ndarray, dims: np.ndarray) -> np.ndarray:
-    """(A,4,4) centre poses of actor boxes from bottom-centre poses (A,4) x,y,z,yaw."""
-    return pose_matrix(pose[:, 0], pose[:, 1], pose[:, 2] + dims[:, 2] / 2, pose[:, 3])
+    """(A,4,4) centre poses of actor boxes from bottom-centre poses (A,4) x,y,z,yaw or (A,6) with pitch, roll."""
+    return box_transform(pose, dims)
 
 
 class Camera:
@@ -66,7 +66,8 @@ class Camera:
     def capture(self, T_world_from_sensor: np.ndarray, static: render.StaticGeometry, actors: list[render.ActorGeometry],
                 poses: np.ndarray, light: Lighting, lamp_on: np.ndarray, actor_colour: np.ndarray,
                 materials: dict | None = None, road=None, lights: tuple | None = None) -> CameraData:
-        """Render at one instant.  ``poses`` (A,4) are the actors' bottom-centre poses matching ``actors``.
+        """Render at one instant.  ``poses`` (A,4|6) are the actors' bottom-centre poses matching ``actors``
+        (x, y, z, yaw [, pitch, roll]).
 
         ``lamp_on`` is a (T_static,) bool array: lamp triangles that are lit; ``actor_colour`` (max_id+1, 3).
         """
@@ -139,7 +140,7 @@ class Camera:
             cand = sub[sub >= 0]
             if len(cand) == 0:
                 continue
-            centre = np.array([poses[k, 0], poses[k, 1], poses[k, 2] + act.dims[2] / 2])
+            centre = render.box_centre(poses[k], act.dims[2])
             sel = render.sphere_candidates(so[cand], sd[cand], centre, act.radius, 1e4)
             if len(sel) == 0:
                 continue

@@ -27,10 +27,17 @@ from simgen.world import materials as M
 
 
 def _interp_poses(p0: np.ndarray, p1: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(N,4) poses x,y,z,yaw interpolated between p0 (w=0) and p1 (w=1) per ray weight w (N,)."""
+    """(N,4|6) poses x,y,z,yaw[,pitch,roll] interpolated between p0 (w=0) and p1 (w=1) per ray weight w (N,);
+    angles along the shorter arc."""
     out = p0[None, :] + w[:, None] * (p1 - p0)[None, :]
-    out[:, 3] = p0[3] + w * wrap_angle(p1[3] - p0[3])
+    out[:, 3:] = p0[3:] + w[:, None] * wrap_angle(p1[3:] - p0[3:])[None, :]
     return out
+
+
+def _ego_T(p: np.ndarray) -> np.ndarray:
+    from simgen.records import pose_transform
+
+    return pose_transform(p)
 
 
 class Lidar:
@@ -66,13 +73,12 @@ class Lidar:
                 static: render.StaticGeometry, actors: list[render.ActorGeometry], poses_prev: np.ndarray,
                 poses_now: np.ndarray, *, rng: np.random.Generator, reflectivity_scale: float = 1.0,
                 weather=None, precipitation_kind: str = "rain") -> LidarData:
-        """Sweep over (t_prev, t].  ``ego_*`` and ``poses_*`` are (4,)/(A,4) bottom-centre poses x,y,z,yaw."""
-        from simgen.geometry import pose_matrix
-
+        """Sweep over (t_prev, t].  ``ego_*`` and ``poses_*`` are (4|6,)/(A,4|6) bottom-centre poses x, y, z, yaw
+        [, pitch, roll] (:mod:`simgen.records`)."""
         a = self.attr
         d_s, w, ch = self._rays_sensor()
         ego = _interp_poses(ego_prev, ego_now, w)
-        T_we = pose_matrix(ego[:, 0], ego[:, 1], ego[:, 2], ego[:, 3])  # (N,4,4)
+        T_we = _ego_T(ego)  # (N,4,4)
         T_ws = T_we @ self.T_ego_from_sensor
         R = T_ws[:, :3, :3]
         o = T_ws[:, :3, 3]
@@ -81,16 +87,20 @@ class Lidar:
         max_t = a.range
         C = len(self.elev)
         upright = np.allclose(self.T_ego_from_sensor[:3, 2], [0.0, 0.0, 1.0])
-        if upright:  # every ray of azimuth column j shares one world bearing
+        if upright:  # every ray of azimuth column j shares one world bearing (the ego level)
             col = np.arange(0, len(d), C)
             ca, sa = np.cos(self._az), np.sin(self._az)
             bearing = np.arctan2(R[col, 1, 0] * ca + R[col, 1, 1] * sa, R[col, 0, 0] * ca + R[col, 0, 1] * sa)
+            # an ego pitched or rolled on a slope tilts the sensor's up axis by tau: a ray at elevation e then bears
+            # up to atan(|tan e| tan tau) away from its column's bearing; widen the column cull by that much
+            cos_tau = float(np.clip(R[:, 2, 2].min(), -1.0, 1.0))
+            tilt_margin = 0.0 if cos_tau >= 1.0 else float(np.arctan(np.abs(np.tan(self.elev)).max()
+                                                                      * np.tan(np.arccos(cos_tau))))
             o_mid = o[len(o) // 2]
             sweep_shift = float(np.linalg.norm(o[-1] - o[0]))
         for k, act in enumerate(actors):
             p0, p1 = poses_prev[k], poses_now[k]
-            mid = 0.5 * (p0[:3] + p1[:3])
-            centre = mid + [0.0, 0.0, act.dims[2] / 2]
+            centre = 0.5 * (render.box_centre(p0, act.dims[2]) + render.box_centre(p1, act.dims[2]))
             rad = act.radius + 0.5 * np.linalg.norm(p1[:3] - p0[:3])
             if upright:
                 rel = centre - o_mid
@@ -98,7 +108,7 @@ class Lidar:
                 if dist - rad - sweep_shift > max_t:
                     continue
                 if dist > rad + sweep_shift:
-                    half = np.arcsin(min(1.0, (rad + sweep_shift) / dist)) + 1e-3
+                    half = np.arcsin(min(1.0, (rad + sweep_shift) / dist)) + 1e-3 + tilt_margin
                     cols = np.nonzero(np.abs(wrap_angle(bearing - np.arctan2(rel[1], rel[0]))) <= half)[0]
                     if len(cols) == 0:
                         continue
@@ -139,8 +149,8 @@ class Lidar:
         idx = np.nonzero(keep)[0]
         xyz = (d_s[idx] * rng_m[idx, None]).astype(np.float32)
         times = t_prev + w[idx] * (t - t_prev)
-        T_end = pose_matrix(*ego_now[:3], ego_now[3]) @ self.T_ego_from_sensor
-        T_start = pose_matrix(*ego_prev[:3], ego_prev[3]) @ self.T_ego_from_sensor
+        T_end = _ego_T(ego_now) @ self.T_ego_from_sensor
+        T_start = _ego_T(ego_prev) @ self.T_ego_from_sensor
         fr = false_ret[idx]
         real = fr == 0  # false returns (fog backscatter, drops) carry no surface's labels
         return LidarData(T_end, T_start, xyz, intensity[idx], np.where(real, h.semantic[idx], 0).astype(np.uint8),

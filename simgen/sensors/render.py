@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simgen._o3d import o3d
+from simgen.records import rotation_zyx
 from simgen.world.mesh import Mesh
 
 _T = o3d.core.Tensor
@@ -90,15 +91,25 @@ def cast_static(geom: StaticGeometry, o: np.ndarray, d: np.ndarray, rays: np.nda
 
 
 def local_from_world(pose: np.ndarray):
-    """Rotation (…,3,3) and translation (…,3) taking world points into an actor frame, from (…,4) x,y,z,yaw."""
+    """Rotation (…,3,3) and translation (…,3) taking world points into an actor frame (local = R (world - t)), from
+    (…,4) x,y,z,yaw or (…,6) x,y,z,yaw,pitch,roll bottom-centre poses (convention: :mod:`simgen.records`)."""
+    if pose.shape[-1] == 6 and np.any(pose[..., 4:6]):
+        return np.swapaxes(rotation_zyx(pose[..., 3], pose[..., 4], pose[..., 5]), -1, -2), pose[..., :3]
     c, s = np.cos(pose[..., 3]), np.sin(pose[..., 3])
     R = np.zeros(pose.shape[:-1] + (3, 3))
     R[..., 0, 0], R[..., 0, 1], R[..., 1, 0], R[..., 1, 1], R[..., 2, 2] = c, s, -s, c, 1.0  # R_local_from_world
     return R, pose[..., :3]
 
 
+def box_centre(pose: np.ndarray, height) -> np.ndarray:
+    """(…,3) box centre of (…,4|6) bottom-centre poses: half the ``height`` up the actor's own z axis."""
+    R, p = local_from_world(pose)
+    return p + np.asarray(height, float)[..., None] / 2 * R[..., 2, :]  # row 2 of R_local_from_world = z axis
+
+
 def cast_actor(actor: ActorGeometry, o: np.ndarray, d: np.ndarray, pose: np.ndarray, *, occlusion_only: bool = False):
-    """Cast world rays at one actor posed at ``pose`` ((4,) or per ray (N,4): x, y, z bottom centre, yaw).
+    """Cast world rays at one actor posed at ``pose`` ((4|6,) or per ray (N,4|6): x, y, z bottom centre, yaw
+    [, pitch, roll]).
 
     Returns (t, normal_world, tri) or, with ``occlusion_only``, a boolean array.
     """

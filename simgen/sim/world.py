@@ -68,6 +68,8 @@ class Actor:
     steer: float = 0.0
     z: float = 0.0
     vz: float = 0.0  # vertical velocity over the last tick, dz/dt (m/s): kerbs, slopes
+    pitch: float = 0.0  # ground-following attitude (rad; simgen.records convention: + nose down), set by _update_z
+    roll: float = 0.0  # (rad; + left side up)
     is_ego: bool = False
     walk_left_m: float | None = None
     walk_heading: float = 0.0
@@ -1025,32 +1027,37 @@ class World:
 
     def _update_z(self, dt: float | None = None) -> None:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
-        the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick)."""
+        the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick).
+
+        On imported (.xodr) maps the ground has real slopes: a vehicle takes the attitude of the ground under it
+        (:func:`ground_attitude`: pitch and roll of the plane through its four corners' ground heights, resting on
+        that plane's highest contact); walkers and props stay upright on the highest ground under their footprint.
+        The builtin maps keep z = ground height at the centre and pitch = roll = 0 exactly.  The bicycle model
+        stays planar (x, y, yaw): the attitude is a ground-following output, not simulated dynamics."""
         pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float).reshape(-1, 3)
         # the ground is fixed: only actors whose pose (or box) changed since the last call need a new height
-        key = self._static_arrays()["key"]
+        st = self._static_arrays()
+        key = st["key"]
         prev = getattr(self, "_z_cache", None)
         if prev is not None and prev[0] == key:
             moved = np.any(pose != prev[1], axis=1)
-            z = prev[2].copy()
+            z, pr = prev[2].copy(), prev[3].copy()
         else:
             moved = np.ones(len(pose), bool)
-            z = np.zeros(len(pose))
+            z, pr = np.zeros(len(pose)), np.zeros((len(pose), 2))
         if moved.any():
             rows = np.flatnonzero(moved)
             xy = pose[rows, :2]
             if getattr(self.map, "source_file", ""):
-                # imported maps have real slopes, and poses carry no pitch/roll: rest the (level) box on the highest
-                # ground under its footprint (corners and centre), so no part of the actor sinks into the road
-                fp = _rects(xy, pose[rows, 2], self._static_arrays()["dims"][rows])
-                pts = np.concatenate([fp, xy[:, None, :]], axis=1)  # (M, 5, 2)
-                z[rows] = self.map.ground_height(pts.reshape(-1, 2)).reshape(len(xy), 5).max(axis=1)
+                z[rows], pr[rows] = ground_attitude(self.map.ground_height, xy, pose[rows, 2], st["dims"][rows],
+                                                    st["vehicle"][rows])
             else:
                 z[rows] = self.map.ground_height(xy)
-        self._z_cache = (key, pose, z)
-        for a, zi in zip(self.actors, z):
+        self._z_cache = (key, pose, z, pr)
+        for a, zi, (pi, ri) in zip(self.actors, z, pr):
             a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
             a.z = float(zi)
+            a.pitch, a.roll = float(pi), float(ri)
 
     def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None) -> list[tuple[int, int]]:
         """Actor pairs in contact after the step.  Walkers passing each other are not collisions (they step aside in
@@ -1313,6 +1320,7 @@ class World:
             accel=np.array([a.accel for a in A], float),
             dims=np.array([a.dims for a in A], float),
             door=np.array([a.door for a in A], float),
+            pitch_roll=np.array([[a.pitch, a.roll] for a in A], float).reshape(-1, 2),
         )
 
 
@@ -1413,6 +1421,45 @@ def overlapping_pairs_numpy(fp: np.ndarray, margin: float = 0.0) -> np.ndarray:
     sep = (pa.max(2) + margin < pb.min(2)) | (pb.max(2) + margin < pa.min(2))
     hit = ~sep.any(axis=1)
     return np.stack([i[hit], j[hit]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- ground attitude
+_CONTACT_UV = np.array([(u, v) for u in (1.0, 0.0, -1.0) for v in (1.0, 0.0, -1.0)])  # footprint samples, half-sizes
+
+
+def ground_attitude(ground_height, xy: np.ndarray, yaw: np.ndarray, lw: np.ndarray, tilt: np.ndarray):
+    """(z (M,), pitch_roll (M,2)) of boxes (centres xy (M,2), yaw (M,), length/width lw (M,2)) resting on the ground
+    ``ground_height((K,2) xy) -> (K,)``, vectorised over the boxes (one ground query for all of them).
+
+    Rows with ``tilt`` take the ground's attitude: the least-squares plane z = a + b*u + c*v through the ground under
+    the four corners (u forward, v left, in the box's yaw frame) gives pitch = -atan(b) and roll =
+    asin(c / sqrt(1 + b^2 + c^2)) (ZYX, + nose down, + left up: the box's bottom face then lies in that plane); the
+    plane is lifted to the highest ground above it among nine footprint samples (corners, edge midpoints, centre),
+    so the box touches the ground and no sample sinks into it (a crest, a kerb).  Other rows stay level on the
+    highest ground among those samples."""
+    M = len(xy)
+    if M == 0:
+        return np.zeros(0), np.zeros((0, 2))
+    c, s = np.cos(yaw), np.sin(yaw)
+    u = _CONTACT_UV[None, :, 0] * (lw[:, :1] / 2)  # (M,9)
+    v = _CONTACT_UV[None, :, 1] * (lw[:, 1:2] / 2)
+    px = xy[:, :1] + u * c[:, None] - v * s[:, None]
+    py = xy[:, 1:2] + u * s[:, None] + v * c[:, None]
+    g = np.asarray(ground_height(np.stack([px, py], -1).reshape(-1, 2)), float).reshape(M, 9)
+    z = g.max(axis=1)
+    pr = np.zeros((M, 2))
+    if np.any(tilt):
+        corner = (_CONTACT_UV[:, 0] != 0) & (_CONTACT_UV[:, 1] != 0)  # FL, FR, RL, RR
+        gc, uc, vc = g[:, corner], _CONTACT_UV[corner, 0], _CONTACT_UV[corner, 1]
+        a = gc.mean(axis=1)
+        b = (gc @ uc) / (4 * lw[:, 0] / 2)  # symmetric corners: least squares is this closed form
+        cc = (gc @ vc) / (4 * lw[:, 1] / 2)
+        lift = np.max(g - (a[:, None] + b[:, None] * u + cc[:, None] * v), axis=1)
+        t = np.asarray(tilt, bool)
+        z = np.where(t, a + lift, z)
+        pr[t, 0] = -np.arctan(b[t])
+        pr[t, 1] = np.arcsin(cc[t] / np.sqrt(1.0 + b[t] ** 2 + cc[t] ** 2))
+    return z, pr
 
 
 # ---------------------------------------------------------------------------------------------- swept contacts

@@ -7,6 +7,7 @@ key path (``actors[2].speed_mps``), the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -132,7 +133,19 @@ def load_yaml(path: str | Path, *, what: str = "file") -> dict:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {what}: {e}", file=str(path)) from None
-    return parse_yaml(text, file=str(path))
+    key = (str(path), text)
+    hit = _PARSED.get(key)
+    if hit is None:
+        hit = parse_yaml(text, file=str(path))
+        if len(_PARSED) >= 16:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = hit
+    return copy.deepcopy(hit)
+
+
+# Parsed files by (path, exact text): a search or batch reads the same scenario thousands of times in one process
+# (issue 13); the text is read and compared every time, so an edited file is parsed again.  Callers get a copy.
+_PARSED: dict[tuple[str, str], object] = {}
 
 
 def _load(text: str, *, file: str, key: str | None = None):

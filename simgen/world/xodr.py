@@ -5,7 +5,7 @@ C++ parser, which works without a server.  Using it means the builtin backend an
 lane on the same file.  The XML is read with :mod:`xml.etree.ElementTree` only to *enumerate* what the parser
 exposes per id (roads, their lane sections and lane ids, signal attributes and controllers); all geometry —
 positions, headings, elevation, lane widths, road marks, lane-change permissions, junction connectivity — comes
-from the parser's waypoints.
+from the parser's waypoints, except the superelevation (below), which the parser ignores.
 
 Frames: CARLA's world frame is left-handed (y to the right); simgen's is right-handed ISO 8855 (y left), which is
 also the OpenDRIVE inertial frame.  Conversion as in :mod:`simgen.backends.carla_frames`: y -> -y, yaw -> -yaw.
@@ -31,7 +31,15 @@ What is built (see docs/maps.md):
 :class:`XodrLayout` is the lane/signal mapping the carla backend uses when it loads the same file into a server
 (``generate_opendrive_world``).
 
-Superelevation (banking) is not applied: CARLA's parser gives waypoints no roll.  The corpus maps have none.
+Superelevation (banking): CARLA's parser gives waypoints no roll and every lane of a cross-section the height of
+the reference line, so the roll is applied here from the file's own ``lateralProfile/superelevation`` records
+(cubic polynomials in s, like the elevation), read with the same ElementTree enumeration as the other records.
+A point at lateral offset t from the reference line (OpenDRIVE t, left positive, measured horizontally; t comes
+from the ``laneOffset`` records and the lane widths) lies ``t * tan(superelevation(s))`` above the reference
+line's height; a positive superelevation raises the left side (a right-handed roll about +s).  Lanes marked
+``level="true"`` keep the height of their inner edge across their width.  Lane centre heights, the road, kerb,
+sidewalk and marking meshes (hence :meth:`XodrRoadMap.ground_height`) all carry the bank.  ``lateralProfile/shape``
+records (OpenDRIVE 1.6 cross-section shapes) are refused with a one-line error.
 """
 from __future__ import annotations
 
@@ -97,6 +105,31 @@ class _RoadInfo:
     speed_mps: float | None
     signals: list[dict] = field(default_factory=list)
     objects: list[dict] = field(default_factory=list)
+    superelevation: list = field(default_factory=list)  # [(s, a, b, c, d)] roll about the reference line (rad)
+    lane_offset: list = field(default_factory=list)  # [(s, a, b, c, d)] lateral shift of lane 0 (m)
+    level: set = field(default_factory=set)  # {(section, lane id)} of lanes with level="true"
+
+
+def _poly_records(parent, tag: str, file: str, where: str) -> list:
+    """Cubic polynomial records ``<tag s a b c d>`` under ``parent`` as [(s, a, b, c, d)] sorted by s."""
+    if parent is None:
+        return []
+    out = []
+    for j, el in enumerate(parent.findall(tag)):
+        w = f"{where}/{tag}[{j}]"
+        out.append(tuple(_float(el, k, file, w, default=0.0 if k != "s" else None) for k in ("s", "a", "b", "c", "d")))
+    return sorted(out, key=lambda r: r[0])
+
+
+def _cubic(records: list, s) -> np.ndarray:
+    """Value of piecewise cubic records [(s, a, b, c, d)] at road s (array); 0 where there are none."""
+    s = np.asarray(s, float)
+    if not records:
+        return np.zeros(s.shape)
+    r = np.asarray(records, float)
+    i = np.clip(np.searchsorted(r[:, 0], s, side="right") - 1, 0, len(r) - 1)
+    ds = s - r[i, 0]
+    return r[i, 1] + ds * (r[i, 2] + ds * (r[i, 3] + ds * r[i, 4]))
 
 
 def _float(el, attr, file, where, default=None):
@@ -139,6 +172,7 @@ def _enumerate(root: ET.Element, file: str) -> tuple[dict[int, _RoadInfo], dict[
         secs = lanes_el.findall("laneSection")
         s_starts = [_float(s, "s", file, f"{where}/laneSection[{k}]") for k, s in enumerate(secs)]
         sections = []
+        levels: set = set()
         for k, sec in enumerate(secs):
             s0 = s_starts[k]
             s1 = s_starts[k + 1] if k + 1 < len(secs) else length
@@ -148,8 +182,10 @@ def _enumerate(root: ET.Element, file: str) -> tuple[dict[int, _RoadInfo], dict[
                 if el is None:
                     continue
                 for ln in el.findall("lane"):
-                    lanes.append((_int(ln.get("id"), file, f"{where}/laneSection[{k}]/lane@id"),
-                                  (ln.get("type") or "none").lower()))
+                    lane_id = _int(ln.get("id"), file, f"{where}/laneSection[{k}]/lane@id")
+                    lanes.append((lane_id, (ln.get("type") or "none").lower()))
+                    if (ln.get("level") or "false").strip().lower() in ("true", "1"):
+                        levels.add((k, lane_id))
             sections.append((s0, s1, lanes))
         speed = None
         t = r.find("type")
@@ -159,7 +195,13 @@ def _enumerate(root: ET.Element, file: str) -> tuple[dict[int, _RoadInfo], dict[
                 speed = float(sp.get("max")) * _SPEED_UNITS.get(sp.get("unit", "m/s"), 1.0)
             except (TypeError, ValueError):
                 speed = None  # "no limit" / "undefined": the default applies
-        info = _RoadInfo(rid, length, junction, sections, speed)
+        lat = r.find("lateralProfile")
+        if lat is not None and lat.find("shape") is not None:
+            raise InputError("lateralProfile/shape (cross-section shape) is not supported; allowed in "
+                             "<lateralProfile>: superelevation", file=file, key=f"{where}/lateralProfile/shape")
+        info = _RoadInfo(rid, length, junction, sections, speed,
+                         superelevation=_poly_records(lat, "superelevation", file, f"{where}/lateralProfile"),
+                         lane_offset=_poly_records(lanes_el, "laneOffset", file, f"{where}/lanes"), level=levels)
         sig = r.find("signals")
         if sig is not None:
             for s in sig.findall("signal"):
@@ -202,6 +244,42 @@ class _LaneSamples:
     junction: int | None
     forward: bool  # travels along +s
     last_wp: object = None
+    bank: np.ndarray | None = None  # (n,) dz per metre to the left of travel (the superelevation's cross slope)
+
+    def bank_or_zero(self) -> np.ndarray:
+        return np.zeros(len(self.s)) if self.bank is None else self.bank
+
+
+def _apply_superelevation(samples: list[_LaneSamples], roads: dict[int, _RoadInfo]) -> None:
+    """Raise every lane sample by t * tan(superelevation(s)) (t: its lateral offset from the reference line) and
+    record each lane's cross slope, in place (module docstring)."""
+    by_sec: dict[tuple[int, int], dict[int, _LaneSamples]] = {}
+    for ls in samples:
+        by_sec.setdefault((ls.road, ls.section), {})[ls.lane] = ls
+    for (r, k), group in by_sec.items():
+        rd = roads[r]
+        if not rd.superelevation:
+            continue
+        order = {lane: np.argsort(ls.s) for lane, ls in group.items()}
+
+        def width_at(lane: int, s: np.ndarray) -> np.ndarray:
+            o = group.get(lane)
+            if o is None:
+                return np.zeros(len(s))
+            i = order[lane]
+            return np.interp(s, o.s[i], o.width[i])
+
+        for lane, ls in group.items():
+            sgn = 1.0 if lane > 0 else -1.0
+            inner = sum((width_at(int(sgn * j), ls.s) for j in range(1, abs(lane))), np.zeros(len(ls.s)))
+            t_inner = _cubic(rd.lane_offset, ls.s) + sgn * inner
+            tan = np.tan(_cubic(rd.superelevation, ls.s))
+            if (k, lane) in rd.level:
+                ls.xyz[:, 2] += t_inner * tan
+                ls.bank = np.zeros(len(ls.s))
+            else:
+                ls.xyz[:, 2] += (t_inner + sgn * ls.width / 2) * tan
+                ls.bank = tan if ls.forward else -tan  # left of travel is +t along +s, -t against it
 
 
 def _mark(m):
@@ -322,20 +400,25 @@ def _wall3d(p: np.ndarray, height: float, material: int, semantic: int) -> Mesh:
 
 
 def _segments_mesh(p0: np.ndarray, p1: np.ndarray, nrm0: np.ndarray, nrm1: np.ndarray, lat0, lat1, half_w,
-                   material: int) -> Mesh:
-    """Independent paint quads for segments p0 -> p1 (m, 3): lateral centre lat (m,) and half width (m,)."""
+                   material: int, bank0=0.0, bank1=0.0) -> Mesh:
+    """Independent paint quads for segments p0 -> p1 (m, 3): lateral centre lat (m,) and half width (m,); ``bank``
+    is the cross slope at each end (dz per metre to the left), so the paint lies on a banked surface."""
     m = len(p0)
     if m == 0:
         return Mesh.empty()
     z = np.array([0.0, 0.0, PAINT_Z])
     a0 = p0.copy()
     a0[:, :2] += nrm0 * (lat0 + half_w)[:, None]
+    a0[:, 2] += (lat0 + half_w) * bank0
     b0 = p0.copy()
     b0[:, :2] += nrm0 * (lat0 - half_w)[:, None]
+    b0[:, 2] += (lat0 - half_w) * bank0
     a1 = p1.copy()
     a1[:, :2] += nrm1 * (lat1 + half_w)[:, None]
+    a1[:, 2] += (lat1 + half_w) * bank1
     b1 = p1.copy()
     b1[:, :2] += nrm1 * (lat1 - half_w)[:, None]
+    b1[:, 2] += (lat1 - half_w) * bank1
     v = np.stack([a0, b0, b1, a1], 1).reshape(-1, 3) + z
     base = 4 * np.arange(m)[:, None]
     tri = np.concatenate([base + [1, 2, 3], base + [1, 3, 0]])
@@ -354,6 +437,7 @@ def _marks_mesh(lanes: list[_LaneSamples], boundary: str) -> list[Mesh]:
     for ls in lanes:
         marks = getattr(ls, boundary)
         nrm = _normals(ls.yaw)
+        bank = ls.bank_or_zero()
         # lateral of the boundary, left of travel positive
         on_right = ls.outer_is_right if boundary == "outer" else not ls.outer_is_right
         side = -1.0 if on_right else 1.0
@@ -382,7 +466,7 @@ def _marks_mesh(lanes: list[_LaneSamples], boundary: str) -> list[Mesh]:
                     lat0 = edge[u] + (off[u] if np.ndim(off) else off)
                     lat1 = edge[u + 1] + (off[u] if np.ndim(off) else off)
                     out.append(_segments_mesh(ls.xyz[u], ls.xyz[u + 1], nrm[u], nrm[u + 1], lat0, lat1, w[u] / 2,
-                                              YELLOW_PAINT if yellow else ROAD_PAINT))
+                                              YELLOW_PAINT if yellow else ROAD_PAINT, bank[u], bank[u + 1]))
     return out
 
 
@@ -510,6 +594,7 @@ def build_xodr_map(data: bytes | str, *, name: str, file: str) -> XodrRoadMap:
                     samples.append(ls)
     if not samples:
         raise InputError("CARLA's OpenDRIVE parser found no lanes with geometry", file=file)
+    _apply_superelevation(samples, roads)
     return _assemble(name, file, roads, controller, cmap, samples, sections, root)
 
 
@@ -840,16 +925,20 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
 
     meshes: list[Mesh] = []
     edge_pts = []
+    surface_z = _surface_z_of(samples)
     by_road_sec: dict[tuple[int, int], list[_LaneSamples]] = {}
     for ls in samples:
         by_road_sec.setdefault((ls.road, ls.section), []).append(ls)
     for ls in samples:
         nrm = _normals(ls.yaw)
         half = (ls.width / 2)[:, None]
+        rise = ls.bank_or_zero() * ls.width / 2  # superelevation: the left edge (of travel) this much higher
         left = ls.xyz.copy()
         left[:, :2] += nrm * half
+        left[:, 2] += rise
         right = ls.xyz.copy()
         right[:, :2] -= nrm * half
+        right[:, 2] -= rise
         t = ls.odr_type
         if t == "sidewalk":
             up = np.array([0.0, 0.0, SIDEWALK_HEIGHT])
@@ -891,7 +980,6 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
         poly = np.asarray(cw.polygon, float)
         along = np.array([u[1], -u[0]])
         half_len = float(np.abs((poly - (a + b) / 2) @ along).max())
-        z = _height_near(samples, (a + b) / 2)
         centres = np.arange(0.5, L - 0.49, 1.0)
         p0 = a + centres[:, None] * u
         quads = []
@@ -901,7 +989,7 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
             quads.append(q)
         if quads:
             q = np.array(quads).reshape(-1, 2)
-            v = np.column_stack([q, np.full(len(q), z + PAINT_Z)])
+            v = np.column_stack([q, surface_z(q) + PAINT_Z])
             base = 4 * np.arange(len(quads))[:, None]
             meshes.append(Mesh.build(v, np.concatenate([base + [0, 1, 2], base + [0, 2, 3]]), ROAD_PAINT, ROADLINE))
     # stop lines across the lanes that stop at a light
@@ -911,8 +999,8 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
         st = np.array([s0, s1])
         xa, ya, _ = ln.centre.pose_at(st, ln.width_m / 2 - 0.1)
         xb, yb, _ = ln.centre.pose_at(st, -ln.width_m / 2 + 0.1)
-        z = np.interp(st, ln.centre.vertex_s, ln.z) + 2 * PAINT_Z
-        v = np.array([[xa[0], ya[0], z[0]], [xb[0], yb[0], z[0]], [xb[1], yb[1], z[1]], [xa[1], ya[1], z[1]]])
+        q = np.array([[xa[0], ya[0]], [xb[0], yb[0]], [xb[1], yb[1]], [xa[1], ya[1]]])
+        v = np.column_stack([q, surface_z(q) + 2 * PAINT_Z])
         meshes.append(Mesh.build(v, [[0, 1, 2], [0, 2, 3]], ROAD_PAINT, ROADLINE))
     road_mesh = merge(meshes)
     # terrain: a grid under everything, its height that of the nearest road edge minus a small drop
@@ -924,7 +1012,9 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
     G = np.stack(np.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
     tree = cKDTree(pts[:, :2])
     _, idx = tree.query(G)
-    gz = pts[idx, 2] - TERRAIN_DROP_M
+    # on a banked road the nearest edge can be higher than the surface at the node (inside a wide banked strip):
+    # take the lower of that edge and the nearest lane's banked plane there
+    gz = np.minimum(pts[idx, 2], _surface_z_of(samples, drivable_first=False)(G)) - TERRAIN_DROP_M
     i = np.arange(nx - 1)[None, :] + nx * np.arange(ny - 1)[:, None]
     i = i.reshape(-1)
     tri = np.concatenate([np.stack([i, i + 1, i + nx + 1], -1), np.stack([i, i + nx + 1, i + nx], -1)])
@@ -971,14 +1061,24 @@ def _ground(samples, lanes, crosswalks, stop_marks, roads):
     return ground, frontages, (outlines, jids)
 
 
-def _height_near(samples, xy) -> float:
-    best, z = np.inf, 0.0
-    for ls in samples:
-        d = np.linalg.norm(ls.xyz[:, :2] - xy, axis=1)
-        i = int(np.argmin(d))
-        if d[i] < best:
-            best, z = d[i], float(ls.xyz[i, 2])
-    return z
+def _surface_z_of(samples, drivable_first: bool = True):
+    """Function (m,2) xy -> (m,) height of the road surface near the lanes: the nearest lane sample's centre height
+    plus the superelevation's cross slope times the point's lateral offset from that centre (drivable lanes first:
+    paint lies on the carriageway)."""
+    from scipy.spatial import cKDTree
+
+    use = ([ls for ls in samples if ls.odr_type in DRIVABLE] if drivable_first else []) or samples
+    c = np.concatenate([ls.xyz for ls in use])
+    nrm = np.concatenate([_normals(ls.yaw) for ls in use])
+    bank = np.concatenate([ls.bank_or_zero() for ls in use])
+    tree = cKDTree(c[:, :2])
+
+    def z_at(xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, float).reshape(-1, 2)
+        _, i = tree.query(xy)
+        return c[i, 2] + np.einsum("nk,nk->n", xy - c[i, :2], nrm[i]) * bank[i]
+
+    return z_at
 
 
 # ---------------------------------------------------------------------------------------------------------------

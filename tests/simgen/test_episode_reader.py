@@ -290,3 +290,19 @@ def test_report_sample_bit_rot_leaves_nothing(good_episode, tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "run"), "--out", str(out)]) == 2
     assert "sensors/front/rgb" in _one_line_error(capsys, p)
     assert not out.exists()
+
+
+def test_replay_refuses_an_alias_bomb_in_the_stored_scenario(good_episode, tmp_path, capsys):
+    """An episode's stored scenario YAML is input too: replay reads it with the scenario file's limits (issue 15
+    item 2), so aliases that expand to millions of values are refused with one line naming the episode and the
+    attribute, and no output folder is made.  (It was read with a plain yaml.safe_load and replayed.)"""
+    from tests.simgen.test_hardening_input import billion_laughs
+
+    p = _copy(good_episode, tmp_path)
+    with h5py.File(p, "r+") as f:
+        f.attrs["scenario_yaml"] = billion_laughs(7) + str(f.attrs["scenario_yaml"]).split("\n", 1)[1]
+    out = tmp_path / "replayed"
+    assert cli.main(["replay", str(p), "--out", str(out), "--no-progress"]) == 2
+    err = _one_line_error(capsys, p)
+    assert "scenario_yaml" in err and "aliases expand to more than" in err
+    assert not out.exists()

@@ -50,4 +50,4 @@ def test_replay_rejects_bad_input(lead_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "weather.fog_density" in err and "0.0 to 100.0" in err
     rec = read_record(src)
-    assert rec.n_frames == 12 and rec.names[0] == "ego" and rec.format_version == simgen.FORMAT_VERSION == 2
+    assert rec.n_frames == 12 and rec.names[0] == "ego" and rec.format_version == simgen.FORMAT_VERSION == 3

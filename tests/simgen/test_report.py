@@ -123,3 +123,23 @@ def test_cli_writes_card(small_run, tmp_path, monkeypatch, capsys):
     text = _check_card(tmp_path / "c" / "card.html", "html")
     assert text.startswith("<!DOCTYPE html>") and "<table>" in text and "wrote" in capsys.readouterr().out
     assert cli.main(["report", str(small_run), "--out", str(tmp_path / "c"), "--camera", "nope"]) == 2
+
+
+def test_report_again_needs_overwrite_and_never_replaces_a_users_file(small_run, tmp_path, capsys):
+    """A second card into the same folder is refused without --overwrite (it would replace the first one
+    silently); with it, the card is replaced.  A card.md that simgen did not write is kept even with --overwrite."""
+    out = tmp_path / "c"
+    assert cli.main(["report", str(small_run), "--out", str(out), "--samples", "1"]) == 0
+    first = (out / "card.md").read_text()
+    capsys.readouterr()
+    assert cli.main(["report", str(small_run), "--out", str(out), "--samples", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert (out / "card.md").read_text() == first
+    assert cli.main(["report", str(small_run), "--out", str(out), "--samples", "1", "--overwrite"]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "card.md").write_text("my notes\n")
+    assert cli.main(["report", str(small_run), "--out", str(mine), "--samples", "1", "--overwrite"]) == 2
+    assert "not written by simgen" in capsys.readouterr().err
+    assert (mine / "card.md").read_text() == "my notes\n"

@@ -479,10 +479,39 @@ def _start(name):
     return best
 
 
+def _pose6(st) -> np.ndarray:
+    """(A,6) x, y, z, yaw, pitch, roll from the raw record fields (pitch_roll None = level)."""
+    pr = np.zeros((len(st.ids), 2)) if st.pitch_roll is None else np.asarray(st.pitch_roll, float)
+    return np.concatenate([np.asarray(st.pose, float), pr], axis=1)
+
+
+def _T6(p6: np.ndarray, centre_h=None) -> np.ndarray:
+    """(N,4,4) transforms of (N,6) poses built here with scipy (ZYX yaw, pitch, roll), independently of simgen's
+    helpers; with ``centre_h`` (N,) the origin moves half that height up the body's own z axis (the box centre)."""
+    from scipy.spatial.transform import Rotation
+
+    p6 = np.atleast_2d(p6)
+    T = np.tile(np.eye(4), (len(p6), 1, 1))
+    T[:, :3, :3] = Rotation.from_euler("ZYX", p6[:, 3:6]).as_matrix()
+    T[:, :3, 3] = p6[:, :3]
+    if centre_h is not None:
+        T[:, :3, 3] += T[:, :3, 2] * (np.broadcast_to(centre_h, len(p6))[:, None] / 2)
+    return T
+
+
+def _pose6_at(p0, p1, w):
+    from simgen.geometry import wrap_angle
+
+    out = p0 + w[:, None] * (p1 - p0)
+    out[:, 3:] = p0[3:] + w[:, None] * wrap_angle(p1[3:] - p0[3:])
+    return out
+
+
 def _label_checks(frames):
-    from annotators.ground_truth import annotate, box_poses
-    from simgen.geometry import T_BODY_FROM_OPTICAL, invert, points_in_box, pose_matrix, transform_points
-    from tests.annotators.test_ground_truth import _pose_at
+    """Box vs mask, depth-unprojected pixels and LiDAR points in their actor's box; boxes (full orientation) are
+    built here from the raw pose and pitch/roll, not by the annotator."""
+    from annotators.ground_truth import annotate
+    from simgen.geometry import T_BODY_FROM_OPTICAL, invert, points_in_box, transform_points
 
     boxes_checked = points_total = points_in = 0
     for k, f in enumerate(frames):
@@ -493,7 +522,7 @@ def _label_checks(frames):
                 m, p = cl.bbox_mask[j], cl.bbox_proj[j]
                 assert m[0] >= p[0] - 2 and m[1] >= p[1] - 2 and m[2] <= p[2] + 2 and m[3] <= p[3] + 2
                 boxes_checked += 1
-        boxes = box_poses(f)
+        boxes = _T6(_pose6(f.actors), f.actors.dims[:, 2])
         for name, cam in f.cameras.items():  # camera pixels of an actor, unprojected with depth, are in its box
             T = cam.T_world_from_sensor @ T_BODY_FROM_OPTICAL
             for j, aid in enumerate(f.actors.ids[1:], start=1):
@@ -509,21 +538,28 @@ def _label_checks(frames):
         prev = frames[k - 1]
         for name, ld in f.lidars.items():  # LiDAR points of an actor are in its box at each point's firing time
             w = (ld.time_s - prev.time_s) / (f.time_s - prev.time_s)
-            e0, e1 = prev.actors.pose[0], f.actors.pose[0]
-            ego = _pose_at(e0, e1, w)
-            T_es = invert(pose_matrix(*e1[:3], e1[3])) @ ld.T_world_from_sensor
-            pw = transform_points(pose_matrix(ego[:, 0], ego[:, 1], ego[:, 2], ego[:, 3]) @ T_es, ld.xyz.astype(float))
+            P0, P1 = _pose6(prev.actors), _pose6(f.actors)
+            ego = _pose6_at(P0[0], P1[0], w)
+            T_es = invert(_T6(P1[0])[0]) @ ld.T_world_from_sensor
+            pw = transform_points(_T6(ego) @ T_es, ld.xyz.astype(float))
             for j, aid in enumerate(f.actors.ids[1:], start=1):
                 sel = ld.instance == aid
                 if sel.sum() < 5:
                     continue
-                ap = _pose_at(prev.actors.pose[j], f.actors.pose[j], w[sel])
                 dims = f.actors.dims[j]
-                T_wb = pose_matrix(ap[:, 0], ap[:, 1], ap[:, 2] + dims[2] / 2, ap[:, 3])
+                T_wb = _T6(_pose6_at(P0[j], P1[j], w[sel]), dims[2])
                 for q, T in zip(pw[sel], T_wb):
                     points_in += bool(points_in_box(q[None], T, dims, margin=0.02)[0])
                     points_total += 1
     return boxes_checked, points_total, points_in
+
+
+def _bottom_gap(m, p6: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    """Height of a 5 x 5 grid of points on a box's (tilted) bottom face above the map's ground under each."""
+    u, v = np.meshgrid(np.linspace(-0.5, 0.5, 5) * dims[0], np.linspace(-0.5, 0.5, 5) * dims[1])
+    local = np.stack([u.ravel(), v.ravel(), np.zeros(u.size), np.ones(u.size)], 1)
+    pw = (_T6(p6)[0] @ local.T).T[:, :3]
+    return pw[:, 2] - m.ground_height(pw[:, :2])
 
 
 @pytest.mark.parametrize("name", MAP_NAMES)
@@ -544,13 +580,9 @@ def test_episode_renders_with_consistent_labels(small_rig, tmp_path, name):
     boxes_checked, total, inside = _label_checks(frames)
     sess.close()
     f = frames[-1]
-    for j in range(len(f.actors.ids)):  # each box rests on the highest ground under its footprint corners
-        x, y, z, yaw = f.actors.pose[j]
-        l, w_, _ = f.actors.dims[j]
-        c, s_ = np.cos(yaw), np.sin(yaw)
-        corners = np.array([[x + c * a - s_ * b, y + s_ * a + c * b] for a in (-l / 2, l / 2) for b in (-w_ / 2, w_ / 2)])
-        g = m.ground_height(corners)
-        assert np.all(g <= z + 1e-4) and g.max() > z - 0.05, (j, g, z)
+    for j in range(len(f.actors.ids)):
+        gap = _bottom_gap(m, _pose6(f.actors)[j], f.actors.dims[j])
+        assert gap.min() > -0.01 and gap.min() < 0.02, (j, gap)  # the box's bottom face rests on the ground
     cam = next(iter(f.cameras.values()))
     assert np.mean(cam.semantic == ROADS) > 0.05
     assert np.mean(cam.instance > 0) > 0.002

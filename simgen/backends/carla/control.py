@@ -464,6 +464,7 @@ class ControlMixin:
         batch = []
         for i, act in enumerate(self.actors):
             x, y, z, yaw = target.pose[i]
+            pitch, roll = target.attitude[i]  # the simulator's ground-following attitude (walkers: 0)
             v = target.velocity[i]
             if act.driver == "walker":
                 speed = float(np.hypot(v[0], v[1]))
@@ -472,7 +473,7 @@ class ControlMixin:
                 heading = math.atan2(v[1], v[0]) if speed > 1e-3 else yaw
                 batch.append(cmd.ApplyWalkerControl(act.cid, self._walker_control(heading, speed)))
             else:
-                T = pose_matrix(x, y, z, yaw) @ invert(act.T_actor_from_bottom)
+                T = pose_matrix(x, y, z, yaw, pitch, roll) @ invert(act.T_actor_from_bottom)
                 batch.append(cmd.ApplyTransform(act.cid, matrix_to_carla(T, carla)))
             door = target.door[i] if target.door is not None else 0.0
             if door and act.driver == "vehicle" and not act.door_opened:
@@ -497,6 +498,7 @@ class ControlMixin:
         st = dataclasses.replace(st, ids=st.ids[rows], names=tuple(st.names[r] for r in rows),
                                  kinds=tuple(st.kinds[r] for r in rows), semantic=st.semantic[rows], pose=st.pose[rows],
                                  velocity=st.velocity[rows], accel=st.accel[rows], dims=st.dims[rows],
-                                 door=st.door[rows] if st.door is not None else None)
+                                 door=st.door[rows] if st.door is not None else None,
+                                 pitch_roll=st.pitch_roll[rows] if st.pitch_roll is not None else None)
         collisions = [(a, b) for a, b in collisions if a in keep and b in keep]
         return st, lights, collisions, events, float(t)

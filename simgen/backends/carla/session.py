@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import warnings
 
 import numpy as np
@@ -17,7 +16,7 @@ from simgen.backends.carla.spawning import SpawningMixin
 from simgen.backends.carla_frames import matrix_from_carla, xyz_from_carla
 from simgen.backends.carla_server import CarlaServerLost, is_server_failure
 from simgen.errors import InputError, RunError
-from simgen.geometry import pose_matrix
+from simgen.geometry import euler_from_matrix
 from simgen.records import ActorInfo, Frame, StaticInfo
 from simgen.spec.rig import RigSpec
 from simgen.spec.scenario import ScenarioSpec
@@ -247,7 +246,7 @@ class CarlaSession(BlueprintsMixin, SpawningMixin, SensorsMixin, ControlMixin):
         T_we = matrix_from_carla(snap.find(self.ego.cid).get_transform()) @ self.ego.T_actor_from_bottom
         frame = Frame(index=k, time_s=t, T_world_from_ego=T_we, actors=states, lights=dict(lights), collisions=collisions,
                       events=events, T_ego_from_sensor=dict(self._mounts), applied=applied)
-        T_wb = pose_matrix(states.pose[:, 0], states.pose[:, 1], states.pose[:, 2] + states.dims[:, 2] / 2, states.pose[:, 3])
+        T_wb = states.box_poses()  # full orientation: actors on slopes carry CARLA's pitch and roll
         for s in self.rig.cameras:
             frame.cameras[s.name] = self._camera(s, data, states, T_wb)
         for s in self.rig.lidars:
@@ -263,12 +262,15 @@ class CarlaSession(BlueprintsMixin, SpawningMixin, SensorsMixin, ControlMixin):
 
         A = len(self.actors)
         pose, vel, acc = np.zeros((A, 4)), np.zeros((A, 3)), np.zeros(A)
+        pitch_roll = np.zeros((A, 2))
         for i, act in enumerate(self.actors):
             s = snap.find(act.cid)
             if s is None:
                 raise RunError(f"actor {act.name} (CARLA id {act.cid}) is missing from frame {snap.frame}")
             T = matrix_from_carla(s.get_transform()) @ act.T_actor_from_bottom
-            pose[i] = (T[0, 3], T[1, 3], T[2, 3], math.atan2(T[1, 0], T[0, 0]))
+            roll, pitch, yaw = euler_from_matrix(T)  # simgen ZYX (simgen.records): + pitch nose down, + roll left up
+            pose[i] = (T[0, 3], T[1, 3], T[2, 3], float(yaw))
+            pitch_roll[i] = (float(pitch), float(roll))
             if follow is not None:
                 continue
             v = act.kin_velocity if act.driver == "prop" else None
@@ -283,7 +285,7 @@ class CarlaSession(BlueprintsMixin, SpawningMixin, SensorsMixin, ControlMixin):
             door = self._door_angles(t)
         return ActorStates(ids=self._ids.copy(), names=tuple(a.name for a in self.actors), kinds=tuple(a.plan.kind.name for a in self.actors),
                            semantic=np.array([a.plan.kind.semantic for a in self.actors], np.uint8), pose=pose, velocity=vel,
-                           accel=acc, dims=self._dims.copy(), door=door)
+                           accel=acc, dims=self._dims.copy(), door=door, pitch_roll=pitch_roll)
 
     def _collisions(self, states) -> list[tuple[int, int]]:
         """The builtin footprint test on the rendered boxes (drive="carla"); crashed actors stop as in the builtin World."""
