@@ -364,3 +364,23 @@ def swept_contacts(pre, post, r, ped, done, dims, samples, iters):  # pragma: no
             out[m, 0], out[m, 1], out[m, 2] = i, j, f
             m += 1
     return out[:m]
+
+
+@njit(cache=True, error_model="numpy")
+def in_polygon(P, poly, mask, out):  # pragma: no cover
+    """simgen.world.roads._in_polygon (even-odd rule, the same arithmetic) for the points P[k] with mask[k]; out[k]
+    True where inside (False where not tested)."""
+    K = len(poly)
+    for m in range(len(P)):
+        out[m] = False
+        if not mask[m]:
+            continue
+        x, y = P[m, 0], P[m, 1]
+        c = 0
+        for k in range(K):
+            x0, y0 = poly[k, 0], poly[k, 1]
+            x1, y1 = poly[(k + 1) % K, 0], poly[(k + 1) % K, 1]
+            if (y0 > y) != (y1 > y):
+                if x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+                    c += 1
+        out[m] = c % 2 == 1

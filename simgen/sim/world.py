@@ -530,12 +530,12 @@ class World:
         ids = getattr(self.map, "junction_ids", None)
         if not ids:
             return {}
-        from simgen.world.roads import _in_polygon
-
-        veh = np.array([a.kind.vehicle and a.kind.name != "ball" for a in self.actors])
+        veh = np.array([a.kind.vehicle and a.kind.name != "ball" for a in self.actors], np.bool_)
+        P = np.ascontiguousarray(pos, float)
+        inside = np.empty(len(P), np.bool_)
         out = {}
-        for jid, outline in zip(ids, self.map.junctions):
-            inside = _in_polygon(pos, outline) & veh
+        for jid, outline in zip(ids, self.map.junctions):  # even-odd test of the vehicles (compiled loop)
+            _sim_kernels().in_polygon(P, np.ascontiguousarray(outline, float), veh, inside)
             if inside.any():
                 out[jid] = set(np.flatnonzero(inside).tolist())
         return out

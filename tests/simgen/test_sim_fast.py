@@ -284,3 +284,20 @@ def test_routes_are_shared_and_unchanged():
     fresh = Polyline.concat([ln.centre for ln in m.lane_sequence("south_in_1", ["left"])])
     assert np.allclose(r1.points[:len(fresh.points)], fresh.points) and r1.length >= 500.0
     assert m.route("south_in_1", ["straight"], min_length_m=500.0) is not r1
+
+
+def test_compiled_point_in_polygon_agrees_with_numpy():
+    """The junction-occupancy test (compiled even-odd loop) against roads._in_polygon on a star-shaped outline."""
+    from simgen.sim import kernels
+    from simgen.world.roads import _in_polygon
+
+    ang = np.linspace(0, 2 * np.pi, 23, endpoint=False)
+    r = np.where(np.arange(23) % 2 == 0, 20.0, 8.0)
+    poly = np.stack([r * np.cos(ang), r * np.sin(ang)], 1)
+    P = np.random.default_rng(4).uniform(-25, 25, (2000, 2))
+    mask = np.ones(len(P), np.bool_)
+    mask[::7] = False
+    got = np.empty(len(P), np.bool_)
+    kernels.in_polygon(P, poly, mask, got)
+    want = _in_polygon(P, poly) & mask
+    assert np.array_equal(got, want) and 200 < want.sum() < 1800
