@@ -384,3 +384,15 @@ def in_polygon(P, poly, mask, out):  # pragma: no cover
                 if x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
                     c += 1
         out[m] = c % 2 == 1
+
+
+@njit(cache=True, error_model="numpy")
+def walk_plain(sel, st, dt, out):  # pragma: no cover
+    """``World._walk`` for plain walkers (no distance, no pause): a straight step at the actor's speed along its
+    heading.  ``out`` (len(sel), 3): x, y, step length."""
+    for m in range(len(sel)):
+        i = sel[m]
+        step = st[i, 3] * dt
+        out[m, 0] = st[i, 0] + step * math.cos(st[i, 2])
+        out[m, 1] = st[i, 1] + step * math.sin(st[i, 2])
+        out[m, 2] = step

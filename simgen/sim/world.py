@@ -16,7 +16,9 @@ Units: metres, seconds, radians; world frame x east, y north, z up.  All randomn
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +38,10 @@ IDM_T = 1.4  # time headway, s
 IDM_S0 = 2.0  # jam distance, m
 MAX_STEER = 0.6  # rad
 _STILL = frozenset(("parked", "stand", "open_door"))  # behaviours that stand still
+_chain = itertools.chain.from_iterable
+_STATE6 = operator.attrgetter("x", "y", "yaw", "speed", "s", "lateral")  # the gathered state of a tick
+_STATE4 = operator.attrgetter("x", "y", "yaw", "speed")
+_PLAN_SIG = operator.attrgetter("behaviour", "path", "crashed", "lc", "stop_points", "junction_entries")
 _PER_ACTOR = frozenset(("synchronize", "reverse", "walk"))  # built-ins stepped by per-actor Python
 _LIGHT_CODE = {"yellow": 1, "red": 2}  # light phase codes of the compiled stop-line test (others: 0)
 CAR_COLOURS = np.array(
@@ -685,7 +691,7 @@ class World:
         t0 = self.time_s
         A = self.actors
         # motion starts here (after events): x, y, yaw, speed, s, lateral of every actor
-        st0 = np.array([(a.x, a.y, a.yaw, a.speed, a.s, a.lateral) for a in A], float).reshape(-1, 6)
+        st0 = np.fromiter(_chain(map(_STATE6, A)), float, count=6 * len(A)).reshape(-1, 6)
         pre = st0[:, :4]
         lights = self.light_states()
         pos = st0[:, :2]
@@ -802,9 +808,9 @@ class World:
 
     def _walk_arrays(self, plan, st0, dt: float) -> list:
         """:meth:`_walk` for the plain walkers (no distance, no hesitation) at once: rows x, y, step."""
-        w = plan["walk_sel"]
-        step = st0[w, 3] * dt
-        return np.stack([st0[w, 0] + step * np.cos(st0[w, 2]), st0[w, 1] + step * np.sin(st0[w, 2]), step], 1).tolist()
+        out = np.empty((len(plan["walk_sel"]), 3))
+        _sim_kernels().walk_plain(plan["walk_sel"], st0, dt, out)
+        return out.tolist()
 
     def _modes(self, A, behaviours) -> list[int]:
         """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
@@ -835,7 +841,7 @@ class World:
         points or junction entries: rebuilt when one of those objects is replaced (compared by identity)."""
         from simgen.sim.behaviours import BEHAVIOURS
 
-        sig = [(a.behaviour, a.path, a.crashed, a.lc, a.stop_points, a.junction_entries) for a in A]
+        sig = list(map(_PLAN_SIG, A))
         plan = self._plan
         if plan is not None and plan["sig"] == sig and plan["registry"] == len(BEHAVIOURS) and \
                 plan["array_step"] == self.array_step:
@@ -1071,7 +1077,7 @@ class World:
         post, moved_back = None, True
         if pre is not None and len(self.actors) > 1:
             moved_back = False
-            post = np.array([[a.x, a.y, a.yaw, a.speed] for a in self.actors], float)
+            post = np.fromiter(_chain(map(_STATE4, self.actors)), float, count=4 * len(self.actors)).reshape(-1, 4)
             st = self._static_arrays()
             dims = st["dims"]
             # pairs not in contact before whose bounding circles (they contain the footprint at any yaw), centres
