@@ -75,7 +75,7 @@ def bench(*, scenarios: list[str] | None = None, repeats: int = 3, workers: int 
                "uniform_first_failure_expected": (1 / p) if p else None,
                "uniform_rel20_episodes": math.ceil(Z95 ** 2 * (1 - p) / (REL ** 2 * p)) if p else None}
         firsts = {"uniform": [], "falsify": [], "ce-is": []}
-        rel_eps, covered, ests = [], [], []
+        rel_eps, covered, ests, cis = [], [], [], []
         for r in range(repeats):
             for method in ("uniform", "falsify", "ce-is"):
                 # falsify is measured only by its first failure: a short run (a miss shows as None in the table)
@@ -89,10 +89,11 @@ def bench(*, scenarios: list[str] | None = None, repeats: int = 3, workers: int 
                     lo, hi = s["ci95"] or (None, None)
                     covered.append(lo is not None and lo <= p <= hi)
                     ests.append(s["p_failure"])
+                    cis.append([lo, hi])
         med = {m: _median(v) for m, v in firsts.items()}
         row.update({"first_failure_median": med, "first_failure_runs": firsts,
                     "ce_is_rel20_episodes": rel_eps, "ce_is_rel20_median": _median(rel_eps),
-                    "ce_is_estimates": ests, "ce_is_covers_truth": covered})
+                    "ce_is_estimates": ests, "ce_is_ci95": cis, "ce_is_covers_truth": covered})
         u = row["uniform_first_failure_expected"]
         row["speedup_first_failure"] = {m: (u / med[m]) if u and med[m] else None for m in ("falsify", "ce-is")}
         row["speedup_rel20"] = ((row["uniform_rel20_episodes"] / row["ce_is_rel20_median"])
