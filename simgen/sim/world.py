@@ -1060,10 +1060,14 @@ class World:
             else:
                 z[rows] = self.map.ground_height(xy)
         self._z_cache = (key, pose, z, pr)
-        for a, zi, (pi, ri) in zip(self.actors, z, pr):
-            a.vz = 0.0 if dt is None else (float(zi) - a.z) / dt
-            a.z = float(zi)
-            a.pitch, a.roll = float(pi), float(ri)
+        A = self.actors
+        for k in np.flatnonzero(~moved):  # actors that did not move keep z and attitude: vz is 0 for them
+            A[k].vz = 0.0
+        for k in np.flatnonzero(moved):
+            a, zi = A[k], float(z[k])
+            a.vz = 0.0 if dt is None else (zi - a.z) / dt
+            a.z = zi
+            a.pitch, a.roll = float(pr[k, 0]), float(pr[k, 1])
 
     def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None) -> list[tuple[int, int]]:
         """Actor pairs in contact after the step.  Walkers passing each other are not collisions (they step aside in
@@ -1316,17 +1320,25 @@ class World:
 
     def states(self) -> ActorStates:
         A = self.actors
+        st = self._static_arrays()
+        ident = st.get("states_ident")
+        if ident is None:  # what does not change while the actor list stays the same: built once
+            ident = st["states_ident"] = (np.array([a.id for a in A], np.int32), tuple(a.name for a in A),
+                                          tuple(a.kind.name for a in A),
+                                          np.array([a.kind.semantic for a in A], np.uint8))
+        ids, names, kinds, semantic = ident
+        # one pass over the actors for everything that moves
+        d = np.array([(a.x, a.y, a.z, a.yaw, a.speed, a.vz, a.accel, a.door, a.pitch, a.roll) for a in A],
+                     float).reshape(-1, 10)
+        yaw, speed = d[:, 3], d[:, 4]
         return ActorStates(
-            ids=np.array([a.id for a in A], np.int32),
-            names=tuple(a.name for a in A),
-            kinds=tuple(a.kind.name for a in A),
-            semantic=np.array([a.kind.semantic for a in A], np.uint8),
-            pose=np.array([[a.x, a.y, a.z, a.yaw] for a in A], float),
-            velocity=np.array([[a.speed * np.cos(a.yaw), a.speed * np.sin(a.yaw), a.vz] for a in A], float),
-            accel=np.array([a.accel for a in A], float),
+            ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(),
+            pose=d[:, 0:4].copy(),
+            velocity=np.stack([speed * np.cos(yaw), speed * np.sin(yaw), d[:, 5]], axis=1),
+            accel=d[:, 6].copy(),
             dims=np.array([a.dims for a in A], float),
-            door=np.array([a.door for a in A], float),
-            pitch_roll=np.array([[a.pitch, a.roll] for a in A], float).reshape(-1, 2),
+            door=d[:, 7].copy(),
+            pitch_roll=d[:, 8:10].copy(),
         )
 
 
