@@ -110,6 +110,9 @@ class _Conv:
         self.routes: dict = {}  # route name -> planned route (simgen lanes and turns)
         self.route_of: dict[str, dict] = {}  # simgen id -> its assigned route
         self.geo = None
+        self.weather: dict = {}  # EnvironmentAction -> simgen weather keys
+        self.env_notes: list[str] = []
+        self.time_of_day: float | None = None
         self._n = 0
 
     # ------------------------------------------------------------------ helpers
@@ -416,12 +419,18 @@ class _Conv:
         if lane is not None and not walker:
             road, lid = lane["road"], lane["lane_id"]
             self.lanepos[sid] = (road, lid)
-            place = dict(lane, s_m=lane["s_m"] + (cx if lid < 0 else -cx))
             o = p.find("Orientation")
+            rel = 0.0
             if o is not None:
                 if o.get("type", "relative") != "relative":
                     raise self.err(f"{pw}/Orientation", "only relative orientation on a lane position is supported")
-                place["yaw_deg"] = math.degrees(self.num(o, "h", f"{pw}/Orientation", 0.0))
+                rel = self.num(o, "h", f"{pw}/Orientation", 0.0)
+            # the box centre is cx ahead along the actor's heading: the lane's direction (+s for negative lane
+            # ids), turned by the relative orientation
+            along = (1.0 if lid < 0 else -1.0) * math.cos(rel)
+            place = dict(lane, s_m=lane["s_m"] + cx * along)
+            if o is not None:
+                place["yaw_deg"] = math.degrees(rel)
             return place
         return {"x": x + cx * math.cos(h), "y": y + cx * math.sin(h), "yaw_deg": math.degrees(h)}
 
@@ -430,8 +439,14 @@ class _Conv:
         init = sb.find("Init")
         acts = init.find("Actions")
         for c, w in self.kids(acts, "Storyboard/Init/Actions"):
+            if c.tag == "GlobalAction":
+                g, gw = self.only(c, w)
+                if g.tag != "EnvironmentAction":
+                    raise self.unsupported(g, gw)
+                self.environment(g, gw)
+                continue
             if c.tag != "Private":
-                raise self.unsupported(c, w)  # GlobalAction (environment, ...) / UserDefinedAction
+                raise self.unsupported(c, w)  # UserDefinedAction
             sid = self.ref(self.text(c, "entityRef", w), w)
             a = self.actor[sid]
             for pa, pw in self.kids(c, w):
@@ -455,6 +470,84 @@ class _Conv:
         for sid, a in self.actor.items():
             if a["place"] is None:
                 raise self.err("Storyboard/Init", f"entity {sid!r} has no TeleportAction (no start position)")
+
+    def environment(self, el: ET.Element, where: str) -> None:
+        """EnvironmentAction (Init) → ``weather:`` and ``time_of_day_h``.  Quantities simgen does not model are
+        listed in the description (nothing is dropped silently); snow is refused."""
+        env, ew = self.only(el, where)
+        if env.tag == "CatalogReference":
+            env, params = self.catalog_entry(env, ew)
+            saved, self.params = self.params, {**self.params, **params}
+        else:
+            saved = self.params
+        try:
+            self._environment(env, ew)
+        finally:
+            self.params = saved
+
+    def _environment(self, env: ET.Element, where: str) -> None:
+        w, notes = self.weather, self.env_notes
+        sun = env.find("Weather/Sun")
+        tod = env.find("TimeOfDay")
+        if tod is not None:
+            if tod.get("animation") in ("true", "1"):
+                notes.append("TimeOfDay animation (the sun stays where it starts)")
+            m = re.search(r"T(\d\d):(\d\d):(\d\d(?:\.\d+)?)", self.text(tod, "dateTime", f"{where}/TimeOfDay") or "")
+            if m is None:
+                raise self.err(f"{where}/TimeOfDay@dateTime", "expected an ISO 8601 date and time")
+            if sun is None:  # the sun from the local time of day (simgen's time_of_day_h)
+                self.time_of_day = int(m[1]) + int(m[2]) / 60 + float(m[3]) / 3600
+        wx = env.find("Weather")
+        if wx is not None:
+            ww = f"{where}/Weather"
+            okta = wx.get("fractionalCloudCover")
+            if okta is not None:
+                n = ("zeroOktas", "oneOktas", "twoOktas", "threeOktas", "fourOktas", "fiveOktas", "sixOktas",
+                     "sevenOktas", "eightOktas", "nineOktas").index(okta)
+                w["cloudiness"] = min(100.0, n / 8 * 100)
+            cs = wx.get("cloudState")  # OpenSCENARIO 1.0
+            if cs is not None:
+                w["cloudiness"] = {"free": 0.0, "cloudy": 50.0, "overcast": 90.0, "rainy": 80.0, "skyOff": 0.0}[cs]
+            for attr in ("temperature", "atmosphericPressure"):
+                if wx.get(attr) is not None:
+                    notes.append(f"Weather@{attr}")
+            if sun is not None:
+                sw = f"{ww}/Sun"
+                elev = sun.get("elevation")
+                if elev is not None:
+                    w["sun_altitude_angle"] = max(-90.0, min(90.0, math.degrees(self.num(sun, "elevation", sw))))
+                az = sun.get("azimuth")
+                if az is not None:
+                    w["sun_azimuth_angle"] = math.degrees(self.num(sun, "azimuth", sw)) % 360.0
+                if sun.get("illuminance") is not None or sun.get("intensity") is not None:
+                    notes.append("Sun illuminance")
+            fog = wx.find("Fog")
+            if fog is not None:
+                # simgen's fog: extinction 0.06/m x (fog_density/100)^1.5, visibility (MOR) = ln 20 / extinction
+                vr = self.num(fog, "visualRange", f"{ww}/Fog")
+                if vr <= 0:
+                    raise self.err(f"{ww}/Fog@visualRange", "allowed: > 0")
+                w["fog_density"] = float(min(100.0, 100.0 * (math.log(20) / vr / 0.06) ** (2 / 3)))
+            pr = wx.find("Precipitation")
+            if pr is not None:
+                pw = f"{ww}/Precipitation"
+                typ = pr.get("precipitationType") or pr.get("type")
+                if typ == "snow":
+                    raise self.err(f"{pw}@precipitationType", "snow is not supported (simgen renders rain only)")
+                mmh = self.num(pr, "precipitationIntensity", pw, None) if pr.get("precipitationIntensity") else \
+                    self.num(pr, "intensity", pw, 0.0) * 20.0  # 1.0: intensity 0..1
+                v = 0.0 if typ == "dry" else min(100.0, mmh / 20.0 * 100.0)  # 20 mm/h (heavy rain) = 100
+                w["precipitation"] = v
+                w["wetness"] = v
+                w["precipitation_deposits"] = v / 2
+            wind = wx.find("Wind")
+            if wind is not None:
+                w["wind_intensity"] = min(100.0, self.num(wind, "speed", f"{ww}/Wind") / 20.0 * 100.0)  # 20 m/s = 100
+        rc = env.find("RoadCondition")
+        if rc is not None:
+            notes.append("RoadCondition (friction is not modelled)")
+            if rc.find("Wetness") is not None or rc.get("wetness") is not None:
+                w["wetness"] = max(w.get("wetness", 0.0), 50.0)
 
     def routing(self, el, where, sid, init=False, ev: str | None = None):
         """RoutingAction: AssignRouteAction → the turns of the actor's ``lane_follow`` through the junctions on the
@@ -955,6 +1048,12 @@ class _Conv:
         }
         if end:
             raw["end"] = end
+        if self.weather:
+            raw["weather"] = dict(self.weather)
+        if self.time_of_day is not None:
+            raw["time_of_day_h"] = self.time_of_day
+        if self.env_notes:
+            raw["description"] += "; not modelled: " + ", ".join(self.env_notes)
         return raw
 
 
