@@ -26,7 +26,13 @@ class Geo:
     def _cmap(self):
         key = str(self.xodr)
         if key not in _CARLA_MAPS:
+            import os
+            import tempfile
+
             from simgen.world.xodr import _quiet_stderr, carla_module
+
+            # the carla client crashes (SIGSEGV) on import when HOME is unset, e.g. under `env -i`
+            os.environ.setdefault("HOME", tempfile.gettempdir())
 
             carla = carla_module(key)
             with _quiet_stderr():
