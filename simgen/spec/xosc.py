@@ -786,13 +786,15 @@ class _Conv:
     def trajectory(self, el: ET.Element, where: str, sid: str, ev: str) -> dict:
         """FollowTrajectoryAction → ``xosc_trajectory``: the shape sampled into world points (polyline vertices;
         clothoids with pyclothoids), with vertex times when the TimeReference has Timing."""
-        tr = el.find("Trajectory")
-        tw = f"{where}/Trajectory"
+        holder, tw = (el.find("TrajectoryRef"), f"{where}/TrajectoryRef") if el.find("TrajectoryRef") is not None \
+            else (el, where)  # 1.2+: TrajectoryRef; 1.0-1.1: the Trajectory (or its CatalogReference) directly
+        tr = holder.find("Trajectory")
+        tw = f"{tw}/Trajectory"
         if tr is None:
-            ref = el.find("CatalogReference")
+            ref = holder.find("CatalogReference")
             if ref is None:
-                raise self.err(where, "needs a Trajectory (TrajectoryRef is not supported)")
-            tr, params = self.catalog_entry(ref, f"{where}/CatalogReference")
+                raise self.err(where, "needs a Trajectory or a catalog reference to one")
+            tr, params = self.catalog_entry(ref, f"{tw[:-len('/Trajectory')]}/CatalogReference")
             saved, self.params = self.params, {**self.params, **params}
         else:
             saved = self.params
