@@ -471,6 +471,26 @@ class _Conv:
             if a["place"] is None:
                 raise self.err("Storyboard/Init", f"entity {sid!r} has no TeleportAction (no start position)")
 
+    def global_action(self, ga: ET.Element, where: str) -> dict:
+        """A GlobalAction in an event: TrafficSignalStateAction.  It is played by the event's trigger (which sets
+        the light's state when it holds, and records the event as fired), so the owner's behaviour is untouched."""
+        ia, iw = self.only(ga, where)
+        if ia.tag != "InfrastructureAction":
+            raise self.unsupported(ia, iw)
+        ts, tw = self.only(ia, iw)
+        if ts.tag != "TrafficSignalAction":
+            raise self.unsupported(ts, tw)
+        st, sw = self.only(ts, tw)
+        if st.tag != "TrafficSignalStateAction":
+            raise self.unsupported(st, sw)
+        name = self.text(st, "name", sw)
+        lid = f"tl_{name}"
+        lights = {tl.id for tl in self.geo.map.traffic_lights}
+        if lid not in lights:
+            raise self.err(f"{sw}@name", f"no traffic signal {name!r} with lamps in the map; signals: "
+                                         + (", ".join(sorted(x[3:] for x in lights)) or "none"))
+        return {"_global": {"light": lid, "state": _light_state(self.text(st, "state", sw), self.err, f"{sw}@state")}}
+
     def environment(self, el: ET.Element, where: str) -> None:
         """EnvironmentAction (Init) → ``weather:`` and ``time_of_day_h``.  Quantities simgen does not model are
         listed in the description (nothing is dropped silently); snow is refused."""
@@ -629,10 +649,14 @@ class _Conv:
             out.update(rule=ec.get("rule"), value=self.num(ec, "value", ew))
             if ec.tag == "TimeToCollisionCondition":
                 tgt, tw = self.only(ec.find("TimeToCollisionConditionTarget"), f"{ew}/TimeToCollisionConditionTarget")
-                if tgt.tag != "EntityRef":
-                    raise self.err(tw, "a TimeToCollisionCondition target must be an EntityRef")
-                out.update(type="ttc", to=self.ref(self.text(tgt, "entityRef", tw), tw),
-                           freespace=ec.get("freespace") in ("true", "1"))
+                free = ec.get("freespace") in ("true", "1")
+                if tgt.tag == "Position":
+                    x, y, _, _ = self.point(tgt, tw)
+                    out.update(type="ttc_point", x=x, y=y, freespace=free)
+                elif tgt.tag == "EntityRef":
+                    out.update(type="ttc", to=self.ref(self.text(tgt, "entityRef", tw), tw), freespace=free)
+                else:
+                    raise self.unsupported(tgt, tw)
             else:
                 out.update(type="headway" if ec.tag == "TimeHeadwayCondition" else "reldist",
                            to=self.ref(self.text(ec, "entityRef", ew), ew))
@@ -650,9 +674,18 @@ class _Conv:
             out.update(type="traveled", value=self.num(ec, "value", ew))
         elif ec.tag == "CollisionCondition":
             tgt, tw = self.only(ec, ew)
-            if tgt.tag != "EntityRef":
-                raise self.err(tw, "a CollisionCondition target must be an EntityRef (ByType is not supported)")
-            out.update(type="collision", to=self.ref(self.text(tgt, "entityRef", tw), tw))
+            if tgt.tag == "ByType":
+                typ = tgt.get("type")
+                kinds = {"vehicle": ["car", "van", "truck", "bus", "motorcycle", "cyclist"],
+                         "pedestrian": ["pedestrian", "child", "deer", "dog", "animal"],
+                         "miscellaneous": ["debris", "ball"]}.get(typ)
+                if kinds is None:
+                    raise self.err(f"{tw}@type", f"got {typ!r}; allowed: vehicle, pedestrian, miscellaneous")
+                out.update(type="collision_kind", kinds=kinds)
+            elif tgt.tag == "EntityRef":
+                out.update(type="collision", to=self.ref(self.text(tgt, "entityRef", tw), tw))
+            else:
+                raise self.unsupported(tgt, tw)
         elif ec.tag == "EndOfRoadCondition":
             out.update(type="endofroad", duration=self.num(ec, "duration", ew))
         elif ec.tag == "ReachPositionCondition":
@@ -940,14 +973,22 @@ class _Conv:
             for k, sid in enumerate(owners):
                 name = base if k == 0 else _ident(f"{base}_{sid}", self._used_names())
                 do = self.event_action(actions, ew, sid, name)
+                glob = do.pop("_global", None)
+                if glob is not None:  # played by the trigger; the owner's behaviour stays
+                    do = {"type": "stand"}
                 self._n += 1
                 act = [[{"type": "latched", "groups": act_start, "edge": "none", "delay": 0.0}]] if act_start else []
                 groups = _and(_and(act, list(gate)), start) or [[{"type": "time", "rule": "greaterOrEqual",
                                                                    "value": 0.0, "edge": "none", "delay": 0.0}]]
                 when = {"custom": "xosc_condition", "params": {"id": name, "groups": groups,
                                                                "ends": self.event_end}}
+                if glob is not None:
+                    when["params"]["global"] = glob
+                    self.event_end[name] = {"log": name}
                 self.actor[sid]["events"].append({"name": name, "when": when, "do": do})
                 out.append((sid, name))
+                if glob is not None:
+                    break  # a global action happens once, whoever the actors are
         return out
 
     def event_action(self, actions: list, where: str, sid: str, ev: str) -> dict:
@@ -956,6 +997,8 @@ class _Conv:
         dos = []
         for a, aw in actions:
             pa, pw = self.only(a, aw)
+            if pa.tag == "GlobalAction" and len(actions) == 1:
+                return self.global_action(pa, pw)
             if pa.tag != "PrivateAction":
                 raise self.unsupported(pa, pw)
             dos.append((self.private_action(pa, pw, sid, ev), aw))
@@ -1105,6 +1148,24 @@ def _and(a: list, b: list) -> list:
     if not b:
         return a
     return [ga + gb for ga in a for gb in b]
+
+
+def _light_state(text: str, err, where: str) -> str:
+    """An OpenSCENARIO signal state → simgen's red/yellow/green.  Names (``red``, ``amber`` ...) or esmini's lamp
+    lists top to bottom (``on;off;off`` is red, ``off;on;off`` yellow, ``off;off;on`` green, red+yellow is red)."""
+    t = (text or "").strip().lower()
+    if t in ("red", "yellow", "green"):
+        return t
+    if t == "amber":
+        return "yellow"
+    lamps = [x.strip() for x in t.split(";")]
+    if len(lamps) == 3 and set(lamps) <= {"on", "off"}:
+        on = tuple(x == "on" for x in lamps)
+        st = {(True, False, False): "red", (True, True, False): "red", (False, True, False): "yellow",
+              (False, False, True): "green"}.get(on)
+        if st is not None:
+            return st
+    raise err(where, f"got {text!r}; allowed: red, yellow, amber, green, or three lamps such as off;off;on")
 
 
 def _lane_index(lane: int) -> int:

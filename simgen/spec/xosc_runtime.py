@@ -67,6 +67,16 @@ def _holds_entity(world, c, e, ends) -> bool:
         if gap <= 0 or closing <= 1e-6:
             return False
         return _cmp(gap / closing, c["rule"], c["value"])
+    if t == "ttc_point":  # to a position: the distance along the heading / the speed
+        gap = (c["x"] - e.x) * math.cos(e.yaw) + (c["y"] - e.y) * math.sin(e.yaw)
+        if c.get("freespace"):
+            gap -= e.dims[0] / 2
+        if gap <= 0 or e.speed <= 1e-6:
+            return False
+        return _cmp(gap / e.speed, c["rule"], c["value"])
+    if t == "collision_kind":
+        others = {a.id for a in world.actors if a.kind.name in c["kinds"] and a is not e}
+        return any(e.id in p and (set(p) - {e.id}) & others for p in world.collisions_total)
     if t == "reldist":
         ref = _actor(world, c["to"])
         d = abs(_long_gap(world, e, ref, c.get("freespace", False))) if c.get("longitudinal") else math.hypot(ref.x - e.x, ref.y - e.y)
@@ -165,7 +175,19 @@ def _odometer(world) -> None:
 def xosc_condition(world, actor, params) -> bool:
     """An OpenSCENARIO StartTrigger: OR of condition groups, each an AND; per-condition edge and delay."""
     _odometer(world)
-    return _groups(world, params["groups"], params.get("ends", {}), params["id"])
+    hold = _groups(world, params["groups"], params.get("ends", {}), params["id"])
+    g = params.get("global")
+    if g is None or not hold:
+        return hold
+    # a global action (a traffic signal's state): done here, the event recorded as fired; the owner's
+    # behaviour is not replaced
+    lights = getattr(world, "light_overrides", None)
+    if lights is None:
+        lights = world.light_overrides = []
+    lights.append((world.time_s, g["light"], g["state"]))
+    world.applied.add(params["id"])
+    world.event_log.append((world.time_s, actor.name, params["id"]))
+    return False
 
 
 def _shape(shape: str, u: float) -> float:

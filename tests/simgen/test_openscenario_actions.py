@@ -43,7 +43,7 @@ def _teleport(pos):
 
 
 def scenario(tmp_path, *, init: dict, actions: str, owner: str = "Target", at: float = 1.0, stop: float = 12.0,
-             entities: dict | None = None, global_init: str = "", name="t.xosc", rev=2):
+             entities: dict | None = None, global_init: str = "", name="t.xosc", rev=2, xodr=XODR):
     """A scenario file: ``init`` maps entity -> its Init private actions; one event of ``owner`` doing
     ``actions`` (the Event's Action elements' content) when SimulationTime > ``at``."""
     entities = entities or {"Ego": CAR.format(name="ego", cx=1.4, length=5.0),
@@ -54,7 +54,7 @@ def scenario(tmp_path, *, init: dict, actions: str, owner: str = "Target", at: f
     text = f"""<?xml version="1.0" encoding="UTF-8"?>
 <OpenSCENARIO><FileHeader revMajor="1" revMinor="{rev}" date="2026-12-02T00:00:00" description="test" author="simgen"/>
 <ParameterDeclarations/><CatalogLocations/>
-<RoadNetwork><LogicFile filepath="{XODR}"/></RoadNetwork>
+<RoadNetwork><LogicFile filepath="{xodr}"/></RoadNetwork>
 <Entities>{ents}</Entities>
 <Storyboard><Init><Actions>{global_init}{privs}</Actions></Init>
 <Story name="s"><Act name="act"><ManeuverGroup maximumExecutionCount="1" name="mg"><Actors selectTriggeringEntities="false">
@@ -230,6 +230,25 @@ def test_environment_action_to_weather(tmp_path):
     f.write_text(bad)
     with pytest.raises(InputError, match="snow"):
         load_scenario_source(f)
+
+
+# ------------------------------------------------------------------------------------------------------ signals
+@pytest.mark.parametrize("state,expect", [("red", "red"), ("off;off;on", "green"), ("off;on;off", "yellow")])
+def test_traffic_signal_state_action(tmp_path, state, expect):
+    """issue 12: TrafficSignalStateAction sets signal 290 of multi_intersections.xodr (it controls lane 1 of road
+    196) to the state from the event's time on; the owner's behaviour is not replaced.  Before: refused."""
+    act = ('<GlobalAction><InfrastructureAction><TrafficSignalAction><TrafficSignalStateAction name="290" '
+           f'state="{state}"/></TrafficSignalAction></InfrastructureAction></GlobalAction>')
+    f = scenario(tmp_path, init={"Ego": _teleport('<LanePosition roadId="196" laneId="1" s="60" offset="0"/>') + _speed(5),
+                                 "Target": _teleport('<LanePosition roadId="196" laneId="1" s="40" offset="0"/>') + _speed(5)},
+                 actions=act, at=1.0, xodr=(CORPUS.parent / "xodr" / "multi_intersections.xodr").resolve())
+    w = _world(f)
+    for _ in range(int(3 / w.dt)):
+        w.step()
+    t_ev = {k: t for t, _, k in w.event_log}["ev"]
+    assert t_ev == pytest.approx(1.0 + w.dt)
+    assert w.light_states()["tl_290"] == expect and w.light_states(2.0)["tl_290"] == expect
+    assert w.actors[1].behaviour.type == "lane_follow"  # not replaced by the event
 
 
 # ------------------------------------------------------------------------------------------------------ refusals
