@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from simgen.errors import InputError
 
 SCHEMA_VERSIONS = {(1, 0): "1.0.0", (1, 1): "1.1.1", (1, 2): "1.2.0", (1, 3): "1.3.0"}
@@ -102,11 +104,14 @@ class _Conv:
         self.lanepos: dict[str, tuple] = {}  # simgen id -> (road, lane_id) of its init LanePosition
         self.kinds: dict[str, str] = {}
         self.event_names: dict[str, str] = {}  # OpenSCENARIO event name -> simgen event name
+        self.action_events: dict[str, str] = {}  # OpenSCENARIO action name -> the simgen event playing it
         self.event_end: dict[str, dict] = {}  # simgen event name -> how its action ends
         self.maneuver_events: dict[str, list[str]] = {}
         self.controllers: dict[str, str] = {}  # simgen id -> its ObjectController's name
         self.acts: dict[str, list] = {}  # act name -> its start-trigger groups
+        self.act_events: dict[str, list] = {}  # act name -> its simgen events
         self.pose: dict[str, tuple] = {}  # simgen id -> (x, y, heading) of its initial reference point
+        self.roadpos: dict[str, tuple] = {}  # simgen id -> (road, s, None, lane id) of its initial lane position
         self.routes: dict = {}  # route name -> planned route (simgen lanes and turns)
         self.route_of: dict[str, dict] = {}  # simgen id -> its assigned route
         self.geo = None
@@ -182,7 +187,7 @@ class _Conv:
                 raise self.unsupported(p, pw)
             if list(p):
                 raise self.err(pw, "parameter constraints (ConstraintGroup) are not supported")
-            name = p.get("name")
+            name = (p.get("name") or "").lstrip("$")  # some files declare name="$x"
             raw = overrides[name] if overrides and name in overrides else self.value(p.get("value"), f"{pw}@value", into)
             typ = p.get("parameterType")
             into[name] = _typed(raw, typ, self.err(f"{pw}@value", f"got {raw!r}; allowed: a {typ}"))
@@ -257,7 +262,8 @@ class _Conv:
                 elif c.tag in ("Vehicle", "Pedestrian", "MiscObject"):
                     body, bw = c, cw
                 elif c.tag == "ObjectController":
-                    self.controllers[sid] = self.object_controller(c, cw)
+                    if len([k for k in c if isinstance(k.tag, str)]):  # an empty one: the default controller
+                        self.controllers[sid] = self.object_controller(c, cw)
                 else:
                     raise self.unsupported(c, cw)
             if body is None:
@@ -378,6 +384,17 @@ class _Conv:
             if p.tag == "RelativeObjectPosition":  # in the reference's own frame (x forward, y left)
                 dx, dy = dx * math.cos(rh) - dy * math.sin(rh), dx * math.sin(rh) + dy * math.cos(rh)
             return rx + dx, ry + dy, self.orientation(p, pw, rh), None
+        if p.tag == "RelativeRoadPosition":
+            ref = self.ref(self.text(p, "entityRef", pw), pw)
+            if ref not in self.roadpos:
+                raise self.err(pw, f"entity {ref!r} must be placed on a lane or road position before a position "
+                                   "relative to its road coordinates")
+            road, s_ref, _, lane_ref = self.roadpos[ref]
+            t_ref = self.geo.t_of(road, s_ref, *self.pose[ref][:2], pw)
+            s_new, t_new = s_ref + self.num(p, "ds", pw), t_ref + self.num(p, "dt", pw)
+            x, y, h = self.geo.road_point(road, s_new, t_new, pw)
+            hl = h if (lane_ref or -1) < 0 else h + math.pi  # "relative": to the reference's lane direction
+            return x, y, self.orientation(p, pw, hl), None
         if p.tag == "RoutePosition":
             plan = self.route_ref(p.find("RouteRef"), f"{pw}/RouteRef")
             irp, iw = self.only(p.find("InRoutePosition"), f"{pw}/InRoutePosition")
@@ -392,9 +409,27 @@ class _Conv:
             off = self.num(irp, "laneOffset", iw, 0.0)
             x, y, h = self.geo.lane_point(road, lane, s, off, iw)
             return x, y, self.orientation(p, pw, h), {"road": road, "lane_id": lane, "s_m": s, "offset_m": off}
+        if p.tag == "TrajectoryPosition":
+            pts, _ = self.trajectory_shape(p, pw)
+            seg = np.diff(np.asarray(pts, float), axis=0)
+            cum = np.concatenate([[0.0], np.cumsum(np.hypot(*seg.T))])
+            s_on = min(max(self.num(p, "s", pw), 0.0), float(cum[-1]))
+            k = min(int(np.searchsorted(cum, s_on, side="right")) - 1, len(seg) - 1)
+            u = (s_on - cum[k]) / max(cum[k + 1] - cum[k], 1e-9)
+            x, y = np.asarray(pts[k], float) + u * seg[k]
+            h = math.atan2(seg[k][1], seg[k][0])
+            return float(x), float(y), self.orientation(p, pw, h), None
         if p.tag == "RelativeLanePosition" and sid is None:
             raise self.err(pw, "a RelativeLanePosition is only supported in a TeleportAction")
         raise self.unsupported(p, pw)
+
+    def _relative_ref(self, el: ET.Element) -> str | None:
+        """The simgen id of the entity a Position is relative to (None: absolute)."""
+        kids = [c for c in el if isinstance(c.tag, str)] if el is not None else []
+        if len(kids) == 1 and kids[0].tag.startswith("Relative") and kids[0].get("entityRef") is not None:
+            name = self.value(kids[0].get("entityRef"), "Position")
+            return self.names.get(name, name)
+        return None
 
     def position(self, el: ET.Element, where: str, sid: str) -> dict:
         """A TeleportAction's Position → ``place:`` (OpenSCENARIO's reference point is the rear axle, simgen's the
@@ -402,6 +437,20 @@ class _Conv:
         p, pw = self.only(el, where)
         cx = self.actor[sid]["_cx"]
         walker = self.actor[sid]["kind"] in WALKERS
+        if p.tag == "RelativeLanePosition" and self.ref(self.text(p, "entityRef", pw), pw) in self.roadpos:
+            # on the reference's road: its lane + dLane (lane ids skip 0), its s + ds
+            ref = self.ref(self.text(p, "entityRef", pw), pw)
+            road, s_ref, _, lane_ref = self.roadpos[ref]
+            if p.get("ds") is None:
+                raise self.err(pw, "RelativeLanePosition with dsLane is not supported; give ds")
+            lane = _lane_step(lane_ref, int(self.num(p, "dLane", pw)))
+            lp = ET.Element("LanePosition", roadId=str(road), laneId=str(lane), s=repr(s_ref + self.num(p, "ds", pw)),
+                            offset=repr(self.num(p, "offset", pw, 0.0)))
+            for o in p.findall("Orientation"):
+                lp.append(o)
+            holder = ET.Element("Position")
+            holder.append(lp)
+            return self.position(holder, where, sid)
         if p.tag == "RelativeLanePosition":
             ref = self.ref(self.text(p, "entityRef", pw), pw)
             if p.get("ds") is None:
@@ -416,6 +465,15 @@ class _Conv:
                     "lane_offset": int(self.num(p, "dLane", pw)), "lateral_m": self.num(p, "offset", pw, 0.0)}
         x, y, h, lane = self.point(el, where, sid)
         self.pose[sid] = (x, y, h)
+        if lane is not None:
+            self.roadpos[sid] = (lane["road"], lane["s_m"], None, lane["lane_id"])
+        elif not walker:  # a world/road position: the OpenDRIVE lane under it, for lane changes
+            hit = self.geo.map.lane_at(np.array([[x, y]]))[0]
+            ln = self.geo.map.lanes[hit] if hit is not None else None
+            if ln is not None and ln.odr is not None:
+                self.lanepos[sid] = (ln.odr[0], ln.odr[2])
+                arc = float(ln.centre.project(np.array([x, y]))[0])
+                self.roadpos[sid] = (ln.odr[0], self.geo.odr_s(ln, arc), None, ln.odr[2])
         if lane is not None and not walker:
             road, lid = lane["road"], lane["lane_id"]
             self.lanepos[sid] = (road, lid)
@@ -438,6 +496,7 @@ class _Conv:
     def init(self, sb: ET.Element) -> None:
         init = sb.find("Init")
         acts = init.find("Actions")
+        teleports = []
         for c, w in self.kids(acts, "Storyboard/Init/Actions"):
             if c.tag == "GlobalAction":
                 g, gw = self.only(c, w)
@@ -452,7 +511,7 @@ class _Conv:
             for pa, pw in self.kids(c, w):
                 act, aw = self.only(pa, pw)
                 if act.tag == "TeleportAction":
-                    a["place"] = self.position(act.find("Position"), f"{aw}/Position", sid)
+                    teleports.append((act.find("Position"), f"{aw}/Position", sid))
                 elif act.tag == "LongitudinalAction":
                     sp, sw = self.only(act, aw)
                     if sp.tag != "SpeedAction":
@@ -467,6 +526,16 @@ class _Conv:
                     self.routing(act, aw, sid, init=True)
                 else:
                     raise self.unsupported(act, aw)
+        # teleports, each once the entity it is relative to is placed (OpenSCENARIO does not order them)
+        while teleports:
+            ready = [t for t in teleports if self._relative_ref(t[0]) in (None, *self.pose)]
+            if not ready:
+                el, where, sid = teleports[0]
+                raise self.err(where, f"the position of {sid!r} is relative to an entity that is never placed, or "
+                                      "the positions refer to each other")
+            for t in ready:
+                teleports.remove(t)
+                self.actor[t[2]]["place"] = self.position(*t)
         for sid, a in self.actor.items():
             if a["place"] is None:
                 raise self.err("Storyboard/Init", f"entity {sid!r} has no TeleportAction (no start position)")
@@ -615,8 +684,11 @@ class _Conv:
                 starts = state in ("startTransition", "runningState")
                 if typ == "act" and starts and ref in self.acts:
                     out.update(type="latched", groups=self.acts[ref])
-                elif typ == "event" and ref in self.event_names:
-                    out.update(type="event_started" if starts else "event_ended", event=self.event_names[ref])
+                elif typ == "act" and state in ("endTransition", "completeState") and ref in self.act_events:
+                    out.update(type="events_ended", events=self.act_events[ref])  # every event of the act ended
+                elif typ in ("event", "action") and ref in (self.event_names if typ == "event" else self.action_events):
+                    ev = (self.event_names if typ == "event" else self.action_events)[ref]
+                    out.update(type="event_started" if starts else "event_ended", event=ev)
                     if state not in ("startTransition", "runningState", "endTransition", "completeState"):
                         raise self.err(vw, f"state {state!r} is not supported; allowed: startTransition, runningState, "
                                            "endTransition, completeState")
@@ -660,9 +732,12 @@ class _Conv:
             else:
                 out.update(type="headway" if ec.tag == "TimeHeadwayCondition" else "reldist",
                            to=self.ref(self.text(ec, "entityRef", ew), ew))
-                if ec.tag == "RelativeDistanceCondition" and ec.get("relativeDistanceType") not in ("longitudinal", "cartesianDistance", "euclidianDistance"):
-                    raise self.err(ew, "relativeDistanceType lateral is not supported")
-                out["longitudinal"] = ec.get("relativeDistanceType", "longitudinal") == "longitudinal"
+                rdt = ec.get("relativeDistanceType", "longitudinal")
+                if ec.tag == "RelativeDistanceCondition" and rdt not in ("longitudinal", "lateral", "cartesianDistance",
+                                                                         "euclidianDistance"):
+                    raise self.err(f"{ew}@relativeDistanceType", f"{rdt!r} is not supported")
+                out["longitudinal"] = rdt == "longitudinal"
+                out["lateral"] = rdt == "lateral"
         elif ec.tag == "SpeedCondition":
             out.update(type="speed", rule=ec.get("rule"), value=self.num(ec, "value", ew))
         elif ec.tag == "RelativeSpeedCondition":
@@ -748,10 +823,12 @@ class _Conv:
                 raise self.unsupported(lc, lw)
             dyn = lc.find("LaneChangeActionDynamics")
             dw = f"{lw}/LaneChangeActionDynamics"
-            if dyn.get("dynamicsDimension") != "time" or dyn.get("dynamicsShape") not in ("sinusoidal", "cubic"):
-                raise self.err(dw, "only a time-based sinusoidal or cubic lane change is supported (simgen's lane "
-                                   "change is a smooth cosine blend over a duration)")
+            dim = dyn.get("dynamicsDimension")
+            if dim not in ("time", "distance") or dyn.get("dynamicsShape") not in ("sinusoidal", "cubic"):
+                raise self.err(dw, "only a sinusoidal or cubic lane change over a time or a distance is supported "
+                                   "(simgen's lane change is a smooth cosine blend over a duration)")
             tgt, tw = self.only(lc.find("LaneChangeTarget"), f"{lw}/LaneChangeTarget")
+            target_off = self.num(lc, "targetLaneOffset", lw, 0.0)
             if sid not in self.lanepos:
                 raise self.err(lw, "a lane change needs the actor to start on a LanePosition")
             road, own = self.lanepos[sid]
@@ -770,9 +847,18 @@ class _Conv:
             right = (steps < 0) if own < 0 else (steps > 0)
             self.lanepos[sid] = (road, lane)
             dur = self.num(dyn, "value", dw)
+            if dim == "distance":  # over that distance at the actor's initial speed
+                v0 = self.actor[sid]["speed_mps"]
+                if v0 <= 0:
+                    raise self.err(dw, "a lane change over a distance needs a moving actor (an initial speed > 0)")
+                dur /= v0
             self.event_end[ev] = {"after_s": dur}
-            return {"type": "lane_change", "direction": "right" if right else "left", "duration_s": dur,
-                    "obstacles": "none", "params": {"road": road, "lane_id": lane}}
+            out = {"type": "lane_change", "direction": "right" if right else "left", "duration_s": dur,
+                   "obstacles": "none", "params": {"road": road, "lane_id": lane}}
+            if abs(target_off) > 1e-9:  # ends off the target lane's centre: a keep-speed action blends to the offset
+                out["_then"] = {"type": "xosc_speed", "params": {"event": ev, "lc_offset": target_off if lane < 0
+                                                                 else -target_off}}
+            return out
         raise self.unsupported(act, aw)
 
     def synchronize(self, el: ET.Element, where: str, sid: str, ev: str) -> dict:
@@ -819,23 +905,10 @@ class _Conv:
     def trajectory(self, el: ET.Element, where: str, sid: str, ev: str) -> dict:
         """FollowTrajectoryAction → ``xosc_trajectory``: the shape sampled into world points (polyline vertices;
         clothoids with pyclothoids), with vertex times when the TimeReference has Timing."""
-        holder, tw = (el.find("TrajectoryRef"), f"{where}/TrajectoryRef") if el.find("TrajectoryRef") is not None \
-            else (el, where)  # 1.2+: TrajectoryRef; 1.0-1.1: the Trajectory (or its CatalogReference) directly
-        tr = holder.find("Trajectory")
-        tw = f"{tw}/Trajectory"
-        if tr is None:
-            ref = holder.find("CatalogReference")
-            if ref is None:
-                raise self.err(where, "needs a Trajectory or a catalog reference to one")
-            tr, params = self.catalog_entry(ref, f"{tw[:-len('/Trajectory')]}/CatalogReference")
-            saved, self.params = self.params, {**self.params, **params}
-        else:
-            saved = self.params
-        try:
-            pts, times = self.shape(tr.find("Shape"), f"{tw}/Shape")
-        finally:
-            self.params = saved
+        (pts, times), tr, tw = self.trajectory_shape(el, where, full=True)
         out = {"points": pts, "event": ev}
+        if el.get("initialDistanceOffset") is not None:
+            out["start_s"] = self.num(el, "initialDistanceOffset", where)
         timing = el.find("TimeReference/Timing")
         if timing is not None:
             if any(t is None for t in times):
@@ -854,6 +927,27 @@ class _Conv:
             raise self.err(f"{tw}@closed", "closed trajectories are not supported")
         self.event_end[ev] = {"done": True}
         return {"type": "xosc_trajectory", "params": out}
+
+    def trajectory_shape(self, el: ET.Element, where: str, full: bool = False):
+        """The (points, vertex times) of the Trajectory an element holds: in a TrajectoryRef (1.2+) or directly
+        (1.0-1.1), inline or from a catalog."""
+        holder, tw = (el.find("TrajectoryRef"), f"{where}/TrajectoryRef") if el.find("TrajectoryRef") is not None \
+            else (el, where)
+        tr = holder.find("Trajectory")
+        if tr is None:
+            ref = holder.find("CatalogReference")
+            if ref is None:
+                raise self.err(where, "needs a Trajectory or a catalog reference to one")
+            tr, params = self.catalog_entry(ref, f"{tw}/CatalogReference")
+            saved, self.params = self.params, {**self.params, **params}
+        else:
+            saved = self.params
+        tw = f"{tw}/Trajectory"
+        try:
+            shape = self.shape(tr.find("Shape"), f"{tw}/Shape")
+        finally:
+            self.params = saved
+        return (shape, tr, tw) if full else shape
 
     def shape(self, sh: ET.Element, where: str) -> tuple[list, list]:
         kind, kw = self.only(sh, where)
@@ -911,6 +1005,7 @@ class _Conv:
         start = self.trigger(act.find("StartTrigger"), f"{where}/StartTrigger")
         stop = self.trigger(act.find("StopTrigger"), f"{where}/StopTrigger")
         self.acts[act.get("name")] = start
+        self.act_events[act.get("name")] = act_events = []
         # an Act StopTrigger: once it has held, no event of the act starts any more (a gate AND-ed into every event's
         # trigger), and an actor whose action of this act is running goes back to keeping its lane and speed
         gate = [[{"type": "unlatched", "groups": stop, "edge": "none", "delay": 0.0}]] if stop else []
@@ -941,6 +1036,7 @@ class _Conv:
                 try:
                     for sid, name in self.maneuver(m, manw, owners, start, gate):
                         started.setdefault(sid, []).append(name)
+                        act_events.append(name)
                 finally:
                     self.params = saved
         for sid, names in started.items() if stop else ():
@@ -969,6 +1065,8 @@ class _Conv:
             actions = [(a, aw) for a, aw in self.kids(e, ew) if a.tag == "Action"]
             base = _ident(e.get("name"), self._used_names())
             self.event_names[e.get("name")] = base  # later references to this name mean this (the latest) event
+            for a, _ in actions:  # an action starts and ends with its event (one action per event, or played as one)
+                self.action_events[a.get("name")] = base
             names.append(base)
             for k, sid in enumerate(owners):
                 name = base if k == 0 else _ident(f"{base}_{sid}", self._used_names())
@@ -987,6 +1085,13 @@ class _Conv:
                     self.event_end[name] = {"log": name}
                 self.actor[sid]["events"].append({"name": name, "when": when, "do": do})
                 out.append((sid, name))
+                then = do.pop("_then", None)
+                if then is not None:
+                    name2 = _ident(f"{name}_speed", self._used_names())
+                    then["params"]["event"] = name2
+                    when2 = {"custom": "xosc_condition", "params": {"id": name2, "groups": groups, "ends": self.event_end}}
+                    self.actor[sid]["events"].append({"name": name2, "when": when2, "do": then})
+                    self.event_end[name] = dict(self.event_end.get(name, {}), also=name2)
                 if glob is not None:
                     break  # a global action happens once, whoever the actors are
         return out
@@ -1006,6 +1111,15 @@ class _Conv:
             return dos[0][0]
         speed = [d for d, _ in dos if d["type"] == "xosc_speed" and "offset" not in d["params"]]
         other = [(d, w) for d, w in dos if not (d["type"] == "xosc_speed" and "offset" not in d["params"])]
+        if len(dos) == 2 and len(speed) == 1 and other[0][0]["type"] == "lane_change":
+            # played as two events on the same trigger: the lane change, then the speed action (which lets a lane
+            # change in progress finish)
+            lc = dict(other[0][0])
+            off = lc.pop("_then", {"params": {}})["params"].get("lc_offset")
+            sp = speed[0]
+            if off is not None:
+                sp["params"]["lc_offset"] = off
+            return dict(lc, _then=sp)
         if len(dos) != 2 or len(speed) != 1 or other[0][0]["type"] not in ("xosc_speed", "xosc_trajectory"):
             raise self.err(where, f"an Event with {len(dos)} actions: simgen plays one action per event, or a "
                                   "SpeedAction with a LaneOffsetAction or a FollowTrajectoryAction")

@@ -82,6 +82,11 @@ class Geo:
                 return x - tt * math.sin(ref), y + tt * math.cos(ref), ref
         raise self.err(where, f"road {road} has no lane -1 or 1 at s={s:g} in {self.xodr.name}")
 
+    def t_of(self, road: int, s: float, x: float, y: float, where: str) -> float:
+        """The road t (left of the reference line) of world point (x, y) at road s."""
+        x0, y0, h = self.road_point(road, s, 0.0, where)
+        return -(x - x0) * math.sin(h) + (y - y0) * math.cos(h)
+
     # ------------------------------------------------------------------ routes
     def lane_at(self, road: int, lane: int, s: float, where: str):
         """simgen's lane record and arc length at (road, lane, s)."""

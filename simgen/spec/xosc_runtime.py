@@ -43,6 +43,8 @@ def _event_ended(world, ev, ends) -> bool:
     end = ends.get(ev, {})
     if "log" in end:  # e.g. a synchronize: the World logs "<actor>:synchronized" when it arrives
         return any(k == end["log"] for _, _, k in world.event_log)
+    if "also" in end and not _event_ended(world, end["also"], ends):  # an event played as two
+        return False
     after = end.get("after_s")
     if after is not None:
         t = next(t for t, _, k in world.event_log if k == ev)
@@ -79,7 +81,14 @@ def _holds_entity(world, c, e, ends) -> bool:
         return any(e.id in p and (set(p) - {e.id}) & others for p in world.collisions_total)
     if t == "reldist":
         ref = _actor(world, c["to"])
-        d = abs(_long_gap(world, e, ref, c.get("freespace", False))) if c.get("longitudinal") else math.hypot(ref.x - e.x, ref.y - e.y)
+        if c.get("lateral"):  # across e's heading
+            d = abs(-(ref.x - e.x) * math.sin(e.yaw) + (ref.y - e.y) * math.cos(e.yaw))
+            if c.get("freespace"):
+                d = max(0.0, d - (e.dims[1] + ref.dims[1]) / 2)
+        elif c.get("longitudinal"):
+            d = abs(_long_gap(world, e, ref, c.get("freespace", False)))
+        else:
+            d = math.hypot(ref.x - e.x, ref.y - e.y)
         return _cmp(d, c["rule"], c["value"])
     if t == "speed":
         return _cmp(e.speed, c["rule"], c["value"])
@@ -261,12 +270,13 @@ def xosc_speed(world, actor, dt, params) -> Control:
         done = done and lat_done
     if done and params["event"] not in st["done"]:
         st["done"][params["event"]] = world.time_s + dt
-    if actor.lc is not None:  # a lane change in progress goes on
+    if actor.lc is not None:  # a lane change in progress goes on (to the target lane's centre + lc_offset)
         u = min(1.0, (world.time_s + dt - actor.lc["t0"]) / actor.lc["dur"])
-        lateral = actor.lc["start"] * 0.5 * (1 + np.cos(np.pi * u))
+        blend = 0.5 * (1 + np.cos(np.pi * u))
+        lateral = actor.lc["start"] * blend + params.get("lc_offset", 0.0) * (1 - blend)
         if u >= 1.0:
             actor.lc = None
-            lateral = 0.0
+            lateral = params.get("lc_offset", 0.0)
     if not actor.kind.vehicle or actor.path is None:
         return Control(speed_mps=v)
     return Control(accel_mps2=(v - actor.speed) / dt, lateral_m=lateral)
@@ -287,7 +297,7 @@ def xosc_trajectory(world, actor, dt, params) -> Control:
         keep = np.concatenate([[True], np.hypot(*np.diff(pts, axis=0).T) > 1e-6])
         pts = pts[keep]
         b["poly"] = poly = Polyline(pts)
-        b["s"] = float(poly.project(np.array([actor.x, actor.y]))[0])
+        b["s"] = float(params["start_s"]) if "start_s" in params else float(poly.project(np.array([actor.x, actor.y]))[0])
         b["cum"] = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(np.asarray(params["points"], float), axis=0).T))])
         if actor.kind.vehicle and actor.path is not None:
             x, y, h = poly.pose_at(poly.length)
@@ -299,7 +309,9 @@ def xosc_trajectory(world, actor, dt, params) -> Control:
     t = world.time_s + dt - actor.behaviour_t0
     times = params.get("times_abs") or params.get("times_rel")
     if times is not None:
-        now = world.time_s + dt if "times_abs" in params else t
+        # relative times count from the start; with an initialDistanceOffset, from the time at that distance
+        t_start = float(np.interp(params.get("start_s", 0.0), b["cum"], times)) - times[0] if "start_s" in params else 0.0
+        now = world.time_s + dt if "times_abs" in params else t + times[0] + t_start
         s_next = float(np.interp(now, times, b["cum"]))
         v = max(0.0, (s_next - b["s"]) / dt)
     elif "speed" in params:
