@@ -117,6 +117,16 @@ def cmd_validate(a) -> int:
                 m = get_map(path, file=path)
                 print(f"{path}: ok (OpenDRIVE map: {m.description.split(': ', 1)[-1]})")
                 continue
+            if str(path).lower().endswith(".xosc"):
+                from simgen.spec.xosc_batch import is_distribution
+
+                if is_distribution(path):  # an OpenSCENARIO ParameterValueDistribution: a batch plan
+                    from simgen.batch.plan import load_plan
+
+                    plan = load_plan(path, allow_plugins=a.allow_plugins or None)
+                    print(f"{path}: ok (OpenSCENARIO parameter distribution: {len(plan.jobs)} runs of "
+                          f"{os.path.basename(plan.jobs[0].scenario)}; run them with simgen batch {path} --out DIR)")
+                    continue
             data = {} if str(path).lower().endswith(".xosc") else load_yaml(path)  # .xosc: OpenSCENARIO
             if "sensors" in data:
                 rig = load_rig(path)

@@ -215,7 +215,13 @@ def load_plan(path: str | Path, *, allow_plugins: bool | None = None) -> Plan:
     from simgen.spec.scenario import load_scenario_source
 
     path = Path(path)
-    data = load_yaml(path, what="plan file")
+    text = None
+    if path.suffix.lower() == ".xosc":  # an OpenSCENARIO ParameterValueDistribution: one job per run
+        from simgen.spec.xosc_batch import distribution_plan
+
+        data, text = distribution_plan(path)
+    else:
+        data = load_yaml(path, what="plan file")
     ctx = Ctx(str(path))
     spec = from_dict(PlanSpec, data, ctx)
     base = path.resolve().parent
@@ -270,4 +276,4 @@ def load_plan(path: str | Path, *, allow_plugins: bool | None = None) -> Plan:
         {"name": jb.name, "backend": jb.backend, "frames": jb.frames, "scenario": jb.src.raw,
          "rig": rig_to_dict(jb.rig_spec)} for jb in jobs]}
     sha = hashlib.sha256(_canonical(ident).encode()).hexdigest()
-    return Plan(str(path), spec, jobs, sha, path.read_text(encoding="utf-8"))
+    return Plan(str(path), spec, jobs, sha, text if text is not None else path.read_text(encoding="utf-8"))

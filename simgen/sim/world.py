@@ -626,6 +626,11 @@ class World:
             period = n * (g + y + r)
             ph = (t - tl.slot * (g + y + r)) % period
             out[tl.id] = "green" if ph < g else "yellow" if ph < g + y else "red"
+        # states set during the run (OpenSCENARIO's TrafficSignalStateAction): (from time, light id, state)
+        t_raw = t - self.spec.traffic_light_offset_s
+        for t_from, lid, state in getattr(self, "light_overrides", ()):
+            if t_from <= t_raw + 1e-9 and lid in out:
+                out[lid] = state
         return out
 
     def ttc_to_ego(self, a: Actor) -> float:
