@@ -82,6 +82,11 @@ _CACHE: dict[str, RoadMap] = {}
 
 def carla_module(file: str | None = None):
     """The ``carla`` package (CARLA's OpenDRIVE parser), or a one-line InputError saying why it is missing."""
+    import os
+    import tempfile
+
+    # the carla client crashes (SIGSEGV) on import when HOME is unset (a cron job, `env -i`, some containers)
+    os.environ.setdefault("HOME", tempfile.gettempdir())
     try:
         import carla  # noqa: F401
     except ImportError as e:
