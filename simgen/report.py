@@ -453,11 +453,17 @@ def write_card(run_dir: str | Path, out: str | Path, *, fmt: str = "md", camera:
         cams = sorted({c for _, _, cs, _ in st.episodes for c in cs})
         raise InputError(f"--camera: got {camera!r}; allowed: {', '.join(cams) or '(no cameras)'}")
     existed = out.exists()
+    before = set(out.iterdir()) if existed else set()
     make_dir(out)
     # the card's files are recorded in the folder's manifest: a second report needs --overwrite, and a file of the
     # user's (a hand-written card.md) is never written over
-    claim_outputs(out, [out / n for n in (f"card.{fmt}", *CARD_IMAGES)], inputs=list(paths), overwrite=overwrite)
-    before = set(out.iterdir())
+    try:
+        claim_outputs(out, [out / n for n in (f"card.{fmt}", *CARD_IMAGES)], inputs=list(paths),
+                      overwrite=overwrite)
+    except BaseException:
+        if not existed and not any(out.iterdir()):
+            out.rmdir()
+        raise
     try:
         return _compose(run_dir, out, st, skipped, fmt=fmt, camera=camera, n_samples=n_samples)
     except BaseException:  # e.g. a sample frame's chunk fails to read: remove what this call wrote
