@@ -13,8 +13,11 @@ from tests.simgen.test_openscenario import _world
 
 pytest.importorskip("carla")
 DATA = Path(__file__).resolve().parents[1] / "data" / "asam_openscenario_1_3"
+# SlowPrecedingVehicle.xosc runs (simgen validate/run), but not in the suite: its map, a 7.3 km motorway curve
+# (AB_RQ31_R2000.xodr), takes about 90 s to build today (the terrain grid over its whole bounding box); its
+# parameter set is still read below.  Known slow; see docs/maps.md
 SCENARIOS = ["CloseVehicleCrossing.xosc", "CutIn.xosc", "SequentialEvents_0-100-0kph_Explicit.xosc",
-             "SlowPrecedingVehicle.xosc", "SynchronizedArrivalToIntersection.xosc"]
+             "SynchronizedArrivalToIntersection.xosc"]
 
 
 @pytest.fixture(autouse=True, scope="module")
