@@ -256,3 +256,12 @@ def test_falsifier_first_generation_covers_the_plausible_box_evenly():
     assert np.abs(z).max() <= FALSIFY_BOX == 3.0
     share = (np.abs(z) > 2.0).mean(axis=0)
     assert np.all(np.abs(share - 1 / 3) < 0.05)
+
+
+def test_bench_median_counts_runs_that_never_got_there():
+    """search-bench: a method that reached ±20 % in 1 of 3 runs is not reported by that one run's count."""
+    from simgen.search.bench import _median_all
+
+    assert _median_all([None, None, 1400]) is None
+    assert _median_all([400, None, 500]) == 500.0
+    assert _median_all([400, 1550, 500]) == 500.0
