@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numba import njit
 
+from simgen.sim.kernels import _sat  # the simulator's separating axis test of two footprints (touching = overlap)
+
 
 @njit(cache=True)
 def _seg_dist(px, py, ax, ay, bx, by):  # pragma: no cover
@@ -19,26 +21,6 @@ def _seg_dist(px, py, ax, ay, bx, by):  # pragma: no cover
     t = min(max(t, 0.0), 1.0)
     dx, dy = px - (ax + t * abx), py - (ay + t * aby)
     return math.sqrt(dx * dx + dy * dy)
-
-
-@njit(cache=True)
-def _separated(A, B):  # pragma: no cover
-    """Separating axis test of two convex quadrilaterals (4,2): True when an edge normal separates them."""
-    for poly in range(2):
-        P = A if poly == 0 else B
-        for e in range(4):
-            ax, ay = P[(e + 1) % 4, 0] - P[e, 0], P[(e + 1) % 4, 1] - P[e, 1]
-            n = max(math.sqrt(ax * ax + ay * ay), 1e-12)
-            ax, ay = ax / n, ay / n
-            amin, amax, bmin, bmax = np.inf, -np.inf, np.inf, -np.inf
-            for c in range(4):
-                pa = ax * A[c, 0] + ay * A[c, 1]
-                pb = ax * B[c, 0] + ay * B[c, 1]
-                amin, amax = min(amin, pa), max(amax, pa)
-                bmin, bmax = min(bmin, pb), max(bmax, pb)
-            if amax < bmin or bmax < amin:
-                return True
-    return False
 
 
 @njit(cache=True)
@@ -58,7 +40,7 @@ def gaps_ttc_kernel(fp, pose, vel):  # pragma: no cover
                     f = (e + 1) % 4
                     g = min(g, _seg_dist(E[c, 0], E[c, 1], O[e, 0], O[e, 1], O[f, 0], O[f, 1]))
                     g = min(g, _seg_dist(O[c, 0], O[c, 1], E[e, 0], E[e, 1], E[f, 0], E[f, 1]))
-            if not _separated(E, O):
+            if _sat(E, O, 0.0):
                 g = 0.0
             rx, ry = pose[n, a, 0] - pose[n, 0, 0], pose[n, a, 1] - pose[n, 0, 1]
             d = max(math.sqrt(rx * rx + ry * ry), 1e-9)
