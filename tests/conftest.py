@@ -1,7 +1,10 @@
 """Shared fixtures: small rigs and short episodes, built once per session and reused."""
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +48,40 @@ def session_for(scenario: str, rig, *, seed: int = 0, overrides=(), n_frames=Non
     src = load_scenario_source(SCENARIOS / scenario if not str(scenario).startswith("/") else scenario, list(overrides))
     spec, _ = concretise(src, rng=np.random.default_rng(seed))
     return BuiltinSession(spec, rig, seed=np.random.SeedSequence(seed), source=str(src.path), n_frames=n_frames)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# categories a fresh interpreter does not print by default (Python's default warning filters)
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+@pytest.fixture
+def simgen_cli(capfd):
+    """``simgen ARGS`` run in this process through ``simgen.cli.main`` (what ``python -m simgen.cli`` calls), like
+    ``subprocess.run(..., capture_output=True)``: returns the exit code and what reached file descriptors 1 and 2.
+    A subprocess per call would import simgen again (~2 s each on the test machine); each test file that uses this
+    keeps one real ``python -m simgen.cli`` call.  Warnings that a fresh interpreter would print on stderr (all but
+    Python's default-ignored categories) are appended to ``stderr``, so a "stderr is one line" check still sees them;
+    an exception escaping ``main`` fails the test (a real process would print its traceback)."""
+    from simgen.cli import main
+
+    def call(*args, cwd=None) -> CliResult:
+        capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught, contextlib.chdir(cwd or os.getcwd()):
+            warnings.simplefilter("always")
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse usage errors exit through SystemExit, as in the real process
+                code = e.code if isinstance(e.code, int) else 1
+        out, err = capfd.readouterr()
+        err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                       for w in caught if not issubclass(w.category, _QUIET))
+        return CliResult(code, out, err)
+
+    return call

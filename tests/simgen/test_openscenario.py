@@ -119,7 +119,11 @@ def _cli(*args, cwd):
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
 
 
-def test_malformed_and_schema_violating_files_one_line_exit_2(tmp_path):
+def test_malformed_and_schema_violating_files_one_line_exit_2(tmp_path, simgen_cli):
+    """The schema case runs as a real ``python -m simgen.cli`` process in a bare environment (only PATH and
+    PYTHONPATH, so the XSDs must be found without the test session's settings); the other calls run the same
+    ``main`` in this process (tests/conftest.py ``simgen_cli``), which saves an interpreter start and a schema build
+    per call."""
     src = (CORPUS / "cut-in.xosc").read_text()
     cases = {
         "bad_xml.xosc": src.replace("</Storyboard>", "</Storybord>"),
@@ -132,12 +136,13 @@ def test_malformed_and_schema_violating_files_one_line_exit_2(tmp_path):
         f2 = tmp_path / name
         f2.write_text(text.replace('"../xosc/Catalogs', f'"{CORPUS}/Catalogs').replace('"../xodr/', f'"{CORPUS.parent}/xodr/'))
         out = tmp_path / f"out_{name}"
-        r = _cli("run", str(f2), "--out", str(out), "--frames", "2", cwd=tmp_path)
+        cli = _cli if name == "schema.xosc" else simgen_cli
+        r = cli("run", str(f2), "--out", str(out), "--frames", "2", cwd=tmp_path)
         assert r.returncode == 2, (name, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and str(f2) in r.stderr, r.stderr
         assert not out.exists()
         del f
-    r = _cli("validate", str(tmp_path / "schema.xosc"), cwd=tmp_path)
+    r = simgen_cli("validate", str(tmp_path / "schema.xosc"), cwd=tmp_path)
     assert "schema" in r.stderr and "SpeedActionDynamics" in r.stderr
-    r = _cli("validate", str(tmp_path / "unsupported.xosc"), cwd=tmp_path)
+    r = simgen_cli("validate", str(tmp_path / "unsupported.xosc"), cwd=tmp_path)
     assert "PrivateAction/VisibilityAction: <VisibilityAction> is not supported" in r.stderr, r.stderr

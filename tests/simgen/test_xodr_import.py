@@ -357,10 +357,10 @@ actors:
     ("{road: 2, lane_id: -7, s_m: 10}", "road 2 of"),
     ("{road: 2, lane_id: -1, s_m: 400}", "length of road 2"),
 ])
-def test_bad_placement_is_one_line_naming_road_and_lane(tmp_path, place, msg):
+def test_bad_placement_is_one_line_naming_road_and_lane(tmp_path, place, msg, simgen_cli):
     p = tmp_path / "s.yaml"
     p.write_text(f"name: t\nmap: {xodr('fabriksgatan')}\nego: {{place: {place}}}\n")
-    r = simgen("run", str(p), "--out", str(tmp_path / "out"), "--no-progress")
+    r = simgen_cli("run", str(p), "--out", str(tmp_path / "out"), "--no-progress", cwd=ROOT)
     assert r.returncode == 2, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.startswith("simgen")]
     assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.stderr, r.stderr
@@ -368,19 +368,21 @@ def test_bad_placement_is_one_line_naming_road_and_lane(tmp_path, place, msg):
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_map_files_are_one_line_errors(tmp_path):
+def test_bad_map_files_are_one_line_errors(tmp_path, simgen_cli):
+    """The first call is a real ``python -m simgen.cli`` process (exit code and stderr of the process itself); the
+    others run the same ``main`` in this process (tests/conftest.py ``simgen_cli``)."""
     bad = tmp_path / "bad.xodr"
     bad.write_text("<OpenDRIVE><road id='1' length='10'>")
     r = simgen("validate", str(bad))
     assert r.returncode == 2 and "not well-formed" in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
     bad.write_text("<OpenDRIVE><road id='x1' length='10'><lanes><laneSection s='0'/></lanes></road></OpenDRIVE>")
-    r = simgen("validate", str(bad))
+    r = simgen_cli("validate", str(bad), cwd=ROOT)
     assert r.returncode == 2 and "'x1'" in r.stderr and "road" in r.stderr
     sc = tmp_path / "s.yaml"
     sc.write_text("name: t\nmap: nothere.xodr\nego: {place: {road: 1, lane_id: -1}}\n")
-    r = simgen("validate", str(sc))
+    r = simgen_cli("validate", str(sc), cwd=ROOT)
     assert r.returncode == 2 and "nothere.xodr" in r.stderr and "map" in r.stderr, r.stderr
-    r = simgen("validate", xodr("multi_intersections"))
+    r = simgen_cli("validate", xodr("multi_intersections"), cwd=ROOT)
     assert r.returncode == 0 and "traffic lights" in r.stdout, r.stderr
 
 
@@ -398,13 +400,13 @@ def test_map_path_is_relative_to_the_scenario_file(tmp_path):
     assert Path(spec.map) == (d / "road.xodr").resolve()
 
 
-def test_maps_show_prints_ids_and_draws_a_png(tmp_path):
+def test_maps_show_prints_ids_and_draws_a_png(tmp_path, simgen_cli):
     out = tmp_path / "m.png"
-    r = simgen("maps", "show", xodr("multi_intersections"), "--out", str(out))
+    r = simgen_cli("maps", "show", xodr("multi_intersections"), "--out", str(out), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "junction 146" in r.stdout and "tl_" in r.stdout and "lane r" in r.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    r = simgen("maps", "show", xodr("multi_intersections"), "--out", str(out))
+    r = simgen_cli("maps", "show", xodr("multi_intersections"), "--out", str(out), cwd=ROOT)
     assert r.returncode == 2  # no silent overwrite
 
 
