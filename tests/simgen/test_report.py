@@ -26,6 +26,13 @@ def small_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def md_card(small_run, tmp_path_factory):
+    """The Markdown card of ``small_run`` (default settings), written once: checked section by section below and
+    the starting point of the overwrite test (each card costs seconds of plotting)."""
+    return write_card(small_run, tmp_path_factory.mktemp("report_card") / "card")
+
+
 def _images(card_text, fmt):
     pat = r"!\[[^\]]*\]\(([^)]+)\)" if fmt == "md" else r'<img src="([^"]+)"'
     return re.findall(pat, card_text)
@@ -45,8 +52,8 @@ def _check_card(card, fmt):
     return text
 
 
-def test_card_has_all_sections_and_plots(small_run, tmp_path):
-    text = _check_card(write_card(small_run, tmp_path / "card"), "md")
+def test_card_has_all_sections_and_plots(small_run, md_card):
+    text = _check_card(md_card, "md")
     # the numbers come from the files: 2 episodes x 4 frames, the run's scenario and sensors
     assert "| episodes | 2 |" in text and "| frames | 8 |" in text
     assert "lead_vehicle_brakes (2)" in text and "front (camera)" in text and "lidar_top (lidar)" in text
@@ -125,12 +132,15 @@ def test_cli_writes_card(small_run, tmp_path, monkeypatch, capsys):
     assert cli.main(["report", str(small_run), "--out", str(tmp_path / "c"), "--camera", "nope"]) == 2
 
 
-def test_report_again_needs_overwrite_and_never_replaces_a_users_file(small_run, tmp_path, capsys):
+def test_report_again_needs_overwrite_and_never_replaces_a_users_file(small_run, md_card, tmp_path, capsys):
     """A second card into the same folder is refused without --overwrite (it would replace the first one
-    silently); with it, the card is replaced.  A card.md that simgen did not write is kept even with --overwrite."""
+    silently); with it, the card is replaced.  A card.md that simgen did not write is kept even with --overwrite.
+    The first card is a copy of the folder ``write_card`` made for ``md_card`` (its manifest records the card's
+    files by relative path), so this test plots only the card that --overwrite writes."""
     out = tmp_path / "c"
-    assert cli.main(["report", str(small_run), "--out", str(out), "--samples", "1"]) == 0
+    shutil.copytree(md_card.parent, out)
     first = (out / "card.md").read_text()
+    assert "## Summary" in first
     capsys.readouterr()
     assert cli.main(["report", str(small_run), "--out", str(out), "--samples", "1"]) == 2
     err = capsys.readouterr().err
