@@ -24,6 +24,16 @@ def small_rig():
     return load_rig(RIGS / "small.yaml")
 
 
+@pytest.fixture(scope="session")
+def tiny_rig():
+    """One 32 x 16 camera and nothing else: for tests that check motion, not images (rendering is then ~free)."""
+    from simgen.spec.rig import rig_from_dict
+
+    return rig_from_dict({"name": "tiny", "sensors": [{"name": "front", "type": "camera", "mount": {"x": 1.0, "z": 1.6},
+                                                      "attributes": {"image_size_x": 32, "image_size_y": 16,
+                                                                     "fov": 90}}]}, file="<tiny_rig>")
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     p = tmp_path / name
     p.write_text(text)
