@@ -94,6 +94,28 @@ def _box(lo, hi, material, semantic=0) -> Mesh:
     return _convex(v, tris, m, semantic)
 
 
+_BOX_BITS = np.array([[i & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], np.float64)
+_BOX_TRIS = np.concatenate([_BOX_FACES[:, [0, 1, 2]], _BOX_FACES[:, [0, 2, 3]]])
+
+
+def _boxes(lo, hi, material, semantic=0) -> Mesh:
+    """N axis-aligned boxes between corners ``lo`` (N,3) and ``hi`` (N,3), one material: the same mesh as
+    ``merge([_box(lo[i], hi[i], material, semantic) for i in range(N)])``, made in one vectorised pass (a
+    building's window panes were 80 % of its build time as one ``_box`` call each)."""
+    lo, hi = np.asarray(lo, np.float64).reshape(-1, 3), np.asarray(hi, np.float64).reshape(-1, 3)
+    assert np.all(hi > lo)
+    n = len(lo)
+    v = lo[:, None, :] + _BOX_BITS[None] * (hi - lo)[:, None, :]  # (N, 8, 3)
+    t = np.broadcast_to(_BOX_TRIS, (n, 12, 3)).copy()
+    corner = [np.take_along_axis(v, t[:, :, k, None].repeat(3, axis=2), axis=1) for k in range(3)]
+    normal = np.cross(corner[1] - corner[0], corner[2] - corner[0])
+    outward = (corner[0] + corner[1] + corner[2]) / 3 - v.mean(axis=1, keepdims=True)
+    flip = np.einsum("nij,nij->ni", normal, outward) < 0
+    t[flip] = t[flip][:, ::-1]
+    t += 8 * np.arange(n)[:, None, None]
+    return Mesh.build(v.reshape(-1, 3), t.reshape(-1, 3), material, semantic)
+
+
 def _rot(axis: str, angle: float) -> np.ndarray:
     """3x3 right-handed rotation by ``angle`` (rad) about the x, y or z axis."""
     c, s = math.cos(angle), math.sin(angle)
@@ -864,6 +886,7 @@ def building_mesh(length_m: float, width_m: float, height_m: float, *, floors: i
     parts = [_box((-L / 2 + d, -W / 2 + d, 0.0), (L / 2 - d, W / 2 - d, H), (F, F, F, F, F, mat.ROOF), B)]
     perim = 2 * (L + W)
     spacing = max(3.0, n_fl * perim / 1500.0)  # at most ~1500 panes (18k triangles)
+    pane_lo, pane_hi = [], []
     # each side: (axis along the wall, fixed axis, sign of the outward normal, wall length)
     for along, fixed, sgn, length, half_other in [(0, 1, 1, L, W / 2), (0, 1, -1, L, W / 2),
                                                   (1, 0, 1, W, L / 2), (1, 0, -1, W, L / 2)]:
@@ -880,13 +903,15 @@ def building_mesh(length_m: float, width_m: float, height_m: float, *, floors: i
                 z1, pw = z0 + min(0.45 * fh, 1.6), min(0.5 * pitch, 1.3)
             if z1 <= z0 + 0.05 or z1 > H - 0.05:
                 continue
-            for c in centres:
-                lo, hi = np.zeros(3), np.zeros(3)
-                lo[along], hi[along] = c - pw / 2, c + pw / 2
-                a, b = sgn * (half_other - 0.05), sgn * half_other
-                lo[fixed], hi[fixed] = min(a, b), max(a, b)
-                lo[2], hi[2] = z0, z1
-                parts.append(_box(lo, hi, mat.WINDOW, B))
+            lo, hi = np.zeros((ncol, 3)), np.zeros((ncol, 3))
+            lo[:, along], hi[:, along] = centres - pw / 2, centres + pw / 2
+            a, b = sgn * (half_other - 0.05), sgn * half_other
+            lo[:, fixed], hi[:, fixed] = min(a, b), max(a, b)
+            lo[:, 2], hi[:, 2] = z0, z1
+            pane_lo.append(lo)
+            pane_hi.append(hi)
+    if pane_lo:  # every pane in one call, in the order the sides, floors and columns come
+        parts.append(_boxes(np.concatenate(pane_lo), np.concatenate(pane_hi), mat.WINDOW, B))
     return _fit(merge(parts), (-L / 2, -W / 2, 0.0), (L / 2, W / 2, H))
 
 
