@@ -41,6 +41,8 @@ _STILL = frozenset(("parked", "stand", "open_door"))  # behaviours that stand st
 _chain = itertools.chain.from_iterable
 _STATE6 = operator.attrgetter("x", "y", "yaw", "speed", "s", "lateral")  # the gathered state of a tick
 _STATE4 = operator.attrgetter("x", "y", "yaw", "speed")
+_XY = operator.attrgetter("x", "y")
+_STATES10 = operator.attrgetter("x", "y", "z", "yaw", "speed", "vz", "accel", "door", "pitch", "roll")
 _PLAN_SIG = operator.attrgetter("behaviour", "path", "crashed", "lc", "stop_points", "junction_entries")
 _PER_ACTOR = frozenset(("synchronize", "reverse", "walk"))  # built-ins stepped by per-actor Python
 _LIGHT_CODE = {"yellow": 1, "red": 2}  # light phase codes of the compiled stop-line test (others: 0)
@@ -1045,6 +1047,20 @@ class World:
         that plane's highest contact); walkers and props stay upright on the highest ground under their footprint.
         The builtin maps keep z = ground height at the centre and pitch = roll = 0 exactly.  The bicycle model
         stays planar (x, y, yaw): the attitude is a ground-following output, not simulated dynamics."""
+        A = self.actors
+        if not getattr(self.map, "source_file", ""):
+            # builtin maps: z is the ground height at the centre, pitch = roll = 0; one compiled query for everyone
+            # (an actor that did not move gets the height it has, so its vz is 0 as below)
+            if not A:
+                return
+            xy = np.fromiter(_chain(map(_XY, A)), float, count=2 * len(A)).reshape(-1, 2)
+            gh = self.map.ground_height
+            z = gh(xy).tolist() if len(A) <= 64 else [v for k in range(0, len(A), 64) for v in gh(xy[k:k + 64]).tolist()]
+            for a, zi in zip(A, z):
+                a.vz = 0.0 if dt is None else (zi - a.z) / dt
+                a.z = zi
+                a.pitch = a.roll = 0.0
+            return
         pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float).reshape(-1, 3)
         # the ground is fixed: only actors whose pose (or box) changed since the last call need a new height
         st = self._static_arrays()
@@ -1065,7 +1081,6 @@ class World:
             else:
                 z[rows] = self.map.ground_height(xy)
         self._z_cache = (key, pose, z, pr)
-        A = self.actors
         for k in np.flatnonzero(~moved):  # actors that did not move keep z and attitude: vz is 0 for them
             A[k].vz = 0.0
         for k in np.flatnonzero(moved):
@@ -1330,19 +1345,20 @@ class World:
         if ident is None:  # what does not change while the actor list stays the same: built once
             ident = st["states_ident"] = (np.array([a.id for a in A], np.int32), tuple(a.name for a in A),
                                           tuple(a.kind.name for a in A),
-                                          np.array([a.kind.semantic for a in A], np.uint8))
-        ids, names, kinds, semantic = ident
+                                          np.array([a.kind.semantic for a in A], np.uint8),
+                                          np.array([a.dims for a in A], float).reshape(-1, 3))
+        ids, names, kinds, semantic, dims = ident
         # one pass over the actors for everything that moves
-        d = np.array([(a.x, a.y, a.z, a.yaw, a.speed, a.vz, a.accel, a.door, a.pitch, a.roll) for a in A],
-                     float).reshape(-1, 10)
+        n = len(A)
+        d = np.fromiter(_chain(map(_STATES10, A)), float, count=10 * n).reshape(n, 10)
         yaw, speed = d[:, 3], d[:, 4]
+        vel = np.empty((n, 3))
+        np.multiply(speed, np.cos(yaw), out=vel[:, 0])
+        np.multiply(speed, np.sin(yaw), out=vel[:, 1])
+        vel[:, 2] = d[:, 5]
         return ActorStates(
             ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(),
-            pose=d[:, 0:4].copy(),
-            velocity=np.stack([speed * np.cos(yaw), speed * np.sin(yaw), d[:, 5]], axis=1),
-            accel=d[:, 6].copy(),
-            dims=np.array([a.dims for a in A], float),
-            door=d[:, 7].copy(),
+            pose=d[:, 0:4].copy(), velocity=vel, accel=d[:, 6].copy(), dims=dims.copy(), door=d[:, 7].copy(),
             pitch_roll=d[:, 8:10].copy(),
         )
 

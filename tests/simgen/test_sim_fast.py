@@ -66,9 +66,12 @@ actors:
         assert np.allclose(np.sort(np.abs(rel @ fwd)), [a.dims[0] / 2] * 4)
         assert np.allclose(np.sort(np.abs(rel @ left)), [a.dims[1] / 2] * 4)
     assert np.isclose(w._static_arrays()["length"][1], w.actors[1].dims[0])
+    old_dims = w.states().dims.copy()  # states() keeps the dims with the static arrays (issue 13, third round)
+    assert np.array_equal(old_dims, np.array([a.dims for a in w.actors]))
     w.actors[1].dims = np.array([9.0, 3.0, 2.0])  # a new dims array (as the carla backend assigns) is seen
     assert np.isclose(w._static_arrays()["length"][1], 9.0)
     assert np.isclose(w._static_arrays()["half_w"][1], 1.5)
+    assert np.array_equal(w.states().dims[1], [9.0, 3.0, 2.0]) and np.array_equal(w.states().dims[0], old_dims[0])
 
 
 def test_sim_bench_bad_repeats_is_a_one_line_error(capsys):
@@ -89,7 +92,8 @@ def test_project_heading_is_project_then_pose_at():
 
 
 def test_cached_ground_heights_follow_moved_actors(tmp_path):
-    """Heights are recomputed only for actors that moved: a moved actor gets the ground under its new place."""
+    """A moved actor gets the ground under its new place (builtin maps: one compiled query for all actors; .xodr
+    maps: only the actors that moved are re-queried)."""
     text = """
 name: t
 map: straight
@@ -301,3 +305,63 @@ def test_compiled_point_in_polygon_agrees_with_numpy():
     kernels.in_polygon(P, poly, mask, got)
     want = _in_polygon(P, poly) & mask
     assert np.array_equal(got, want) and 200 < want.sum() < 1800
+
+
+def _ground_rank_per_group(m, P):
+    """The ground query as it was before issue 13's third round: one compiled call per strip group (the polyline's
+    strips), then every area polygon in numpy (roads._in_polygon)."""
+    from simgen.world import polyline_kernels
+    from simgen.world.roads import _RANK, _in_box, _in_polygon
+
+    rank = np.zeros(len(P), np.int8)
+    for poly, box, _, table in m._strip_groups():
+        polyline_kernels.rank_strips_packed(np.ascontiguousarray(P), box, poly._V, poly._S, poly._M, table, rank)
+    for polygon, sem in m._areas:
+        near = np.flatnonzero(_in_box(P, polygon.min(0), polygon.max(0)))
+        idx = near[_in_polygon(P[near], polygon)]
+        rank[idx] = np.maximum(rank[idx], _RANK[sem])
+    return rank
+
+
+def test_one_call_ground_query_agrees_with_the_per_group_query():
+    """issue 13 (third round): RoadMap.surface_at / ground_height for a few points go through ONE compiled call over
+    all strip groups and areas (polyline_kernels.surface_rank_all).  Against the per-group query it replaced, on
+    the builtin maps plus one with extra strips on polylines of different lengths (so a wrong vertex/segment offset
+    of a group shows), with points drawn near every strip edge and area vertex as well as uniformly."""
+    import dataclasses
+
+    from simgen.classes import ROADS, SIDEWALKS
+    from simgen.world.roads import _RANK_CLASS, _Strip, get_map
+
+    inter = get_map("intersection")
+    wig = _wiggly(57)
+    extra = dataclasses.replace(inter, _strips=list(inter._strips) + [
+        _Strip(wig, 5.0, 60.0, -2.0, 3.0, SIDEWALKS), _Strip(wig, 20.0, 45.0, -1.0, 1.0, ROADS),
+        _Strip(Polyline(np.array([[-30.0, -30.0], [-10.0, -25.0], [0.0, -40.0]])), 0.0, 30.0, -4.0, 0.5, ROADS)])
+    rng = np.random.default_rng(9)
+    for name, m in (("straight", get_map("straight")), ("curve", get_map("curve")), ("intersection", inter),
+                    ("extra", extra)):
+        lo, hi = m.bounds()
+        pts = [rng.uniform(lo, hi, (800, 2))]
+        for st in m._strips:  # near the strips' four edges
+            s = rng.uniform(st.s0 - 2, st.s1 + 2, 200)
+            lat = np.where(rng.random(200) < 0.5, st.lat0, st.lat1) + rng.normal(0, 0.05, 200)
+            x, y, _ = st.poly.pose_at(s, lat)
+            pts.append(np.stack([x, y], 1))
+        for polygon, _ in m._areas:  # near the areas' vertices
+            pts.append(np.repeat(polygon, 4, 0) + rng.normal(0, 0.3, (4 * len(polygon), 2)))
+        P = np.concatenate(pts)
+        want = _ground_rank_per_group(m, P)
+        got = np.concatenate([m._rank_small(P[k:k + 50]) for k in range(0, len(P), 50)])
+        assert np.array_equal(got, want), (name, np.flatnonzero(got != want)[:5])
+        assert len(set(want.tolist())) == 3, name  # all three surfaces are hit
+        sem = np.concatenate([m.surface_at(P[k:k + 50]) for k in range(0, len(P), 50)])
+        assert np.array_equal(sem, _RANK_CLASS[want]), name
+        z = np.concatenate([m.ground_height(P[k:k + 50]) for k in range(0, len(P), 50)])
+        assert np.array_equal(z, m.ground_height(P)), name  # few points (compiled) == many points (numpy)
+        if m._areas:
+            inside = np.zeros(len(P), bool)
+            from simgen.world.roads import _in_polygon
+            for polygon, _ in m._areas:
+                inside |= _in_polygon(P, polygon)
+            assert inside.sum() > 20, name  # the areas are really exercised
