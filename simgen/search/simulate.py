@@ -29,9 +29,8 @@ def simulate(task: SimTask) -> dict:
     from simgen.runner import plan_episodes
     from simgen.seeding import streams
     from simgen.sim.world import World
-    from simgen.spec.scenario import load_scenario_source
 
-    src = load_scenario_source(task.scenario, list(task.overrides))
+    src = _source(task.scenario, task.overrides)
     plan = plan_episodes(src, seed=task.seed, episodes=1, check_placements=False)[0]  # checked by the build below
     # The builtin session's first stream is the world's (simgen.backends.builtin.BuiltinSession).
     world = World(plan.spec, rng=np.random.default_rng(streams(plan.sim_seed, 3)[0]), source=src.path)
@@ -44,6 +43,32 @@ def simulate(task: SimTask) -> dict:
         crit.add(Frame(index=k, time_s=world.time_s, T_world_from_ego=eye, actors=world.states(), lights={},
                        collisions=collisions, events=[], T_ego_from_sensor={}))
     return {"frames": n, **crit.summary()}
+
+
+_SOURCES: dict = {}  # (file, overrides, file stamp, plugin opt-in) -> ScenarioSource: read once per process
+
+
+def _source(path: str, overrides: tuple[str, ...]):
+    """:func:`load_scenario_source` of a task, cached per process: a search plays thousands of episodes of the
+    same file and overrides, and the parsed, checked source is the same for all of them (concretise only reads
+    it).  The key holds the file's size and modification time, so an edited file is read again."""
+    import os
+
+    from simgen.spec.scenario import PLUGIN_ENV, load_scenario_source
+
+    try:
+        stt = os.stat(path)
+        stamp = (stt.st_mtime_ns, stt.st_size)
+    except OSError:  # a library name or a missing file: no caching, load_scenario_source reports it
+        return load_scenario_source(path, list(overrides))
+    key = (str(path), tuple(overrides), stamp, os.environ.get(PLUGIN_ENV))
+    src = _SOURCES.get(key)
+    if src is None:
+        src = load_scenario_source(path, list(overrides))
+        if len(_SOURCES) >= 64:
+            _SOURCES.clear()
+        _SOURCES[key] = src
+    return src
 
 
 def simulate_many(tasks: list[SimTask]) -> list[dict]:

@@ -42,6 +42,7 @@ _chain = itertools.chain.from_iterable
 _STATE6 = operator.attrgetter("x", "y", "yaw", "speed", "s", "lateral")  # the gathered state of a tick
 _STATE4 = operator.attrgetter("x", "y", "yaw", "speed")
 _XY = operator.attrgetter("x", "y")
+_DIMS = operator.attrgetter("dims")
 _STATES10 = operator.attrgetter("x", "y", "z", "yaw", "speed", "vz", "accel", "door", "pitch", "roll")
 _PLAN_SIG = operator.attrgetter("behaviour", "path", "crashed", "lc", "stop_points", "junction_entries")
 _PER_ACTOR = frozenset(("synchronize", "reverse", "walk"))  # built-ins stepped by per-actor Python
@@ -375,7 +376,8 @@ class World:
         built once, rebuilt only if actors are added, removed or given new dims arrays (dims are never edited in place)."""
         if self._tick_cache is not None:  # within a step nothing is added, removed or resized
             return self._tick_cache
-        key = tuple((id(a), id(a.dims)) for a in self.actors)  # a replaced dims array counts as a change
+        A = self.actors
+        key = (*map(id, A), *map(id, map(_DIMS, A)))  # a replaced dims array counts as a change
         cache = getattr(self, "_static_cache", None)
         if cache is None or cache["key"] != key:
             dims = np.array([(a.dims[0], a.dims[1]) for a in self.actors], float).reshape(-1, 2)
@@ -648,8 +650,10 @@ class World:
     def check_events(self) -> None:
         """Fire events whose triggers hold now (after their delay) and start their behaviours.  Public: the carla
         backend evaluates triggers with it on the states CARLA reports."""
-        by_name = {a.name: a for a in self.actors}
+        by_name = None  # built when a trigger names an actor
         for a in self.actors:
+            if not a.events:
+                continue
             for j, e in enumerate(a.events):
                 key = e.name or f"{a.name}#{j}"
                 if key in self.applied:
@@ -659,6 +663,9 @@ class World:
                     ok = True
                     if w.time_s is not None:
                         ok &= self.time_s >= w.time_s - 1e-9
+                    if by_name is None and (w.distance_m is not None or w.ttc_s is not None or
+                                            w.position is not None or w.custom is not None):
+                        by_name = {x.name: x for x in self.actors}
                     if w.distance_m is not None:
                         p = by_name[w.actor] if w.actor else a
                         q = by_name[w.to]
@@ -727,8 +734,10 @@ class World:
         self._stepping = None
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
-        self._update_z(dt)
-        out = self._collisions(pre, t0)
+        # x, y, yaw, speed after the motion: the ground query and the collision tests both start from them
+        post = np.fromiter(_chain(map(_STATE4, A)), float, count=4 * len(A)).reshape(-1, 4)
+        self._update_z(dt, post)
+        out = self._collisions(pre, t0, post)
         self._tick_cache = None
         return out
 
@@ -1038,7 +1047,7 @@ class World:
         a.speed, a.steer = v_new, steer
         a.s = float(a.path.project(np.array([a.x, a.y], float))[0])
 
-    def _update_z(self, dt: float | None = None) -> None:
+    def _update_z(self, dt: float | None = None, post: np.ndarray | None = None) -> None:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
         the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick).
 
@@ -1046,14 +1055,16 @@ class World:
         (:func:`ground_attitude`: pitch and roll of the plane through its four corners' ground heights, resting on
         that plane's highest contact); walkers and props stay upright on the highest ground under their footprint.
         The builtin maps keep z = ground height at the centre and pitch = roll = 0 exactly.  The bicycle model
-        stays planar (x, y, yaw): the attitude is a ground-following output, not simulated dynamics."""
+        stays planar (x, y, yaw): the attitude is a ground-following output, not simulated dynamics.  ``post``: the
+        actors' rows x, y, yaw, ... when the caller has them (World.step)."""
         A = self.actors
         if not getattr(self.map, "source_file", ""):
             # builtin maps: z is the ground height at the centre, pitch = roll = 0; one compiled query for everyone
             # (an actor that did not move gets the height it has, so its vz is 0 as below)
             if not A:
                 return
-            xy = np.fromiter(_chain(map(_XY, A)), float, count=2 * len(A)).reshape(-1, 2)
+            xy = np.fromiter(_chain(map(_XY, A)), float, count=2 * len(A)).reshape(-1, 2) if post is None else \
+                np.ascontiguousarray(post[:, :2])
             gh = self.map.ground_height
             z = gh(xy).tolist() if len(A) <= 64 else [v for k in range(0, len(A), 64) for v in gh(xy[k:k + 64]).tolist()]
             for a, zi in zip(A, z):
@@ -1089,7 +1100,8 @@ class World:
             a.z = zi
             a.pitch, a.roll = float(pr[k, 0]), float(pr[k, 1])
 
-    def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None) -> list[tuple[int, int]]:
+    def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None,
+                    post: np.ndarray | None = None) -> list[tuple[int, int]]:
         """Actor pairs in contact after the step.  Walkers passing each other are not collisions (they step aside in
         reality; the kinematic walkers do not model it).  A ball stops; what hits it does not.
 
@@ -1098,10 +1110,11 @@ class World:
         that crash are put back where they were at that instant, so the recorded state is the contact state rather
         than one tick's worth of overlap."""
         new: dict[tuple[int, int], float] = {}
-        post, moved_back = None, True
+        moved_back = True
         if pre is not None and len(self.actors) > 1:
             moved_back = False
-            post = np.fromiter(_chain(map(_STATE4, self.actors)), float, count=4 * len(self.actors)).reshape(-1, 4)
+            if post is None:
+                post = np.fromiter(_chain(map(_STATE4, self.actors)), float, count=4 * len(self.actors)).reshape(-1, 4)
             st = self._static_arrays()
             dims = st["dims"]
             # pairs not in contact before whose bounding circles (they contain the footprint at any yaw), centres
