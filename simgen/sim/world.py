@@ -39,11 +39,7 @@ IDM_S0 = 2.0  # jam distance, m
 MAX_STEER = 0.6  # rad
 _STILL = frozenset(("parked", "stand", "open_door"))  # behaviours that stand still
 _chain = itertools.chain.from_iterable
-_STATE6 = operator.attrgetter("x", "y", "yaw", "speed", "s", "lateral")  # the gathered state of a tick
-_STATE4 = operator.attrgetter("x", "y", "yaw", "speed")
-_XY = operator.attrgetter("x", "y")
 _DIMS = operator.attrgetter("dims")
-_STATES10 = operator.attrgetter("x", "y", "z", "yaw", "speed", "vz", "accel", "door", "pitch", "roll")
 _PLAN_SIG = operator.attrgetter("behaviour", "path", "crashed", "lc", "stop_points", "junction_entries")
 _PER_ACTOR = frozenset(("synchronize", "reverse", "walk"))  # built-ins stepped by per-actor Python
 _LIGHT_CODE = {"yellow": 1, "red": 2}  # light phase codes of the compiled stop-line test (others: 0)
@@ -101,6 +97,47 @@ class Actor:
     def wheelbase(self) -> float:
         return max(0.8, 0.6 * float(self.dims[0]))
 
+    def __copy__(self):  # a copy gets its own state row (it would share the original's otherwise)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._row = self._row.copy()
+        return new
+
+
+# The moving state of an actor lives in one float64 row (issue 13, third round): a World keeps the rows of its actors
+# as one (N, len(STATE_COLUMNS)) array (World._S) and each Actor's row is a view of it, so the tick's compiled
+# loops read and write the whole state at once instead of gathering it from the actors and writing it back; the
+# attributes below read and write the row (Python floats out, float64 in: the same IEEE doubles either way).
+STATE_COLUMNS = ("x", "y", "yaw", "speed", "s", "lateral", "accel", "steer", "z", "vz", "pitch", "roll", "door",
+                 "walked_m")
+_COL = {name: c for c, name in enumerate(STATE_COLUMNS)}
+_C_DRIVE = np.array([_COL[k] for k in ("x", "y", "yaw", "speed", "s", "accel", "steer")])  # kernels.drive's rows
+_C_POSE = np.array([_COL[k] for k in ("x", "y", "z", "yaw")])  # ActorStates.pose
+
+
+def _state_property(name: str, c: int) -> property:
+    def get(self):
+        return self._row.item(c)
+
+    def set_(self, v):
+        self._row[c] = v
+
+    return property(get, set_, doc=f"state column {c} ({name}): a view of the World's state array")
+
+
+for _name, _c in _COL.items():
+    setattr(Actor, _name, _state_property(_name, _c))
+_actor_dataclass_init = Actor.__init__
+
+
+def _actor_init(self, *args, **kwargs):
+    self._row = np.zeros(len(STATE_COLUMNS))  # own row until a World takes the actor into its state array
+    _actor_dataclass_init(self, *args, **kwargs)
+
+
+_actor_init.__doc__ = _actor_dataclass_init.__doc__
+Actor.__init__ = _actor_init
+
 
 class World:
     """Builds the actors of a concrete scenario on its map and steps them."""
@@ -132,6 +169,7 @@ class World:
         self._plan = None  # per-actor parameters of the array step (World._tick_plan)
         self._tick_cache = None  # World._static_arrays() while a step is under way
         self._light_index = {tl.id: k for k, tl in enumerate(self.map.traffic_lights)}
+        self._S = np.zeros((0, len(STATE_COLUMNS)))  # the actors' state rows (STATE_COLUMNS), see _bind_state
         self._place_all()
         self._update_z()
 
@@ -387,7 +425,18 @@ class World:
                      "ids": np.array([a.id for a in self.actors]),
                      "r": 0.5 * np.hypot(dims[:, 0], dims[:, 1])}
             self._static_cache = cache
+            self._bind_state()
         return cache
+
+    def _bind_state(self) -> None:
+        """Gather the actors' state rows into one array ``self._S`` (N, len(STATE_COLUMNS)) and make each actor's row
+        a view of it.  Called whenever the actor list changes (:meth:`_static_arrays`), so array code that first asks
+        for the static arrays reads and writes every actor's state through ``self._S``."""
+        A = self.actors
+        S = np.array([a._row for a in A], float).reshape(-1, len(STATE_COLUMNS))  # the current values
+        for a, row in zip(A, S):
+            a._row = row
+        self._S = S
 
     def _check_placements(self) -> None:
         fps = self._footprints()
@@ -704,8 +753,11 @@ class World:
         self.check_events()
         t0 = self.time_s
         A = self.actors
+        self._tick_cache = None
+        st = self._tick_static = self._tick_cache = self._static_arrays()  # fixed for the tick; binds self._S
+        S = self._S
         # motion starts here (after events): x, y, yaw, speed, s, lateral of every actor
-        st0 = np.fromiter(_chain(map(_STATE6, A)), float, count=6 * len(A)).reshape(-1, 6)
+        st0 = S[:, :6].copy()
         pre = st0[:, :4]
         lights = self.light_states()
         pos = st0[:, :2]
@@ -714,19 +766,18 @@ class World:
             h = A[holder]
             if h.crashed or not any(j == jid and h.s - h.dims[0] / 2 < s_out for _, s_out, j in h.junction_entries):
                 del self._reserved[jid]
-        self._tick_cache = None
-        st = self._tick_static = self._tick_cache = self._static_arrays()  # fixed for the tick
         plan = self._tick_plan(A)
         modes = plan["modes"]
-        rows = self._lane_follow_arrays(A, plan, st, st0, lights, dt) if plan["sel_l"] else []
-        walk = self._walk_arrays(plan, st0, dt) if plan["walkers"] else []
-        if not plan["per_actor"]:  # nothing stepped in Python: write the array results straight back
-            for i, r in zip(plan["sel_l"], rows):
-                a = A[i]
-                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = r
-            for i, (x, y, d) in zip(plan["walkers"], walk):
-                a = A[i]
-                a.x, a.y, a.walked_m = x, y, a.walked_m + d
+        rows = self._lane_follow_arrays(A, plan, st, st0, lights, dt) if plan["sel_l"] else None
+        walk = self._walk_arrays(plan, st0, dt) if plan["walkers"] else None
+        if not plan["per_actor"]:  # nothing stepped in Python: write the array results straight into the state
+            if rows is not None:
+                S[plan["sel"][:, None], _C_DRIVE] = rows
+            if walk is not None:
+                w = plan["walk_sel"]
+                S[w, _COL["x"]] = walk[:, 0]
+                S[w, _COL["y"]] = walk[:, 1]
+                S[w, _COL["walked_m"]] += walk[:, 2]
             for i in plan["still"]:
                 self._step_still(A[i], dt)
         else:
@@ -735,7 +786,7 @@ class World:
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
         # x, y, yaw, speed after the motion: the ground query and the collision tests both start from them
-        post = np.fromiter(_chain(map(_STATE4, A)), float, count=4 * len(A)).reshape(-1, 4)
+        post = S[:, :4].copy()
         self._update_z(dt, post)
         out = self._collisions(pre, t0, post)
         self._tick_cache = None
@@ -752,13 +803,14 @@ class World:
         """Actor by actor: array results written back, the others stepped by their Python code."""
         from simgen.sim.behaviours import BEHAVIOURS
 
-        res = dict(zip(plan["sel_l"], rows))
-        res.update(zip(plan["walkers"], walk))
+        res = dict(zip(plan["sel_l"], rows)) if rows is not None else {}
+        if walk is not None:
+            res.update(zip(plan["walkers"], walk.tolist()))
         vel = None
         for i, a in enumerate(A):
             m = modes[i]
             if m == 1 or m == 2:  # computed over arrays
-                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = res[i]
+                a._row[_C_DRIVE] = res[i]
                 continue
             if m == 4:
                 x, y, d = res[i]
@@ -826,7 +878,7 @@ class World:
         """:meth:`_walk` for the plain walkers (no distance, no hesitation) at once: rows x, y, step."""
         out = np.empty((len(plan["walk_sel"]), 3))
         _sim_kernels().walk_plain(plan["walk_sel"], st0, dt, out)
-        return out.tolist()
+        return out
 
     def _modes(self, A, behaviours) -> list[int]:
         """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
@@ -954,7 +1006,7 @@ class World:
 
     def _lane_follow_arrays(self, A, plan, st, st0, lights, dt) -> list:
         """Leader search, IDM and the bicycle for every lane follower at once (compiled loops); per actor of
-        ``plan["sel_l"]`` a row (x, y, yaw, speed, s, accel, steer) of Python floats."""
+        ``plan["sel_l"]`` a row (x, y, yaw, speed, s, accel, steer)."""
         K = _sim_kernels()
         N = len(A)
         acc_in = plan["acc0"]
@@ -1001,7 +1053,7 @@ class World:
         out = np.empty((len(plan["sel"]), 7))
         K.drive(plan["sel"], plan["mode"], state, acc_in, gdt, plan["spd"], plan["aeb"], ttc_s, plan["aeb_dec"],
                 plan["stop_red"], *plan["sp"], light_code, st["length"], pidx, *P[:-1], dt, out)
-        return out.tolist()
+        return out
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
         """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""
@@ -1060,17 +1112,22 @@ class World:
         A = self.actors
         if not getattr(self.map, "source_file", ""):
             # builtin maps: z is the ground height at the centre, pitch = roll = 0; one compiled query for everyone
-            # (an actor that did not move gets the height it has, so its vz is 0 as below)
+            # (an actor that did not move gets the height it has, so its vz is 0 as below), over the state array
             if not A:
                 return
-            xy = np.fromiter(_chain(map(_XY, A)), float, count=2 * len(A)).reshape(-1, 2) if post is None else \
-                np.ascontiguousarray(post[:, :2])
+            self._static_arrays()  # binds self._S
+            S = self._S
+            xy = np.ascontiguousarray(S[:, :2] if post is None else post[:, :2])
             gh = self.map.ground_height
-            z = gh(xy).tolist() if len(A) <= 64 else [v for k in range(0, len(A), 64) for v in gh(xy[k:k + 64]).tolist()]
-            for a, zi in zip(A, z):
-                a.vz = 0.0 if dt is None else (zi - a.z) / dt
-                a.z = zi
-                a.pitch = a.roll = 0.0
+            z = gh(xy) if len(A) <= 64 else np.concatenate([gh(xy[k:k + 64]) for k in range(0, len(A), 64)])
+            cz, cvz = _COL["z"], _COL["vz"]
+            if dt is None:
+                S[:, cvz] = 0.0
+            else:
+                S[:, cvz] = (z - S[:, cz]) / dt
+            S[:, cz] = z
+            S[:, _COL["pitch"]] = 0.0
+            S[:, _COL["roll"]] = 0.0
             return
         pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float).reshape(-1, 3)
         # the ground is fixed: only actors whose pose (or box) changed since the last call need a new height
@@ -1114,7 +1171,8 @@ class World:
         if pre is not None and len(self.actors) > 1:
             moved_back = False
             if post is None:
-                post = np.fromiter(_chain(map(_STATE4, self.actors)), float, count=4 * len(self.actors)).reshape(-1, 4)
+                self._static_arrays()  # binds self._S
+                post = self._S[:, :4].copy()
             st = self._static_arrays()
             dims = st["dims"]
             # pairs not in contact before whose bounding circles (they contain the footprint at any yaw), centres
@@ -1179,8 +1237,9 @@ class World:
         actors' poses (rows x, y, yaw, ...) when the caller has them."""
         if len(self.actors) < 2:
             return np.zeros((0, 2), np.int64)
-        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float) if post is None else post
-        return _sim_kernels().box_pairs(pose, self._static_arrays()["dims"], 0.0)
+        dims = self._static_arrays()["dims"]  # binds self._S
+        pose = np.ascontiguousarray(self._S[:, :3]) if post is None else post
+        return _sim_kernels().box_pairs(pose, dims, 0.0)
 
     def _impact(self, ai: int, bi: int, f: float, pre: np.ndarray, post: np.ndarray, dims: np.ndarray, t0: float) -> dict:
         """Impact metrics of a first contact at fraction ``f`` of the tick that started at ``t0``.
@@ -1361,18 +1420,17 @@ class World:
                                           np.array([a.kind.semantic for a in A], np.uint8),
                                           np.array([a.dims for a in A], float).reshape(-1, 3))
         ids, names, kinds, semantic, dims = ident
-        # one pass over the actors for everything that moves
+        S = self._S  # bound by _static_arrays: everything that moves, one row per actor
         n = len(A)
-        d = np.fromiter(_chain(map(_STATES10, A)), float, count=10 * n).reshape(n, 10)
-        yaw, speed = d[:, 3], d[:, 4]
+        yaw, speed = S[:, _COL["yaw"]], S[:, _COL["speed"]]
         vel = np.empty((n, 3))
         np.multiply(speed, np.cos(yaw), out=vel[:, 0])
         np.multiply(speed, np.sin(yaw), out=vel[:, 1])
-        vel[:, 2] = d[:, 5]
+        vel[:, 2] = S[:, _COL["vz"]]
         return ActorStates(
             ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(),
-            pose=d[:, 0:4].copy(), velocity=vel, accel=d[:, 6].copy(), dims=dims.copy(), door=d[:, 7].copy(),
-            pitch_roll=d[:, 8:10].copy(),
+            pose=S[:, _C_POSE], velocity=vel, accel=S[:, _COL["accel"]].copy(), dims=dims.copy(),
+            door=S[:, _COL["door"]].copy(), pitch_roll=S[:, _COL["pitch"]:_COL["roll"] + 1].copy(),
         )
 
 
