@@ -365,3 +365,53 @@ def test_one_call_ground_query_agrees_with_the_per_group_query():
             for polygon, _ in m._areas:
                 inside |= _in_polygon(P, polygon)
             assert inside.sum() > 20, name  # the areas are really exercised
+
+
+def test_actor_attributes_are_views_of_the_worlds_state_array(tmp_path):
+    """issue 13 (third round): the moving state of the actors lives in World._S (one row per actor, columns
+    STATE_COLUMNS) and Actor attributes read and write that row.  Writes through either side are seen by the other
+    (and by states()), a copied actor does not write into the original's row, and an actor added to the list is
+    taken into the array at the next step."""
+    import copy
+
+    from simgen.classes import ACTOR_KINDS
+    from simgen.sim.world import STATE_COLUMNS, Actor
+    from simgen.spec.scenario import Behaviour
+
+    text = """
+name: t
+map: straight
+duration_s: 2
+scenery: {density: 0}
+ego: {place: {lane: fwd_2, s_m: 100}, speed_mps: 15, behaviour: {type: lane_follow}}
+actors:
+  - id: lead
+    kind: car
+    place: {relative_to: ego, ahead_m: 30}
+    behaviour: {type: lane_follow}
+"""
+    src = load_scenario_source(write(tmp_path, "t.yaml", text))
+    spec, _ = concretise(src, rng=np.random.default_rng(0))
+    w = World(spec, rng=np.random.default_rng(0), source=str(src.path))
+    w.step()
+    lead = w.actors[1]
+    cx, cs = STATE_COLUMNS.index("x"), STATE_COLUMNS.index("speed")
+    assert w._S.shape == (2, len(STATE_COLUMNS))
+    assert np.array_equal(w._S[:, cx], [a.x for a in w.actors]) and w._S[1, cs] == lead.speed > 0
+    lead.x = 123.5  # attribute -> array -> states()
+    assert w._S[1, cx] == 123.5 and w.states().pose[1, 0] == 123.5
+    w._S[1, cs] = 4.25  # array -> attribute (a Python float)
+    assert lead.speed == 4.25 and type(lead.speed) is float
+    twin = copy.copy(lead)
+    twin.x = -7.0
+    assert lead.x == 123.5 and twin.x == -7.0
+    x0 = w.actors[0].x
+    w.step()  # the ego moved: through the array, seen on the object
+    assert w.actors[0].x > x0 and w._S[0, cx] == w.actors[0].x
+    extra = Actor(3, "extra", ACTOR_KINDS["pedestrian"], np.array([0.5, 0.5, 1.7]), np.zeros(3), 150.0, 20.0, 0.0,
+                  0.0, Behaviour(type="stand"))
+    w.actors.append(extra)
+    w.step()
+    assert w._S.shape[0] == 3 and w._S[2, cx] == 150.0 and w.states().pose[2, 0] == 150.0
+    extra.y = 21.0
+    assert w._S[2, STATE_COLUMNS.index("y")] == 21.0  # the appended actor's row is now a view of the array
