@@ -405,8 +405,8 @@ class World:
         actors = self.actors if actors is None else actors
         if not len(actors):
             return np.zeros((0, 4, 2))
-        pose = np.array([(a.x, a.y, a.yaw) for a in actors], float)
-        lw = np.array([(a.dims[0], a.dims[1]) for a in actors], float)
+        pose = np.ascontiguousarray(np.array([a._row for a in actors], float)[:, :3])  # x, y, yaw (STATE_COLUMNS)
+        lw = np.ascontiguousarray(np.array([a.dims for a in actors], float).reshape(-1, 3)[:, :2])
         return _rects(pose[:, :2], pose[:, 2], lw)
 
     def _static_arrays(self) -> dict:
