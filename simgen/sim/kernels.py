@@ -401,3 +401,23 @@ def walk_plain(sel, st, dt, out):  # pragma: no cover
         out[m, 0] = st[i, 0] + step * math.cos(st[i, 2])
         out[m, 1] = st[i, 1] + step * math.sin(st[i, 2])
         out[m, 2] = step
+
+
+@njit(cache=True, error_model="numpy")
+def states_out(St, cols, pose, vel, accel, door, pr):  # pragma: no cover
+    """``World.states()`` from the state array: ``cols`` are the columns x, y, z, yaw, speed, vz, accel, door, pitch,
+    roll; velocity = speed * (cos yaw, sin yaw), vz (the numpy expression's arithmetic)."""
+    for m in range(St.shape[0]):
+        x, y, z, yaw = St[m, cols[0]], St[m, cols[1]], St[m, cols[2]], St[m, cols[3]]
+        v = St[m, cols[4]]
+        pose[m, 0], pose[m, 1], pose[m, 2], pose[m, 3] = x, y, z, yaw
+        vel[m, 0] = v * math.cos(yaw)
+        vel[m, 1] = v * math.sin(yaw)
+        vel[m, 2] = St[m, cols[5]]
+        accel[m] = St[m, cols[6]]
+        door[m] = St[m, cols[7]]
+        pr[m, 0] = St[m, cols[8]]
+        pr[m, 1] = St[m, cols[9]]
+
+
+from simgen.world.polyline_kernels import ground_update  # noqa: E402,F401 - the World's ground step (builtin maps)

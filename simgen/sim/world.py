@@ -28,7 +28,7 @@ from simgen.errors import InputError
 from simgen.geometry import wrap_angle
 from simgen.records import ActorStates  # noqa: F401 - moved to simgen.records; re-exported for old imports
 from simgen.spec.scenario import Behaviour, EgoSpec, Event, Placement, ScenarioSpec
-from simgen.world.roads import Polyline, RoadMap, get_map
+from simgen.world.roads import _RANK_Z, Polyline, RoadMap, get_map
 from simgen.classes import PEDESTRIAN, ROADS
 
 # IDM parameters (Treiber et al. 2000), typical urban values.
@@ -113,6 +113,8 @@ STATE_COLUMNS = ("x", "y", "yaw", "speed", "s", "lateral", "accel", "steer", "z"
 _COL = {name: c for c, name in enumerate(STATE_COLUMNS)}
 _C_DRIVE = np.array([_COL[k] for k in ("x", "y", "yaw", "speed", "s", "accel", "steer")])  # kernels.drive's rows
 _C_POSE = np.array([_COL[k] for k in ("x", "y", "z", "yaw")])  # ActorStates.pose
+_C_GROUND = np.array([_COL[k] for k in ("x", "y", "z", "vz", "pitch", "roll")])  # kernels.ground_update
+_C_STATES = np.array([_COL[k] for k in ("x", "y", "z", "yaw", "speed", "vz", "accel", "door", "pitch", "roll")])
 
 
 def _state_property(name: str, c: int) -> property:
@@ -1117,6 +1119,10 @@ class World:
                 return
             self._static_arrays()  # binds self._S
             S = self._S
+            if type(self.map).ground_height is RoadMap.ground_height:  # the ground query and the writes: one loop
+                _sim_kernels().ground_update(S, _C_GROUND, math.nan if dt is None else float(dt), _RANK_Z,
+                                             *self.map._ground_pack())
+                return
             xy = np.ascontiguousarray(S[:, :2] if post is None else post[:, :2])
             gh = self.map.ground_height
             z = gh(xy) if len(A) <= 64 else np.concatenate([gh(xy[k:k + 64]) for k in range(0, len(A), 64)])
@@ -1420,18 +1426,12 @@ class World:
                                           np.array([a.kind.semantic for a in A], np.uint8),
                                           np.array([a.dims for a in A], float).reshape(-1, 3))
         ids, names, kinds, semantic, dims = ident
-        S = self._S  # bound by _static_arrays: everything that moves, one row per actor
         n = len(A)
-        yaw, speed = S[:, _COL["yaw"]], S[:, _COL["speed"]]
-        vel = np.empty((n, 3))
-        np.multiply(speed, np.cos(yaw), out=vel[:, 0])
-        np.multiply(speed, np.sin(yaw), out=vel[:, 1])
-        vel[:, 2] = S[:, _COL["vz"]]
-        return ActorStates(
-            ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(),
-            pose=S[:, _C_POSE], velocity=vel, accel=S[:, _COL["accel"]].copy(), dims=dims.copy(),
-            door=S[:, _COL["door"]].copy(), pitch_roll=S[:, _COL["pitch"]:_COL["roll"] + 1].copy(),
-        )
+        pose, vel, accel, door, pr = np.empty((n, 4)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 2))
+        # self._S (bound by _static_arrays: everything that moves, one row per actor) into the arrays, one loop
+        _sim_kernels().states_out(self._S, _C_STATES, pose, vel, accel, door, pr)
+        return ActorStates(ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(), pose=pose,
+                           velocity=vel, accel=accel, dims=dims.copy(), door=door, pitch_roll=pr)
 
 
 _SIM_KERNELS = None

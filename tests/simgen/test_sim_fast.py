@@ -415,3 +415,17 @@ actors:
     assert w._S.shape[0] == 3 and w._S[2, cx] == 150.0 and w.states().pose[2, 0] == 150.0
     extra.y = 21.0
     assert w._S[2, STATE_COLUMNS.index("y")] == 21.0  # the appended actor's row is now a view of the array
+    # states() (one compiled loop over the array) against the attributes, read independently
+    st = w.states()
+    want_pose = [[a.x, a.y, a.z, a.yaw] for a in w.actors]
+    want_vel = [[a.speed * math.cos(a.yaw), a.speed * math.sin(a.yaw), a.vz] for a in w.actors]
+    assert np.array_equal(st.pose, want_pose) and np.array_equal(st.velocity, want_vel)
+    assert np.array_equal(st.accel, [a.accel for a in w.actors]) and np.array_equal(st.door, [a.door for a in w.actors])
+    assert np.array_equal(st.dims, [a.dims for a in w.actors]) and list(st.ids) == [1, 2, 3]
+    assert abs(st.velocity[0, 0]) > 1.0  # the ego drives: the velocity is not trivially zero
+    # the ground step (compiled, builtin maps): onto the road, z and vz follow the ground under the new place
+    z0 = extra.z
+    extra.y = -1.75  # from the terrain onto the road (z 0.15 -> 0)
+    w._update_z(w.dt)
+    z1 = float(w.map.ground_height(np.array([[extra.x, extra.y]]))[0])
+    assert z1 != z0 and extra.z == z1 and extra.vz == (z1 - z0) / w.dt and w.actors[0].vz == 0.0
