@@ -805,52 +805,57 @@ class World:
         """Actor by actor: array results written back, the others stepped by their Python code."""
         from simgen.sim.behaviours import BEHAVIOURS
 
-        res = dict(zip(plan["sel_l"], rows)) if rows is not None else {}
-        if walk is not None:
-            res.update(zip(plan["walkers"], walk.tolist()))
-        vel = None
-        for i, a in enumerate(A):
-            m = modes[i]
-            if m == 1 or m == 2:  # computed over arrays
-                a._row[_C_DRIVE] = res[i]
-                continue
-            if m == 4:
-                x, y, d = res[i]
-                a.x, a.y, a.walked_m = x, y, a.walked_m + d
-                continue
-            if m == 3:
-                self._step_still(a, dt)
-                continue
-            b = a.behaviour
-            self._stepping = i
-            plugin = BEHAVIOURS.get(b.type)
-            if plugin is not None:
-                ctrl = plugin(self, a, dt, dict(b.params))
-                if a.kind.vehicle and a.path is not None:
-                    if ctrl.lateral_m is not None:
-                        a.lateral = float(ctrl.lateral_m)
-                    self._bicycle(a, float(ctrl.accel_mps2 or 0.0), dt)
-                else:
-                    if ctrl.speed_mps is not None:
-                        a.speed = float(ctrl.speed_mps)
-                    if ctrl.heading_rad is not None:
-                        a.yaw = float(wrap_angle(ctrl.heading_rad))
-                    a.x += a.speed * np.cos(a.yaw) * dt
-                    a.y += a.speed * np.sin(a.yaw) * dt
-                continue
-            if b.type == "synchronize":
-                self._sync_step(a, b, dt)
-                continue
-            if b.type == "reverse":
-                self._reverse_step(a, b, dt)
-                continue
-            if b.type == "walk" or not a.kind.vehicle or a.path is None:
-                self._walk(a, b, dt)
-                continue
-            # not reached (every lane follower is mode 1 or 2): the per-actor form of the arrays' work
-            if vel is None:
-                vel = np.stack([pre[:, 3] * np.cos(pre[:, 2]), pre[:, 3] * np.sin(pre[:, 2])], 1)
-            self._step_lane_follower(a, i, pos, vel, lights, dt)
+        S = self._S
+        cx, cy, cw = _COL["x"], _COL["y"], _COL["walked_m"]
+        self._vel0 = None
+        for seg in plan["segments"]:  # runs of array-stepped actors are written at once, in actor order
+            i = seg[1]
+            if seg[0] == 1:
+                _, _, dk, di, wk, wi = seg
+                if len(di):
+                    S[di[:, None], _C_DRIVE] = rows[dk]
+                if len(wi):
+                    S[wi, cx] = walk[wk, 0]
+                    S[wi, cy] = walk[wk, 1]
+                    S[wi, cw] += walk[wk, 2]
+            elif seg[0] == 3:
+                self._step_still(A[i], dt)
+            else:
+                self._step_python(A[i], i, BEHAVIOURS, pre, pos, lights, dt)
+
+    def _step_python(self, a: Actor, i: int, BEHAVIOURS, pre, pos, lights, dt: float) -> None:
+        """One actor stepped by its per-actor Python code (plugins, synchronize, reverse, walks, and everything when
+        ``array_step`` is off)."""
+        b = a.behaviour
+        self._stepping = i
+        plugin = BEHAVIOURS.get(b.type)
+        if plugin is not None:
+            ctrl = plugin(self, a, dt, dict(b.params))
+            if a.kind.vehicle and a.path is not None:
+                if ctrl.lateral_m is not None:
+                    a.lateral = float(ctrl.lateral_m)
+                self._bicycle(a, float(ctrl.accel_mps2 or 0.0), dt)
+            else:
+                if ctrl.speed_mps is not None:
+                    a.speed = float(ctrl.speed_mps)
+                if ctrl.heading_rad is not None:
+                    a.yaw = float(wrap_angle(ctrl.heading_rad))
+                a.x += a.speed * np.cos(a.yaw) * dt
+                a.y += a.speed * np.sin(a.yaw) * dt
+            return
+        if b.type == "synchronize":
+            self._sync_step(a, b, dt)
+            return
+        if b.type == "reverse":
+            self._reverse_step(a, b, dt)
+            return
+        if b.type == "walk" or not a.kind.vehicle or a.path is None:
+            self._walk(a, b, dt)
+            return
+        # the per-actor form of the arrays' work (array_step off: the reference)
+        if self._vel0 is None:
+            self._vel0 = np.stack([pre[:, 3] * np.cos(pre[:, 2]), pre[:, 3] * np.sin(pre[:, 2])], 1)
+        self._step_lane_follower(a, i, pos, self._vel0, lights, dt)
 
     def _step_lane_follower(self, a: Actor, i: int, pos, vel, lights, dt: float) -> None:
         """One lane follower, per actor (the reference form of what :meth:`_lane_follow_arrays` does for all)."""
@@ -959,7 +964,29 @@ class World:
                     sp_s.append(s_)
                     sp_light.append(lidx.get(light, len(lidx)))
             sp_off[i + 1] = len(sp_s)
+        # actor order as runs: (1, first, drive rows, drive actors, walk rows, walk actors) for array-stepped actors,
+        # (3, i) standing, (m, i) per-actor Python: _step_in_order writes a run of array results at once
+        segments, run = [], None
+        krow = {i: k for k, i in enumerate(sel_l)}
+        kwalk = {i: k for k, i in enumerate(i for i, m in enumerate(modes) if m == 4)}
+        for i, m in enumerate(modes):
+            if m in (1, 2, 4):
+                if run is None:
+                    run = (i, [], [], [], [])
+                    segments.append(run)
+                if m == 4:
+                    run[3].append(kwalk[i])
+                    run[4].append(i)
+                else:
+                    run[1].append(krow[i])
+                    run[2].append(i)
+                continue
+            run = None
+            segments.append((m, i))
+        segments = [(1, seg[0], *(np.array(v, np.int64) for v in seg[1:])) if len(seg) == 5 else seg
+                    for seg in segments]
         plan = self._plan = {
+            "segments": segments,
             "sig": sig, "registry": len(BEHAVIOURS), "array_step": self.array_step, "modes": modes, "sel_l": sel_l,
             "sel": np.array(sel_l, np.int64), "mode": np.array(modes, np.int64), "per_actor": 0 in modes,
             "still": [i for i, m in enumerate(modes) if m == 3], "walkers": [i for i, m in enumerate(modes) if m == 4],
