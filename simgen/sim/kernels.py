@@ -421,3 +421,22 @@ def states_out(St, cols, pose, vel, accel, door, pr):  # pragma: no cover
 
 
 from simgen.world.polyline_kernels import ground_update  # noqa: E402,F401 - the World's ground step (builtin maps)
+
+
+@njit(cache=True, error_model="numpy")
+def lead_drive(lead, st0, half_w, vehicle, latched, obst, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0,
+               t1, plen, pmit, gdt, sel, mode, state, acc_in, spd, aeb, ttc_s, aeb_dec, stop_red, sp_off, sp_s,
+               sp_light, light_code, length, pidx, dt, out):  # pragma: no cover
+    """:func:`leaders` then :func:`drive` in one call, for the ticks that need no Python between the two (no AEB
+    latch to update, no junction waits, no lane change): the same two loops, one dispatch."""
+    leaders(lead, st0, half_w, length, vehicle, aeb, latched, obst, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv,
+            yv, voff, t0, t1, plen, pmit, gdt)
+    drive(sel, mode, state, acc_in, gdt, spd, aeb, ttc_s, aeb_dec, stop_red, sp_off, sp_s, sp_light, light_code,
+          length, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, dt, out)
+
+
+@njit(cache=True, error_model="numpy")
+def contacts(pre, post, r, ped, done, dims, samples, iters):  # pragma: no cover
+    """:func:`swept_contacts` and the overlaps after the tick (:func:`box_pairs` on ``post``, margin 0) in one
+    call: ``World._collisions`` uses the second unless a crashed party is put back to its contact state."""
+    return swept_contacts(pre, post, r, ped, done, dims, samples, iters), box_pairs(post, dims, 0.0)

@@ -1049,9 +1049,19 @@ class World:
             latched[i] = A[i].aeb_latched
         gdt = np.empty((3, N))  # gap, dv, AEB time-to-collision
         pidx, P = plan["pidx"], plan["P"]
+        ttc_s = plan["ttc_s"]
+        light_code = plan["light_code"]
+        if plan["any_stop"]:
+            for lid, k in self._light_index.items():
+                light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
+        out = np.empty((len(plan["sel"]), 7))
+        if not (plan["latch"] or plan["junction"] or plan["lc"]):  # nothing in Python between the two loops
+            K.lead_drive(plan["lead"], st0, st["half_w"], st["vehicle"], latched, plan["obst"], *P, gdt, plan["sel"],
+                         plan["mode"], st0.copy(), acc_in, plan["spd"], plan["aeb"], ttc_s, plan["aeb_dec"],
+                         plan["stop_red"], *plan["sp"], light_code, st["length"], pidx, dt, out)
+            return out
         K.leaders(plan["lead"], st0, st["half_w"], st["length"], st["vehicle"], plan["aeb"], latched, plan["obst"],
                   pidx, *P, gdt)
-        ttc_s = plan["ttc_s"]
         for i in plan["latch"]:  # AEB engages (or holds) below its time-to-collision
             A[i].aeb_latched = bool(gdt[2, i] < ttc_s[i])
         busy = self._occupied
@@ -1075,11 +1085,6 @@ class World:
         for i in plan["lc"]:
             self._lane_change_lateral(A[i], dt)
             state[i, 5] = A[i].lateral
-        light_code = plan["light_code"]
-        if plan["any_stop"]:
-            for lid, k in self._light_index.items():
-                light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
-        out = np.empty((len(plan["sel"]), 7))
         K.drive(plan["sel"], plan["mode"], state, acc_in, gdt, plan["spd"], plan["aeb"], ttc_s, plan["aeb_dec"],
                 plan["stop_red"], *plan["sp"], light_code, st["length"], pidx, *P[:-1], dt, out)
         return out
@@ -1217,7 +1222,7 @@ class World:
                 for ia, ib in self.collisions_total:
                     if ia in where and ib in where:
                         done[where[ia], where[ib]] = True  # the pair (i, j) as recorded
-            hits = _sim_kernels().swept_contacts(pre, post, st["r"], st["ped"], done, dims, 16, 40)
+            hits, pairs_now = _sim_kernels().contacts(pre, post, st["r"], st["ped"], done, dims, 16, 40)
             if len(hits):
                 i, j, f = hits[:, 0].astype(np.int64), hits[:, 1].astype(np.int64), hits[:, 2]
                 order = np.argsort(f, kind="stable")
@@ -1246,7 +1251,7 @@ class World:
                         x = self.actors[k]
                         x.vz += (float(z) - x.z) / self.dt
                         x.z = float(z)
-        pairs = self._overlaps_now(post if moved_back is False else None)
+        pairs = pairs_now if moved_back is False else self._overlaps_now()
         out = []
         for i_, j_ in pairs:
             a, b = self.actors[i_], self.actors[j_]
