@@ -129,6 +129,43 @@ def _state_property(name: str, c: int) -> property:
 
 for _name, _c in _COL.items():
     setattr(Actor, _name, _state_property(_name, _c))
+
+_DIMS_EPOCH = [0]  # bumped whenever an actor is given a new dims array (World._static_arrays rebuilds then)
+
+
+def _get_dims(self):
+    return self._dims
+
+
+def _set_dims(self, v):
+    self._dims = v
+    _DIMS_EPOCH[0] += 1
+
+
+Actor.dims = property(_get_dims, _set_dims, doc="(3,) length, width, height; assign a new array to change them "
+                      "(never edited in place: the World's static arrays follow assignments)")
+
+
+def _bumps(name):
+    base = getattr(list, name)
+
+    def method(self, *args, **kwargs):
+        self.version += 1
+        return base(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class ActorList(list):
+    """The list of a World's actors: a plain list that counts its changes (``version``), so the World sees an
+    actor added, removed or replaced without comparing the actors one by one every tick."""
+
+    version = 0
+    for _m in ("append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse", "__setitem__",
+               "__delitem__", "__iadd__", "__imul__"):
+        locals()[_m] = _bumps(_m)
+    del _m
 _actor_dataclass_init = Actor.__init__
 
 
@@ -158,7 +195,7 @@ class World:
         self.dt = 1.0 / spec.tick_hz
         self.time_s = 0.0
         self.frame = 0
-        self.actors: list[Actor] = []
+        self.actors: list[Actor] = ActorList()
         self.fired: dict[str, float] = {}  # event key -> time its conditions first held
         self.applied: set[str] = set()
         self.event_log: list[tuple[float, str, str]] = []  # (time, actor, event)
@@ -417,7 +454,10 @@ class World:
         if self._tick_cache is not None:  # within a step nothing is added, removed or resized
             return self._tick_cache
         A = self.actors
-        key = (*map(id, A), *map(id, map(_DIMS, A)))  # a replaced dims array counts as a change
+        if type(A) is ActorList:  # its version counts every change of the list; the epoch every new dims array
+            key = (id(A), A.version, _DIMS_EPOCH[0])
+        else:  # a plain list put in its place: compare the actors (and their dims arrays) one by one
+            key = (id(A), *map(id, A), *map(id, map(_DIMS, A)))
         cache = getattr(self, "_static_cache", None)
         if cache is None or cache["key"] != key:
             dims = np.array([(a.dims[0], a.dims[1]) for a in self.actors], float).reshape(-1, 2)

@@ -429,3 +429,12 @@ actors:
     w._update_z(w.dt)
     z1 = float(w.map.ground_height(np.array([[extra.x, extra.y]]))[0])
     assert z1 != z0 and extra.z == z1 and extra.vz == (z1 - z0) / w.dt and w.actors[0].vz == 0.0
+    # the World notices a replaced actor (ActorList counts its changes) and a plain list put in place of its list
+    other = copy.copy(extra)
+    other.x = 160.0
+    w.actors[2] = other
+    assert w.states().pose[2, 0] == 160.0 and w._S[2, cx] == 160.0
+    other.x = 161.0
+    assert w._S[2, cx] == 161.0 and extra.x == 150.0
+    w.actors = list(w.actors[:2])
+    assert w.states().pose.shape == (2, 4) and w._S.shape[0] == 2
