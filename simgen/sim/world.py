@@ -439,6 +439,7 @@ class World:
                 self._sync_start(a, a.behaviour)
         self._check_placements()
         self._spawn_traffic()
+        self._fp_keep = None  # footprints kept while spawning (nobody moves then)
 
     def _footprints(self, actors=None) -> np.ndarray:
         actors = self.actors if actors is None else actors
@@ -447,6 +448,15 @@ class World:
         pose = np.ascontiguousarray(np.array([a._row for a in actors], float)[:, :3])  # x, y, yaw (STATE_COLUMNS)
         lw = np.ascontiguousarray(np.array([a.dims for a in actors], float).reshape(-1, 3)[:, :2])
         return _rects(pose[:, :2], pose[:, 2], lw)
+
+    def _probe_footprints(self, x: float, y: float, yaw: float, dims: np.ndarray) -> np.ndarray:
+        """``self._footprints(self.actors + [a probe box at x, y, yaw of dims])``: the actors' footprints are kept
+        while the list is unchanged (the traffic spawner tries many probes against the same actors)."""
+        got = getattr(self, "_fp_keep", None)
+        if got is None or got[0] != len(self.actors) or any(p is not q for p, q in zip(got[1], self.actors)):
+            got = self._fp_keep = (len(self.actors), list(self.actors), self._footprints())
+        probe = _rects(np.array([[x, y]], float), np.array([yaw], float), np.asarray(dims, float)[None, :2])
+        return np.concatenate([got[2], probe]) if len(got[2]) else probe
 
     def _static_arrays(self) -> dict:
         """Per-actor arrays that do not change while the actor list stays the same (widths, lengths, kinds):
@@ -520,8 +530,7 @@ class World:
             cand = dict(x=float(x), y=float(y), yaw=float(yaw))
             k = ACTOR_KINDS[kind]
             dims = np.array([rng.uniform(*k.length_m), rng.uniform(*k.width_m), rng.uniform(*k.height_m)])
-            probe = Actor(0, "", k, dims + [8.0, 0.0, 0.0], np.zeros(3), cand["x"], cand["y"], cand["yaw"], 0.0, Behaviour())
-            fp = self._footprints(self.actors + [probe])
+            fp = self._probe_footprints(cand["x"], cand["y"], cand["yaw"], dims + [8.0, 0.0, 0.0])
             if np.any(overlapping_pairs(fp, margin=0.3)[:, 1] == len(self.actors)) if len(self.actors) else False:
                 continue
             a = Actor(len(self.actors) + 1, f"traffic_{added}", k, dims, CAR_COLOURS[rng.integers(len(CAR_COLOURS))],
@@ -547,8 +556,7 @@ class World:
             kind = "child" if rng.random() < 0.15 else "pedestrian"
             k = ACTOR_KINDS[kind]
             dims = np.array([rng.uniform(*k.length_m), rng.uniform(*k.width_m), rng.uniform(*k.height_m)])
-            probe = Actor(0, "", k, dims + 0.5, np.zeros(3), float(x), float(y), float(yaw), 0.0, Behaviour())
-            fp = self._footprints(self.actors + [probe])
+            fp = self._probe_footprints(float(x), float(y), float(yaw), dims + 0.5)
             if np.any(overlapping_pairs(fp)[:, 1] == len(self.actors)):
                 continue
             speed = float(rng.uniform(0.9, 1.6))
