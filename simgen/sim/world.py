@@ -451,12 +451,16 @@ class World:
 
     def _probe_footprints(self, x: float, y: float, yaw: float, dims: np.ndarray) -> np.ndarray:
         """``self._footprints(self.actors + [a probe box at x, y, yaw of dims])``: the actors' footprints are kept
-        while the list is unchanged (the traffic spawner tries many probes against the same actors)."""
+        while the list only grows (the traffic spawner tries many probes against the same actors, and nobody moves
+        while it does); the rows of :func:`_rects` are independent, so appending rows changes none."""
+        A = self.actors
         got = getattr(self, "_fp_keep", None)
-        if got is None or got[0] != len(self.actors) or any(p is not q for p, q in zip(got[1], self.actors)):
-            got = self._fp_keep = (len(self.actors), list(self.actors), self._footprints())
-        probe = _rects(np.array([[x, y]], float), np.array([yaw], float), np.asarray(dims, float)[None, :2])
-        return np.concatenate([got[2], probe]) if len(got[2]) else probe
+        if got is None or len(got[0]) > len(A) or any(p is not q for p, q in zip(got[0], A)):
+            got = self._fp_keep = (list(A), self._footprints())
+        elif len(got[0]) < len(A):  # actors appended since: their footprints are added
+            got = self._fp_keep = (list(A), np.concatenate([got[1], self._footprints(A[len(got[0]):])]))
+        probe = _rect1(x, y, yaw, float(dims[0]), float(dims[1]))
+        return np.concatenate([got[1], probe]) if len(got[1]) else probe
 
     def _static_arrays(self) -> dict:
         """Per-actor arrays that do not change while the actor list stays the same (widths, lengths, kinds):
@@ -1661,6 +1665,16 @@ def _rects(xy: np.ndarray, yaw: np.ndarray, lw: np.ndarray) -> np.ndarray:
     lx = np.stack([l2, l2, -l2, -l2], 1)
     ly = np.stack([w2, -w2, -w2, w2], 1)
     return np.stack([lx * c[:, None] - ly * s[:, None] + xy[:, :1], lx * s[:, None] + ly * c[:, None] + xy[:, 1:2]], -1)
+
+
+def _rect1(x: float, y: float, yaw: float, length: float, width: float) -> np.ndarray:
+    """:func:`_rects` of one box, (1, 4, 2), in scalar arithmetic (the same formulas, term by term)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    l2, w2 = length / 2, width / 2
+    out = []
+    for lx, ly in ((l2, w2), (l2, -w2), (-l2, -w2), (-l2, w2)):
+        out.append((lx * c - ly * s + x, lx * s + ly * c + y))
+    return np.array(out, float).reshape(1, 4, 2)
 
 
 def _lerp_pose(p0: np.ndarray, p1: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -438,3 +438,29 @@ actors:
     assert w._S[2, cx] == 161.0 and extra.x == 150.0
     w.actors = list(w.actors[:2])
     assert w.states().pose.shape == (2, 4) and w._S.shape[0] == 2
+
+
+def test_spawn_probe_footprints_are_the_batch_footprints(tmp_path):
+    """issue 13 (third round): the traffic spawner's probe footprints (kept footprints of the placed actors plus the
+    probe's box in scalar arithmetic, _rect1) equal _footprints(actors + [probe]) exactly, so the spawner places
+    the same traffic as the batch form did."""
+    from simgen.classes import ACTOR_KINDS
+    from simgen.sim.world import Actor, _rect1, _rects
+    from simgen.spec.scenario import Behaviour
+
+    rng = np.random.default_rng(5)
+    xy, yaw, lw = rng.uniform(-500, 500, (400, 2)), rng.uniform(-7, 7, 400), rng.uniform(0.2, 20, (400, 2))
+    batch = _rects(xy, yaw, lw)
+    one = np.concatenate([_rect1(*xy[k], yaw[k], *lw[k]) for k in range(400)])
+    assert np.array_equal(one, batch)
+    n, make = _library("dense_traffic")
+    w = make()
+    assert len(w.actors) > 20
+    for k in range(30):
+        x, y, yw = rng.uniform(-100, 100), rng.uniform(-20, 20), rng.uniform(-3, 3)
+        dims = rng.uniform([3, 1.5, 1.2], [12, 2.6, 3])
+        probe = Actor(0, "", ACTOR_KINDS["car"], dims, np.zeros(3), x, y, yw, 0.0, Behaviour())
+        want = w._footprints(list(w.actors) + [probe])
+        assert np.array_equal(w._probe_footprints(x, y, yw, dims), want), k
+        if k == 10:  # an actor appended: the kept footprints grow with it
+            w.actors.append(probe)
