@@ -25,7 +25,6 @@ class SimTask:
 def simulate(task: SimTask) -> dict:
     """Play one episode without sensors; returns its criticality summary (as in run.json) plus ``frames``."""
     from annotators.criticality import EpisodeCriticality
-    from simgen.backends.base import Frame
     from simgen.runner import plan_episodes
     from simgen.seeding import streams
     from simgen.sim.world import World
@@ -37,12 +36,26 @@ def simulate(task: SimTask) -> dict:
     n = task.frames or plan.spec.n_frames
     actors = [{"id": a.id, "name": a.name} for a in world.actors]
     crit = EpisodeCriticality({"actors": actors})
-    eye = np.eye(4)
+    obs = _Observed()
     for k in range(n):
         collisions = world.step() if k > 0 else []
-        crit.add(Frame(index=k, time_s=world.time_s, T_world_from_ego=eye, actors=world.states(), lights={},
-                       collisions=collisions, events=[], T_ego_from_sensor={}))
+        ident, obs.pose, obs.velocity, obs.accel, _, _ = world._state_arrays()  # what World.states() holds
+        obs.index, obs.time_s, obs.collisions, obs.dims = k, world.time_s, collisions, ident[4]
+        crit.add(obs)
     return {"frames": n, **crit.summary()}
+
+
+class _Observed:
+    """The part of a :class:`simgen.backends.base.Frame` and its ``World.states()`` that
+    ``EpisodeCriticality.add`` reads (it copies the arrays it keeps): index, time_s, collisions, and as
+    ``actors`` the pose, velocity, accel and dims arrays.  Filled per frame without building the Frame and
+    ActorStates objects (about 6 µs a frame, 5 % of a short episode)."""
+
+    __slots__ = ("index", "time_s", "collisions", "pose", "velocity", "accel", "dims")
+
+    @property
+    def actors(self):
+        return self
 
 
 _SOURCES: dict = {}  # (file, overrides, file stamp, plugin opt-in) -> ScenarioSource: read once per process

@@ -1501,6 +1501,13 @@ class World:
         a.speed = -v_new
 
     def states(self) -> ActorStates:
+        (ids, names, kinds, semantic, dims), pose, vel, accel, door, pr = self._state_arrays()
+        return ActorStates(ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(), pose=pose,
+                           velocity=vel, accel=accel, dims=dims.copy(), door=door, pitch_roll=pr)
+
+    def _state_arrays(self) -> tuple:
+        """(ids, names, kinds, semantic, dims) shared for the actor list (callers copy what they hand on), then new
+        pose (N,4), velocity (N,3), accel, door, pitch_roll arrays: what :meth:`states` returns."""
         A = self.actors
         st = self._static_arrays()
         ident = st.get("states_ident")
@@ -1509,13 +1516,11 @@ class World:
                                           tuple(a.kind.name for a in A),
                                           np.array([a.kind.semantic for a in A], np.uint8),
                                           np.array([a.dims for a in A], float).reshape(-1, 3))
-        ids, names, kinds, semantic, dims = ident
         n = len(A)
         pose, vel, accel, door, pr = np.empty((n, 4)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 2))
         # self._S (bound by _static_arrays: everything that moves, one row per actor) into the arrays, one loop
         _sim_kernels().states_out(self._S, _C_STATES, pose, vel, accel, door, pr)
-        return ActorStates(ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(), pose=pose,
-                           velocity=vel, accel=accel, dims=dims.copy(), door=door, pitch_roll=pr)
+        return ident, pose, vel, accel, door, pr
 
 
 _SIM_KERNELS = None
