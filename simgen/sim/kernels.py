@@ -440,3 +440,22 @@ def contacts(pre, post, r, ped, done, dims, samples, iters):  # pragma: no cover
     """:func:`swept_contacts` and the overlaps after the tick (:func:`box_pairs` on ``post``, margin 0) in one
     call: ``World._collisions`` uses the second unless a crashed party is put back to its contact state."""
     return swept_contacts(pre, post, r, ped, done, dims, samples, iters), box_pairs(post, dims, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def walk_steps(sel, st, left, dt, out):  # pragma: no cover
+    """``World._walk`` for walkers without a pause: a straight step at the actor's speed along its heading, at
+    most the distance ``left`` (NaN: no distance); none when nothing is left.  ``out`` (len(sel), 3): x, y, step
+    length."""
+    for m in range(len(sel)):
+        i = sel[m]
+        L = left[m]
+        if L <= 0.0:
+            out[m, 0], out[m, 1], out[m, 2] = st[i, 0], st[i, 1], 0.0
+            continue
+        step = st[i, 3] * dt
+        if not math.isnan(L) and L < step:
+            step = L
+        out[m, 0] = st[i, 0] + step * math.cos(st[i, 2])
+        out[m, 1] = st[i, 1] + step * math.sin(st[i, 2])
+        out[m, 2] = step

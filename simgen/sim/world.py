@@ -832,6 +832,8 @@ class World:
                 S[w, _COL["x"]] = walk[:, 0]
                 S[w, _COL["y"]] = walk[:, 1]
                 S[w, _COL["walked_m"]] += walk[:, 2]
+                if plan["walk_dist"]:
+                    self._walk_finish(walk)
             for i in plan["still"]:
                 self._step_still(A[i], dt)
         else:
@@ -870,6 +872,8 @@ class World:
                     S[wi, cx] = walk[wk, 0]
                     S[wi, cy] = walk[wk, 1]
                     S[wi, cw] += walk[wk, 2]
+                    if plan["walk_dist"]:
+                        self._walk_finish(walk, set(wi.tolist()))
             elif seg[0] == 3:
                 self._step_still(A[i], dt)
             else:
@@ -933,16 +937,33 @@ class World:
                 if a.behaviour.type == "lane_change":
                     a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
 
-    def _walk_arrays(self, plan, st0, dt: float) -> list:
-        """:meth:`_walk` for the plain walkers (no distance, no hesitation) at once: rows x, y, step."""
+    def _walk_arrays(self, plan, st0, dt: float) -> np.ndarray:
+        """:meth:`_walk` for the walkers without a pause (with or without a distance) at once: rows x, y, step."""
         out = np.empty((len(plan["walk_sel"]), 3))
-        _sim_kernels().walk_plain(plan["walk_sel"], st0, dt, out)
+        left = plan["walk_left"]
+        for k, i in plan["walk_dist"]:
+            left[k] = self.actors[i].walk_left_m
+        _sim_kernels().walk_steps(plan["walk_sel"], st0, left, dt, out)
         return out
+
+    def _walk_finish(self, walk, only=None) -> None:
+        """After :meth:`_walk_arrays` results are in the state: the distance left of walkers with a distance, and
+        speed and acceleration 0 for those who had none left (``World._walk``); ``only``: these actor indices."""
+        plan = self._plan
+        left = plan["walk_left"]
+        for k, i in plan["walk_dist"]:
+            if only is not None and i not in only:
+                continue
+            a = self.actors[i]
+            if left[k] <= 0:
+                a.speed, a.accel = 0.0, 0.0
+            else:
+                a.walk_left_m = float(left[k]) - float(walk[k, 2])
 
     def _modes(self, A, behaviours) -> list[int]:
         """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
-        3 standing (crashed, parked, stand, open_door), 4 plain walker (walk with no distance or hesitation, over
-        arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path).
+        3 standing (crashed, parked, stand, open_door), 4 walker without a pause (walk with or without a distance,
+        over arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path).
         With ``array_step`` off every moving actor is 0: the per-actor reference of the array step."""
         out = []
         if not self.array_step:
@@ -952,8 +973,7 @@ class World:
             bt = b.type
             if a.crashed or bt in _STILL:
                 out.append(3)
-            elif bt == "walk" and b.distance_m is None and not (b.hesitate_at_m is not None and b.hesitate_s > 0) \
-                    and a.walk_left_m is None and a.hesitate_until is None:
+            elif bt == "walk" and not (b.hesitate_at_m is not None and b.hesitate_s > 0) and a.hesitate_until is None:
                 out.append(4)
             elif bt in _PER_ACTOR or a.path is None or not a.kind.vehicle or behaviours.get(bt) is not None:
                 out.append(0)
@@ -1043,6 +1063,9 @@ class World:
             "sel": np.array(sel_l, np.int64), "mode": np.array(modes, np.int64), "per_actor": 0 in modes,
             "still": [i for i, m in enumerate(modes) if m == 3], "walkers": [i for i, m in enumerate(modes) if m == 4],
             "walk_sel": np.array([i for i, m in enumerate(modes) if m == 4], np.int64), "pidx": pidx, "P": P,
+            "walk_left": np.full(modes.count(4), np.nan),  # distance left per walker (NaN: walks on and on)
+            "walk_dist": [(k, i) for k, i in enumerate(i for i, m in enumerate(modes) if m == 4)
+                          if A[i].walk_left_m is not None],
             "acc0": acc0, "spd": spd,
             "lead": np.array(lead, np.int64), "aeb": aeb, "aeb_idx": [i for i in lead if aeb[i]], "obst": obst,
             "stop_red": stop_red, "any_stop": bool(stop_red.any()), "ttc_s": ttc_s, "aeb_dec": aeb_dec,
