@@ -725,6 +725,8 @@ class World:
     # ------------------------------------------------------------------ stepping
     def light_states(self, t: float | None = None) -> dict[str, str]:
         """Phase of every traffic light at time t: groups NS and EW alternate (green, yellow, all-red)."""
+        if not self.map.traffic_lights:  # no light: nothing to compute (overrides apply to known lights only)
+            return {}
         t = (self.time_s if t is None else t) + self.spec.traffic_light_offset_s
         g, y, r = self.spec.traffic_light_cycle_s
         out = {}
