@@ -56,11 +56,15 @@ def make_truth(name: str, *, episodes: int, seed: int, workers: int, out: str | 
 
 
 def bench(*, scenarios: list[str] | None = None, repeats: int = 3, workers: int = 2, out: str | None = None,
-          budget: int = 4000, uniform_cap: int = 3000, falsify_cap: int = 300) -> dict:
+          budget: int = 4000, uniform_cap: int = 3000, falsify_cap: int = 300,
+          methods: tuple[str, ...] = ("uniform", "falsify", "ce-is")) -> dict:
     from simgen.search.run import SearchConfig, search
 
     known = truths()
     names = scenarios or list(known)
+    for m in methods:
+        if m not in ("uniform", "falsify", "ce-is"):
+            raise InputError(f"got {m!r}; allowed: uniform, falsify, ce-is", key="--methods")
     for n in names:
         if n not in known:
             raise InputError(f"no stored truth for {n!r}; known: {', '.join(known) or 'none'} (make one with "
@@ -77,11 +81,13 @@ def bench(*, scenarios: list[str] | None = None, repeats: int = 3, workers: int 
         firsts = {"uniform": [], "falsify": [], "ce-is": []}
         rel_eps, covered, ests, cis = [], [], [], []
         for r in range(repeats):
-            for method in ("uniform", "falsify", "ce-is"):
+            for method in methods:
                 # falsify is measured only by its first failure: a short run (a miss shows as None in the table)
                 cap = {"uniform": uniform_cap, "falsify": falsify_cap}.get(method, budget)
+                # uniform and falsify stop at the generation of their first failure: that is all they are measured by
                 cfg = SearchConfig(scen, t["objective"], method, cap, seed=1000 + r, threshold=t["threshold"],
-                                   batch_size=50, until_rel_error=REL if method == "ce-is" else None)
+                                   batch_size=50, until_rel_error=REL if method == "ce-is" else None,
+                                   until_failures=None if method == "ce-is" else 1)
                 s = search(cfg, out=str(root / f"{name}_{method}_{r}"), workers=workers, progress=False)
                 firsts[method].append(s["first_failure_episode"])
                 if method == "ce-is":
@@ -95,6 +101,7 @@ def bench(*, scenarios: list[str] | None = None, repeats: int = 3, workers: int 
                     "ce_is_rel20_episodes": rel_eps, "ce_is_rel20_median": _median_all(rel_eps),
                     "ce_is_estimates": ests, "ce_is_ci95": cis, "ce_is_covers_truth": covered})
         u = row["uniform_first_failure_expected"]
+        row["ce_is_coverage"] = f"{sum(covered)}/{len(covered)}"
         row["speedup_first_failure"] = {m: (u / med[m]) if u and med[m] else None for m in ("falsify", "ce-is")}
         row["speedup_rel20"] = ((row["uniform_rel20_episodes"] / row["ce_is_rel20_median"])
                                 if row["ce_is_rel20_median"] else None)

@@ -19,6 +19,8 @@ def add_subcommand(sub) -> None:
     p.add_argument("--params", help="comma-separated parameters to search (default: every distribution)")
     p.add_argument("--until-rel-error", type=float, help="stop once P(failure)'s 95 %% interval is within this "
                    "relative half-width (e.g. 0.2)")
+    p.add_argument("--until-failures", type=int, metavar="N", help="stop after the generation in which the N-th "
+                   "failure was found")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--executor", default="local", help="local (default) or ray")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -41,6 +43,9 @@ def add_subcommand(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--scenarios", help="comma-separated rare scenarios (default: all with a stored truth)")
     p.add_argument("--repeats", type=int, default=3, help="independent seeds per method (default 3)")
+    p.add_argument("--methods", default="uniform,falsify,ce-is",
+                   help="comma-separated methods to measure (default all three; e.g. ce-is alone with more --repeats "
+                   "to measure its coverage)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", help="keep the search folders here (default: a temporary folder)")
     p.add_argument("--budget", type=int, default=4000, help="episode cap for ce-is (default 4000)")
@@ -60,7 +65,7 @@ def cmd_search(a) -> int:
     cfg = SearchConfig(scenario=resolve_scenario(a.scenario), objective=a.objective, method=a.method,
                        budget=a.budget, seed=a.seed, threshold=a.threshold, batch_size=a.batch_size, frames=a.frames,
                        overrides=tuple(a.overrides), params=tuple(p for p in (a.params or "").split(",") if p),
-                       until_rel_error=a.until_rel_error)
+                       until_rel_error=a.until_rel_error, until_failures=a.until_failures)
     s = search(cfg, out=a.out, workers=a.workers, executor=a.executor, overwrite=a.overwrite, progress=not a.no_progress)
     line = f"{s['episodes']} episodes, {s['failures']} failures"
     if s["first_failure_episode"]:
@@ -96,7 +101,7 @@ def cmd_bench(a) -> int:
     else:
         res = bench(scenarios=[s for s in (a.scenarios or "").split(",") if s] or None, repeats=a.repeats,
                     workers=a.workers, out=a.out, budget=a.budget, uniform_cap=a.uniform_cap,
-                    falsify_cap=a.falsify_cap)
+                    falsify_cap=a.falsify_cap, methods=tuple(m for m in a.methods.split(",") if m))
     if a.json:
         print(json.dumps(res))
     return 0

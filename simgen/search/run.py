@@ -54,6 +54,7 @@ class SearchConfig:
     overrides: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     until_rel_error: float | None = None
+    until_failures: int | None = None
 
     def validate(self) -> None:
         f = self.scenario
@@ -75,6 +76,9 @@ class SearchConfig:
         if self.until_rel_error is not None and not 0 < self.until_rel_error < 1:
             raise InputError(f"got {self.until_rel_error}; allowed: a fraction between 0 and 1", file=f,
                              key="--until-rel-error")
+        if self.until_failures is not None and not 1 <= self.until_failures <= 10_000_000:
+            raise InputError(f"got {self.until_failures}; allowed: 1 to 10000000 failures", file=f,
+                             key="--until-failures")
 
     @property
     def fail_level(self) -> float:
@@ -243,6 +247,8 @@ def search(cfg: SearchConfig, *, out: str, workers: int = 1, executor: str = "lo
                 bar.update(len(new))
             gen += 1
             if cfg.until_rel_error is not None and _precise(method.estimate(hist), cfg.until_rel_error, cfg.batch_size):
+                break
+            if cfg.until_failures is not None and int(hist.failed.sum()) >= cfg.until_failures:
                 break
     finally:
         if bar is not None:
