@@ -401,3 +401,61 @@ def walk_plain(sel, st, dt, out):  # pragma: no cover
         out[m, 0] = st[i, 0] + step * math.cos(st[i, 2])
         out[m, 1] = st[i, 1] + step * math.sin(st[i, 2])
         out[m, 2] = step
+
+
+@njit(cache=True, error_model="numpy")
+def states_out(St, cols, pose, vel, accel, door, pr):  # pragma: no cover
+    """``World.states()`` from the state array: ``cols`` are the columns x, y, z, yaw, speed, vz, accel, door, pitch,
+    roll; velocity = speed * (cos yaw, sin yaw), vz (the numpy expression's arithmetic)."""
+    for m in range(St.shape[0]):
+        x, y, z, yaw = St[m, cols[0]], St[m, cols[1]], St[m, cols[2]], St[m, cols[3]]
+        v = St[m, cols[4]]
+        pose[m, 0], pose[m, 1], pose[m, 2], pose[m, 3] = x, y, z, yaw
+        vel[m, 0] = v * math.cos(yaw)
+        vel[m, 1] = v * math.sin(yaw)
+        vel[m, 2] = St[m, cols[5]]
+        accel[m] = St[m, cols[6]]
+        door[m] = St[m, cols[7]]
+        pr[m, 0] = St[m, cols[8]]
+        pr[m, 1] = St[m, cols[9]]
+
+
+from simgen.world.polyline_kernels import ground_update  # noqa: E402,F401 - the World's ground step (builtin maps)
+
+
+@njit(cache=True, error_model="numpy")
+def lead_drive(lead, st0, half_w, vehicle, latched, obst, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0,
+               t1, plen, pmit, gdt, sel, mode, state, acc_in, spd, aeb, ttc_s, aeb_dec, stop_red, sp_off, sp_s,
+               sp_light, light_code, length, pidx, dt, out):  # pragma: no cover
+    """:func:`leaders` then :func:`drive` in one call, for the ticks that need no Python between the two (no AEB
+    latch to update, no junction waits, no lane change): the same two loops, one dispatch."""
+    leaders(lead, st0, half_w, length, vehicle, aeb, latched, obst, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv,
+            yv, voff, t0, t1, plen, pmit, gdt)
+    drive(sel, mode, state, acc_in, gdt, spd, aeb, ttc_s, aeb_dec, stop_red, sp_off, sp_s, sp_light, light_code,
+          length, pidx, pts, nrm, uu, seg, cum, dd, dnu, nu0, nv, yv, voff, t0, t1, plen, dt, out)
+
+
+@njit(cache=True, error_model="numpy")
+def contacts(pre, post, r, ped, done, dims, samples, iters):  # pragma: no cover
+    """:func:`swept_contacts` and the overlaps after the tick (:func:`box_pairs` on ``post``, margin 0) in one
+    call: ``World._collisions`` uses the second unless a crashed party is put back to its contact state."""
+    return swept_contacts(pre, post, r, ped, done, dims, samples, iters), box_pairs(post, dims, 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def walk_steps(sel, st, left, dt, out):  # pragma: no cover
+    """``World._walk`` for walkers without a pause: a straight step at the actor's speed along its heading, at
+    most the distance ``left`` (NaN: no distance); none when nothing is left.  ``out`` (len(sel), 3): x, y, step
+    length."""
+    for m in range(len(sel)):
+        i = sel[m]
+        L = left[m]
+        if L <= 0.0:
+            out[m, 0], out[m, 1], out[m, 2] = st[i, 0], st[i, 1], 0.0
+            continue
+        step = st[i, 3] * dt
+        if not math.isnan(L) and L < step:
+            step = L
+        out[m, 0] = st[i, 0] + step * math.cos(st[i, 2])
+        out[m, 1] = st[i, 1] + step * math.sin(st[i, 2])
+        out[m, 2] = step

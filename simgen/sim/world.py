@@ -28,7 +28,7 @@ from simgen.errors import InputError
 from simgen.geometry import wrap_angle
 from simgen.records import ActorStates  # noqa: F401 - moved to simgen.records; re-exported for old imports
 from simgen.spec.scenario import Behaviour, EgoSpec, Event, Placement, ScenarioSpec
-from simgen.world.roads import Polyline, RoadMap, get_map
+from simgen.world.roads import _RANK_Z, Polyline, RoadMap, get_map
 from simgen.classes import PEDESTRIAN, ROADS
 
 # IDM parameters (Treiber et al. 2000), typical urban values.
@@ -39,8 +39,7 @@ IDM_S0 = 2.0  # jam distance, m
 MAX_STEER = 0.6  # rad
 _STILL = frozenset(("parked", "stand", "open_door"))  # behaviours that stand still
 _chain = itertools.chain.from_iterable
-_STATE6 = operator.attrgetter("x", "y", "yaw", "speed", "s", "lateral")  # the gathered state of a tick
-_STATE4 = operator.attrgetter("x", "y", "yaw", "speed")
+_DIMS = operator.attrgetter("dims")
 _PLAN_SIG = operator.attrgetter("behaviour", "path", "crashed", "lc", "stop_points", "junction_entries")
 _PER_ACTOR = frozenset(("synchronize", "reverse", "walk"))  # built-ins stepped by per-actor Python
 _LIGHT_CODE = {"yellow": 1, "red": 2}  # light phase codes of the compiled stop-line test (others: 0)
@@ -98,6 +97,86 @@ class Actor:
     def wheelbase(self) -> float:
         return max(0.8, 0.6 * float(self.dims[0]))
 
+    def __copy__(self):  # a copy gets its own state row (it would share the original's otherwise)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._row = self._row.copy()
+        return new
+
+
+# The moving state of an actor lives in one float64 row (issue 13, third round): a World keeps the rows of its actors
+# as one (N, len(STATE_COLUMNS)) array (World._S) and each Actor's row is a view of it, so the tick's compiled
+# loops read and write the whole state at once instead of gathering it from the actors and writing it back; the
+# attributes below read and write the row (Python floats out, float64 in: the same IEEE doubles either way).
+STATE_COLUMNS = ("x", "y", "yaw", "speed", "s", "lateral", "accel", "steer", "z", "vz", "pitch", "roll", "door",
+                 "walked_m")
+_COL = {name: c for c, name in enumerate(STATE_COLUMNS)}
+_C_DRIVE = np.array([_COL[k] for k in ("x", "y", "yaw", "speed", "s", "accel", "steer")])  # kernels.drive's rows
+_C_POSE = np.array([_COL[k] for k in ("x", "y", "z", "yaw")])  # ActorStates.pose
+_C_GROUND = np.array([_COL[k] for k in ("x", "y", "z", "vz", "pitch", "roll")])  # kernels.ground_update
+_C_STATES = np.array([_COL[k] for k in ("x", "y", "z", "yaw", "speed", "vz", "accel", "door", "pitch", "roll")])
+
+
+def _state_property(name: str, c: int) -> property:
+    def get(self):
+        return self._row.item(c)
+
+    def set_(self, v):
+        self._row[c] = v
+
+    return property(get, set_, doc=f"state column {c} ({name}): a view of the World's state array")
+
+
+for _name, _c in _COL.items():
+    setattr(Actor, _name, _state_property(_name, _c))
+
+_DIMS_EPOCH = [0]  # bumped whenever an actor is given a new dims array (World._static_arrays rebuilds then)
+
+
+def _get_dims(self):
+    return self._dims
+
+
+def _set_dims(self, v):
+    self._dims = v
+    _DIMS_EPOCH[0] += 1
+
+
+Actor.dims = property(_get_dims, _set_dims, doc="(3,) length, width, height; assign a new array to change them "
+                      "(never edited in place: the World's static arrays follow assignments)")
+
+
+def _bumps(name):
+    base = getattr(list, name)
+
+    def method(self, *args, **kwargs):
+        self.version += 1
+        return base(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+class ActorList(list):
+    """The list of a World's actors: a plain list that counts its changes (``version``), so the World sees an
+    actor added, removed or replaced without comparing the actors one by one every tick."""
+
+    version = 0
+    for _m in ("append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse", "__setitem__",
+               "__delitem__", "__iadd__", "__imul__"):
+        locals()[_m] = _bumps(_m)
+    del _m
+_actor_dataclass_init = Actor.__init__
+
+
+def _actor_init(self, *args, **kwargs):
+    self._row = np.zeros(len(STATE_COLUMNS))  # own row until a World takes the actor into its state array
+    _actor_dataclass_init(self, *args, **kwargs)
+
+
+_actor_init.__doc__ = _actor_dataclass_init.__doc__
+Actor.__init__ = _actor_init
+
 
 class World:
     """Builds the actors of a concrete scenario on its map and steps them."""
@@ -116,7 +195,7 @@ class World:
         self.dt = 1.0 / spec.tick_hz
         self.time_s = 0.0
         self.frame = 0
-        self.actors: list[Actor] = []
+        self.actors: list[Actor] = ActorList()
         self.fired: dict[str, float] = {}  # event key -> time its conditions first held
         self.applied: set[str] = set()
         self.event_log: list[tuple[float, str, str]] = []  # (time, actor, event)
@@ -129,6 +208,7 @@ class World:
         self._plan = None  # per-actor parameters of the array step (World._tick_plan)
         self._tick_cache = None  # World._static_arrays() while a step is under way
         self._light_index = {tl.id: k for k, tl in enumerate(self.map.traffic_lights)}
+        self._S = np.zeros((0, len(STATE_COLUMNS)))  # the actors' state rows (STATE_COLUMNS), see _bind_state
         self._place_all()
         self._update_z()
 
@@ -359,21 +439,39 @@ class World:
                 self._sync_start(a, a.behaviour)
         self._check_placements()
         self._spawn_traffic()
+        self._fp_keep = None  # footprints kept while spawning (nobody moves then)
 
     def _footprints(self, actors=None) -> np.ndarray:
         actors = self.actors if actors is None else actors
         if not len(actors):
             return np.zeros((0, 4, 2))
-        pose = np.array([(a.x, a.y, a.yaw) for a in actors], float)
-        lw = np.array([(a.dims[0], a.dims[1]) for a in actors], float)
+        pose = np.ascontiguousarray(np.array([a._row for a in actors], float)[:, :3])  # x, y, yaw (STATE_COLUMNS)
+        lw = np.ascontiguousarray(np.array([a.dims for a in actors], float).reshape(-1, 3)[:, :2])
         return _rects(pose[:, :2], pose[:, 2], lw)
+
+    def _probe_footprints(self, x: float, y: float, yaw: float, dims: np.ndarray) -> np.ndarray:
+        """``self._footprints(self.actors + [a probe box at x, y, yaw of dims])``: the actors' footprints are kept
+        while the list only grows (the traffic spawner tries many probes against the same actors, and nobody moves
+        while it does); the rows of :func:`_rects` are independent, so appending rows changes none."""
+        A = self.actors
+        got = getattr(self, "_fp_keep", None)
+        if got is None or len(got[0]) > len(A) or any(p is not q for p, q in zip(got[0], A)):
+            got = self._fp_keep = (list(A), self._footprints())
+        elif len(got[0]) < len(A):  # actors appended since: their footprints are added
+            got = self._fp_keep = (list(A), np.concatenate([got[1], self._footprints(A[len(got[0]):])]))
+        probe = _rect1(x, y, yaw, float(dims[0]), float(dims[1]))
+        return np.concatenate([got[1], probe]) if len(got[1]) else probe
 
     def _static_arrays(self) -> dict:
         """Per-actor arrays that do not change while the actor list stays the same (widths, lengths, kinds):
         built once, rebuilt only if actors are added, removed or given new dims arrays (dims are never edited in place)."""
         if self._tick_cache is not None:  # within a step nothing is added, removed or resized
             return self._tick_cache
-        key = tuple((id(a), id(a.dims)) for a in self.actors)  # a replaced dims array counts as a change
+        A = self.actors
+        if type(A) is ActorList:  # its version counts every change of the list; the epoch every new dims array
+            key = (id(A), A.version, _DIMS_EPOCH[0])
+        else:  # a plain list put in its place: compare the actors (and their dims arrays) one by one
+            key = (id(A), *map(id, A), *map(id, map(_DIMS, A)))
         cache = getattr(self, "_static_cache", None)
         if cache is None or cache["key"] != key:
             dims = np.array([(a.dims[0], a.dims[1]) for a in self.actors], float).reshape(-1, 2)
@@ -383,7 +481,18 @@ class World:
                      "ids": np.array([a.id for a in self.actors]),
                      "r": 0.5 * np.hypot(dims[:, 0], dims[:, 1])}
             self._static_cache = cache
+            self._bind_state()
         return cache
+
+    def _bind_state(self) -> None:
+        """Gather the actors' state rows into one array ``self._S`` (N, len(STATE_COLUMNS)) and make each actor's row
+        a view of it.  Called whenever the actor list changes (:meth:`_static_arrays`), so array code that first asks
+        for the static arrays reads and writes every actor's state through ``self._S``."""
+        A = self.actors
+        S = np.array([a._row for a in A], float).reshape(-1, len(STATE_COLUMNS))  # the current values
+        for a, row in zip(A, S):
+            a._row = row
+        self._S = S
 
     def _check_placements(self) -> None:
         fps = self._footprints()
@@ -425,8 +534,7 @@ class World:
             cand = dict(x=float(x), y=float(y), yaw=float(yaw))
             k = ACTOR_KINDS[kind]
             dims = np.array([rng.uniform(*k.length_m), rng.uniform(*k.width_m), rng.uniform(*k.height_m)])
-            probe = Actor(0, "", k, dims + [8.0, 0.0, 0.0], np.zeros(3), cand["x"], cand["y"], cand["yaw"], 0.0, Behaviour())
-            fp = self._footprints(self.actors + [probe])
+            fp = self._probe_footprints(cand["x"], cand["y"], cand["yaw"], dims + [8.0, 0.0, 0.0])
             if np.any(overlapping_pairs(fp, margin=0.3)[:, 1] == len(self.actors)) if len(self.actors) else False:
                 continue
             a = Actor(len(self.actors) + 1, f"traffic_{added}", k, dims, CAR_COLOURS[rng.integers(len(CAR_COLOURS))],
@@ -452,8 +560,7 @@ class World:
             kind = "child" if rng.random() < 0.15 else "pedestrian"
             k = ACTOR_KINDS[kind]
             dims = np.array([rng.uniform(*k.length_m), rng.uniform(*k.width_m), rng.uniform(*k.height_m)])
-            probe = Actor(0, "", k, dims + 0.5, np.zeros(3), float(x), float(y), float(yaw), 0.0, Behaviour())
-            fp = self._footprints(self.actors + [probe])
+            fp = self._probe_footprints(float(x), float(y), float(yaw), dims + 0.5)
             if np.any(overlapping_pairs(fp)[:, 1] == len(self.actors)):
                 continue
             speed = float(rng.uniform(0.9, 1.6))
@@ -618,6 +725,8 @@ class World:
     # ------------------------------------------------------------------ stepping
     def light_states(self, t: float | None = None) -> dict[str, str]:
         """Phase of every traffic light at time t: groups NS and EW alternate (green, yellow, all-red)."""
+        if not self.map.traffic_lights:  # no light: nothing to compute (overrides apply to known lights only)
+            return {}
         t = (self.time_s if t is None else t) + self.spec.traffic_light_offset_s
         g, y, r = self.spec.traffic_light_cycle_s
         out = {}
@@ -646,8 +755,10 @@ class World:
     def check_events(self) -> None:
         """Fire events whose triggers hold now (after their delay) and start their behaviours.  Public: the carla
         backend evaluates triggers with it on the states CARLA reports."""
-        by_name = {a.name: a for a in self.actors}
+        by_name = None  # built when a trigger names an actor
         for a in self.actors:
+            if not a.events:
+                continue
             for j, e in enumerate(a.events):
                 key = e.name or f"{a.name}#{j}"
                 if key in self.applied:
@@ -657,6 +768,9 @@ class World:
                     ok = True
                     if w.time_s is not None:
                         ok &= self.time_s >= w.time_s - 1e-9
+                    if by_name is None and (w.distance_m is not None or w.ttc_s is not None or
+                                            w.position is not None or w.custom is not None):
+                        by_name = {x.name: x for x in self.actors}
                     if w.distance_m is not None:
                         p = by_name[w.actor] if w.actor else a
                         q = by_name[w.to]
@@ -695,8 +809,11 @@ class World:
         self.check_events()
         t0 = self.time_s
         A = self.actors
+        self._tick_cache = None
+        st = self._tick_static = self._tick_cache = self._static_arrays()  # fixed for the tick; binds self._S
+        S = self._S
         # motion starts here (after events): x, y, yaw, speed, s, lateral of every actor
-        st0 = np.fromiter(_chain(map(_STATE6, A)), float, count=6 * len(A)).reshape(-1, 6)
+        st0 = S[:, :6].copy()
         pre = st0[:, :4]
         lights = self.light_states()
         pos = st0[:, :2]
@@ -705,19 +822,20 @@ class World:
             h = A[holder]
             if h.crashed or not any(j == jid and h.s - h.dims[0] / 2 < s_out for _, s_out, j in h.junction_entries):
                 del self._reserved[jid]
-        self._tick_cache = None
-        st = self._tick_static = self._tick_cache = self._static_arrays()  # fixed for the tick
         plan = self._tick_plan(A)
         modes = plan["modes"]
-        rows = self._lane_follow_arrays(A, plan, st, st0, lights, dt) if plan["sel_l"] else []
-        walk = self._walk_arrays(plan, st0, dt) if plan["walkers"] else []
-        if not plan["per_actor"]:  # nothing stepped in Python: write the array results straight back
-            for i, r in zip(plan["sel_l"], rows):
-                a = A[i]
-                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = r
-            for i, (x, y, d) in zip(plan["walkers"], walk):
-                a = A[i]
-                a.x, a.y, a.walked_m = x, y, a.walked_m + d
+        rows = self._lane_follow_arrays(A, plan, st, st0, lights, dt) if plan["sel_l"] else None
+        walk = self._walk_arrays(plan, st0, dt) if plan["walkers"] else None
+        if not plan["per_actor"]:  # nothing stepped in Python: write the array results straight into the state
+            if rows is not None:
+                S[plan["sel"][:, None], _C_DRIVE] = rows
+            if walk is not None:
+                w = plan["walk_sel"]
+                S[w, _COL["x"]] = walk[:, 0]
+                S[w, _COL["y"]] = walk[:, 1]
+                S[w, _COL["walked_m"]] += walk[:, 2]
+                if plan["walk_dist"]:
+                    self._walk_finish(walk)
             for i in plan["still"]:
                 self._step_still(A[i], dt)
         else:
@@ -725,8 +843,10 @@ class World:
         self._stepping = None
         self.time_s = round(self.time_s + dt, 9)
         self.frame += 1
-        self._update_z(dt)
-        out = self._collisions(pre, t0)
+        # x, y, yaw, speed after the motion: the ground query and the collision tests both start from them
+        post = S[:, :4].copy()
+        self._update_z(dt, post)
+        out = self._collisions(pre, t0, post)
         self._tick_cache = None
         return out
 
@@ -741,51 +861,59 @@ class World:
         """Actor by actor: array results written back, the others stepped by their Python code."""
         from simgen.sim.behaviours import BEHAVIOURS
 
-        res = dict(zip(plan["sel_l"], rows))
-        res.update(zip(plan["walkers"], walk))
-        vel = None
-        for i, a in enumerate(A):
-            m = modes[i]
-            if m == 1 or m == 2:  # computed over arrays
-                a.x, a.y, a.yaw, a.speed, a.s, a.accel, a.steer = res[i]
-                continue
-            if m == 4:
-                x, y, d = res[i]
-                a.x, a.y, a.walked_m = x, y, a.walked_m + d
-                continue
-            if m == 3:
-                self._step_still(a, dt)
-                continue
-            b = a.behaviour
-            self._stepping = i
-            plugin = BEHAVIOURS.get(b.type)
-            if plugin is not None:
-                ctrl = plugin(self, a, dt, dict(b.params))
-                if a.kind.vehicle and a.path is not None:
-                    if ctrl.lateral_m is not None:
-                        a.lateral = float(ctrl.lateral_m)
-                    self._bicycle(a, float(ctrl.accel_mps2 or 0.0), dt)
-                else:
-                    if ctrl.speed_mps is not None:
-                        a.speed = float(ctrl.speed_mps)
-                    if ctrl.heading_rad is not None:
-                        a.yaw = float(wrap_angle(ctrl.heading_rad))
-                    a.x += a.speed * np.cos(a.yaw) * dt
-                    a.y += a.speed * np.sin(a.yaw) * dt
-                continue
-            if b.type == "synchronize":
-                self._sync_step(a, b, dt)
-                continue
-            if b.type == "reverse":
-                self._reverse_step(a, b, dt)
-                continue
-            if b.type == "walk" or not a.kind.vehicle or a.path is None:
-                self._walk(a, b, dt)
-                continue
-            # not reached (every lane follower is mode 1 or 2): the per-actor form of the arrays' work
-            if vel is None:
-                vel = np.stack([pre[:, 3] * np.cos(pre[:, 2]), pre[:, 3] * np.sin(pre[:, 2])], 1)
-            self._step_lane_follower(a, i, pos, vel, lights, dt)
+        S = self._S
+        cx, cy, cw = _COL["x"], _COL["y"], _COL["walked_m"]
+        self._vel0 = None
+        for seg in plan["segments"]:  # runs of array-stepped actors are written at once, in actor order
+            i = seg[1]
+            if seg[0] == 1:
+                _, _, dk, di, wk, wi = seg
+                if len(di):
+                    S[di[:, None], _C_DRIVE] = rows[dk]
+                if len(wi):
+                    S[wi, cx] = walk[wk, 0]
+                    S[wi, cy] = walk[wk, 1]
+                    S[wi, cw] += walk[wk, 2]
+                    if plan["walk_dist"]:
+                        self._walk_finish(walk, set(wi.tolist()))
+            elif seg[0] == 3:
+                self._step_still(A[i], dt)
+            else:
+                self._step_python(A[i], i, BEHAVIOURS, pre, pos, lights, dt)
+
+    def _step_python(self, a: Actor, i: int, BEHAVIOURS, pre, pos, lights, dt: float) -> None:
+        """One actor stepped by its per-actor Python code (plugins, synchronize, reverse, walks, and everything when
+        ``array_step`` is off)."""
+        b = a.behaviour
+        self._stepping = i
+        plugin = BEHAVIOURS.get(b.type)
+        if plugin is not None:
+            ctrl = plugin(self, a, dt, dict(b.params))
+            if a.kind.vehicle and a.path is not None:
+                if ctrl.lateral_m is not None:
+                    a.lateral = float(ctrl.lateral_m)
+                self._bicycle(a, float(ctrl.accel_mps2 or 0.0), dt)
+            else:
+                if ctrl.speed_mps is not None:
+                    a.speed = float(ctrl.speed_mps)
+                if ctrl.heading_rad is not None:
+                    a.yaw = float(wrap_angle(ctrl.heading_rad))
+                a.x += a.speed * np.cos(a.yaw) * dt
+                a.y += a.speed * np.sin(a.yaw) * dt
+            return
+        if b.type == "synchronize":
+            self._sync_step(a, b, dt)
+            return
+        if b.type == "reverse":
+            self._reverse_step(a, b, dt)
+            return
+        if b.type == "walk" or not a.kind.vehicle or a.path is None:
+            self._walk(a, b, dt)
+            return
+        # the per-actor form of the arrays' work (array_step off: the reference)
+        if self._vel0 is None:
+            self._vel0 = np.stack([pre[:, 3] * np.cos(pre[:, 2]), pre[:, 3] * np.sin(pre[:, 2])], 1)
+        self._step_lane_follower(a, i, pos, self._vel0, lights, dt)
 
     def _step_lane_follower(self, a: Actor, i: int, pos, vel, lights, dt: float) -> None:
         """One lane follower, per actor (the reference form of what :meth:`_lane_follow_arrays` does for all)."""
@@ -811,16 +939,33 @@ class World:
                 if a.behaviour.type == "lane_change":
                     a.behaviour = dataclasses.replace(a.behaviour, type="lane_follow")
 
-    def _walk_arrays(self, plan, st0, dt: float) -> list:
-        """:meth:`_walk` for the plain walkers (no distance, no hesitation) at once: rows x, y, step."""
+    def _walk_arrays(self, plan, st0, dt: float) -> np.ndarray:
+        """:meth:`_walk` for the walkers without a pause (with or without a distance) at once: rows x, y, step."""
         out = np.empty((len(plan["walk_sel"]), 3))
-        _sim_kernels().walk_plain(plan["walk_sel"], st0, dt, out)
-        return out.tolist()
+        left = plan["walk_left"]
+        for k, i in plan["walk_dist"]:
+            left[k] = self.actors[i].walk_left_m
+        _sim_kernels().walk_steps(plan["walk_sel"], st0, left, dt, out)
+        return out
+
+    def _walk_finish(self, walk, only=None) -> None:
+        """After :meth:`_walk_arrays` results are in the state: the distance left of walkers with a distance, and
+        speed and acceleration 0 for those who had none left (``World._walk``); ``only``: these actor indices."""
+        plan = self._plan
+        left = plan["walk_left"]
+        for k, i in plan["walk_dist"]:
+            if only is not None and i not in only:
+                continue
+            a = self.actors[i]
+            if left[k] <= 0:
+                a.speed, a.accel = 0.0, 0.0
+            else:
+                a.walk_left_m = float(left[k]) - float(walk[k, 2])
 
     def _modes(self, A, behaviours) -> list[int]:
         """Per actor: 1 IDM lane follower, 2 lane follower with a given acceleration (brake, stop, scripted),
-        3 standing (crashed, parked, stand, open_door), 4 plain walker (walk with no distance or hesitation, over
-        arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path).
+        3 standing (crashed, parked, stand, open_door), 4 walker without a pause (walk with or without a distance,
+        over arrays), 0 per-actor Python (synchronize, reverse, plugins, other walks, anything else off a path).
         With ``array_step`` off every moving actor is 0: the per-actor reference of the array step."""
         out = []
         if not self.array_step:
@@ -830,8 +975,7 @@ class World:
             bt = b.type
             if a.crashed or bt in _STILL:
                 out.append(3)
-            elif bt == "walk" and b.distance_m is None and not (b.hesitate_at_m is not None and b.hesitate_s > 0) \
-                    and a.walk_left_m is None and a.hesitate_until is None:
+            elif bt == "walk" and not (b.hesitate_at_m is not None and b.hesitate_s > 0) and a.hesitate_until is None:
                 out.append(4)
             elif bt in _PER_ACTOR or a.path is None or not a.kind.vehicle or behaviours.get(bt) is not None:
                 out.append(0)
@@ -894,11 +1038,36 @@ class World:
                     sp_s.append(s_)
                     sp_light.append(lidx.get(light, len(lidx)))
             sp_off[i + 1] = len(sp_s)
+        # actor order as runs: (1, first, drive rows, drive actors, walk rows, walk actors) for array-stepped actors,
+        # (3, i) standing, (m, i) per-actor Python: _step_in_order writes a run of array results at once
+        segments, run = [], None
+        krow = {i: k for k, i in enumerate(sel_l)}
+        kwalk = {i: k for k, i in enumerate(i for i, m in enumerate(modes) if m == 4)}
+        for i, m in enumerate(modes):
+            if m in (1, 2, 4):
+                if run is None:
+                    run = (i, [], [], [], [])
+                    segments.append(run)
+                if m == 4:
+                    run[3].append(kwalk[i])
+                    run[4].append(i)
+                else:
+                    run[1].append(krow[i])
+                    run[2].append(i)
+                continue
+            run = None
+            segments.append((m, i))
+        segments = [(1, seg[0], *(np.array(v, np.int64) for v in seg[1:])) if len(seg) == 5 else seg
+                    for seg in segments]
         plan = self._plan = {
+            "segments": segments,
             "sig": sig, "registry": len(BEHAVIOURS), "array_step": self.array_step, "modes": modes, "sel_l": sel_l,
             "sel": np.array(sel_l, np.int64), "mode": np.array(modes, np.int64), "per_actor": 0 in modes,
             "still": [i for i, m in enumerate(modes) if m == 3], "walkers": [i for i, m in enumerate(modes) if m == 4],
             "walk_sel": np.array([i for i, m in enumerate(modes) if m == 4], np.int64), "pidx": pidx, "P": P,
+            "walk_left": np.full(modes.count(4), np.nan),  # distance left per walker (NaN: walks on and on)
+            "walk_dist": [(k, i) for k, i in enumerate(i for i, m in enumerate(modes) if m == 4)
+                          if A[i].walk_left_m is not None],
             "acc0": acc0, "spd": spd,
             "lead": np.array(lead, np.int64), "aeb": aeb, "aeb_idx": [i for i in lead if aeb[i]], "obst": obst,
             "stop_red": stop_red, "any_stop": bool(stop_red.any()), "ttc_s": ttc_s, "aeb_dec": aeb_dec,
@@ -943,7 +1112,7 @@ class World:
 
     def _lane_follow_arrays(self, A, plan, st, st0, lights, dt) -> list:
         """Leader search, IDM and the bicycle for every lane follower at once (compiled loops); per actor of
-        ``plan["sel_l"]`` a row (x, y, yaw, speed, s, accel, steer) of Python floats."""
+        ``plan["sel_l"]`` a row (x, y, yaw, speed, s, accel, steer)."""
         K = _sim_kernels()
         N = len(A)
         acc_in = plan["acc0"]
@@ -957,9 +1126,19 @@ class World:
             latched[i] = A[i].aeb_latched
         gdt = np.empty((3, N))  # gap, dv, AEB time-to-collision
         pidx, P = plan["pidx"], plan["P"]
+        ttc_s = plan["ttc_s"]
+        light_code = plan["light_code"]
+        if plan["any_stop"]:
+            for lid, k in self._light_index.items():
+                light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
+        out = np.empty((len(plan["sel"]), 7))
+        if not (plan["latch"] or plan["junction"] or plan["lc"]):  # nothing in Python between the two loops
+            K.lead_drive(plan["lead"], st0, st["half_w"], st["vehicle"], latched, plan["obst"], *P, gdt, plan["sel"],
+                         plan["mode"], st0.copy(), acc_in, plan["spd"], plan["aeb"], ttc_s, plan["aeb_dec"],
+                         plan["stop_red"], *plan["sp"], light_code, st["length"], pidx, dt, out)
+            return out
         K.leaders(plan["lead"], st0, st["half_w"], st["length"], st["vehicle"], plan["aeb"], latched, plan["obst"],
                   pidx, *P, gdt)
-        ttc_s = plan["ttc_s"]
         for i in plan["latch"]:  # AEB engages (or holds) below its time-to-collision
             A[i].aeb_latched = bool(gdt[2, i] < ttc_s[i])
         busy = self._occupied
@@ -983,14 +1162,9 @@ class World:
         for i in plan["lc"]:
             self._lane_change_lateral(A[i], dt)
             state[i, 5] = A[i].lateral
-        light_code = plan["light_code"]
-        if plan["any_stop"]:
-            for lid, k in self._light_index.items():
-                light_code[k] = _LIGHT_CODE.get(lights.get(lid), 0)
-        out = np.empty((len(plan["sel"]), 7))
         K.drive(plan["sel"], plan["mode"], state, acc_in, gdt, plan["spd"], plan["aeb"], ttc_s, plan["aeb_dec"],
                 plan["stop_red"], *plan["sp"], light_code, st["length"], pidx, *P[:-1], dt, out)
-        return out.tolist()
+        return out
 
     def _walk(self, a: Actor, b: Behaviour, dt: float) -> None:
         """Straight-line walking/rolling at the actor's speed, with an optional pause (hesitation) part-way."""
@@ -1036,7 +1210,7 @@ class World:
         a.speed, a.steer = v_new, steer
         a.s = float(a.path.project(np.array([a.x, a.y], float))[0])
 
-    def _update_z(self, dt: float | None = None) -> None:
+    def _update_z(self, dt: float | None = None, post: np.ndarray | None = None) -> None:
         """Put every actor on the ground; with ``dt`` (a tick), record the vertical velocity dz/dt of that tick, so
         the reported velocity agrees with the poses (a pedestrian stepping up a kerb rises 0.15 m in one tick).
 
@@ -1044,7 +1218,32 @@ class World:
         (:func:`ground_attitude`: pitch and roll of the plane through its four corners' ground heights, resting on
         that plane's highest contact); walkers and props stay upright on the highest ground under their footprint.
         The builtin maps keep z = ground height at the centre and pitch = roll = 0 exactly.  The bicycle model
-        stays planar (x, y, yaw): the attitude is a ground-following output, not simulated dynamics."""
+        stays planar (x, y, yaw): the attitude is a ground-following output, not simulated dynamics.  ``post``: the
+        actors' rows x, y, yaw, ... when the caller has them (World.step)."""
+        A = self.actors
+        if not getattr(self.map, "source_file", ""):
+            # builtin maps: z is the ground height at the centre, pitch = roll = 0; one compiled query for everyone
+            # (an actor that did not move gets the height it has, so its vz is 0 as below), over the state array
+            if not A:
+                return
+            self._static_arrays()  # binds self._S
+            S = self._S
+            if type(self.map).ground_height is RoadMap.ground_height:  # the ground query and the writes: one loop
+                _sim_kernels().ground_update(S, _C_GROUND, math.nan if dt is None else float(dt), _RANK_Z,
+                                             *self.map._ground_pack())
+                return
+            xy = np.ascontiguousarray(S[:, :2] if post is None else post[:, :2])
+            gh = self.map.ground_height
+            z = gh(xy) if len(A) <= 64 else np.concatenate([gh(xy[k:k + 64]) for k in range(0, len(A), 64)])
+            cz, cvz = _COL["z"], _COL["vz"]
+            if dt is None:
+                S[:, cvz] = 0.0
+            else:
+                S[:, cvz] = (z - S[:, cz]) / dt
+            S[:, cz] = z
+            S[:, _COL["pitch"]] = 0.0
+            S[:, _COL["roll"]] = 0.0
+            return
         pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float).reshape(-1, 3)
         # the ground is fixed: only actors whose pose (or box) changed since the last call need a new height
         st = self._static_arrays()
@@ -1065,7 +1264,6 @@ class World:
             else:
                 z[rows] = self.map.ground_height(xy)
         self._z_cache = (key, pose, z, pr)
-        A = self.actors
         for k in np.flatnonzero(~moved):  # actors that did not move keep z and attitude: vz is 0 for them
             A[k].vz = 0.0
         for k in np.flatnonzero(moved):
@@ -1074,7 +1272,8 @@ class World:
             a.z = zi
             a.pitch, a.roll = float(pr[k, 0]), float(pr[k, 1])
 
-    def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None) -> list[tuple[int, int]]:
+    def _collisions(self, pre: np.ndarray | None = None, t0: float | None = None,
+                    post: np.ndarray | None = None) -> list[tuple[int, int]]:
         """Actor pairs in contact after the step.  Walkers passing each other are not collisions (they step aside in
         reality; the kinematic walkers do not model it).  A ball stops; what hits it does not.
 
@@ -1083,10 +1282,12 @@ class World:
         that crash are put back where they were at that instant, so the recorded state is the contact state rather
         than one tick's worth of overlap."""
         new: dict[tuple[int, int], float] = {}
-        post, moved_back = None, True
+        moved_back = True
         if pre is not None and len(self.actors) > 1:
             moved_back = False
-            post = np.fromiter(_chain(map(_STATE4, self.actors)), float, count=4 * len(self.actors)).reshape(-1, 4)
+            if post is None:
+                self._static_arrays()  # binds self._S
+                post = self._S[:, :4].copy()
             st = self._static_arrays()
             dims = st["dims"]
             # pairs not in contact before whose bounding circles (they contain the footprint at any yaw), centres
@@ -1098,7 +1299,7 @@ class World:
                 for ia, ib in self.collisions_total:
                     if ia in where and ib in where:
                         done[where[ia], where[ib]] = True  # the pair (i, j) as recorded
-            hits = _sim_kernels().swept_contacts(pre, post, st["r"], st["ped"], done, dims, 16, 40)
+            hits, pairs_now = _sim_kernels().contacts(pre, post, st["r"], st["ped"], done, dims, 16, 40)
             if len(hits):
                 i, j, f = hits[:, 0].astype(np.int64), hits[:, 1].astype(np.int64), hits[:, 2]
                 order = np.argsort(f, kind="stable")
@@ -1127,7 +1328,7 @@ class World:
                         x = self.actors[k]
                         x.vz += (float(z) - x.z) / self.dt
                         x.z = float(z)
-        pairs = self._overlaps_now(post if moved_back is False else None)
+        pairs = pairs_now if moved_back is False else self._overlaps_now()
         out = []
         for i_, j_ in pairs:
             a, b = self.actors[i_], self.actors[j_]
@@ -1151,8 +1352,9 @@ class World:
         actors' poses (rows x, y, yaw, ...) when the caller has them."""
         if len(self.actors) < 2:
             return np.zeros((0, 2), np.int64)
-        pose = np.array([(a.x, a.y, a.yaw) for a in self.actors], float) if post is None else post
-        return _sim_kernels().box_pairs(pose, self._static_arrays()["dims"], 0.0)
+        dims = self._static_arrays()["dims"]  # binds self._S
+        pose = np.ascontiguousarray(self._S[:, :3]) if post is None else post
+        return _sim_kernels().box_pairs(pose, dims, 0.0)
 
     def _impact(self, ai: int, bi: int, f: float, pre: np.ndarray, post: np.ndarray, dims: np.ndarray, t0: float) -> dict:
         """Impact metrics of a first contact at fraction ``f`` of the tick that started at ``t0``.
@@ -1324,27 +1526,26 @@ class World:
         a.speed = -v_new
 
     def states(self) -> ActorStates:
+        (ids, names, kinds, semantic, dims), pose, vel, accel, door, pr = self._state_arrays()
+        return ActorStates(ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(), pose=pose,
+                           velocity=vel, accel=accel, dims=dims.copy(), door=door, pitch_roll=pr)
+
+    def _state_arrays(self) -> tuple:
+        """(ids, names, kinds, semantic, dims) shared for the actor list (callers copy what they hand on), then new
+        pose (N,4), velocity (N,3), accel, door, pitch_roll arrays: what :meth:`states` returns."""
         A = self.actors
         st = self._static_arrays()
         ident = st.get("states_ident")
         if ident is None:  # what does not change while the actor list stays the same: built once
             ident = st["states_ident"] = (np.array([a.id for a in A], np.int32), tuple(a.name for a in A),
                                           tuple(a.kind.name for a in A),
-                                          np.array([a.kind.semantic for a in A], np.uint8))
-        ids, names, kinds, semantic = ident
-        # one pass over the actors for everything that moves
-        d = np.array([(a.x, a.y, a.z, a.yaw, a.speed, a.vz, a.accel, a.door, a.pitch, a.roll) for a in A],
-                     float).reshape(-1, 10)
-        yaw, speed = d[:, 3], d[:, 4]
-        return ActorStates(
-            ids=ids.copy(), names=names, kinds=kinds, semantic=semantic.copy(),
-            pose=d[:, 0:4].copy(),
-            velocity=np.stack([speed * np.cos(yaw), speed * np.sin(yaw), d[:, 5]], axis=1),
-            accel=d[:, 6].copy(),
-            dims=np.array([a.dims for a in A], float),
-            door=d[:, 7].copy(),
-            pitch_roll=d[:, 8:10].copy(),
-        )
+                                          np.array([a.kind.semantic for a in A], np.uint8),
+                                          np.array([a.dims for a in A], float).reshape(-1, 3))
+        n = len(A)
+        pose, vel, accel, door, pr = np.empty((n, 4)), np.empty((n, 3)), np.empty(n), np.empty(n), np.empty((n, 2))
+        # self._S (bound by _static_arrays: everything that moves, one row per actor) into the arrays, one loop
+        _sim_kernels().states_out(self._S, _C_STATES, pose, vel, accel, door, pr)
+        return ident, pose, vel, accel, door, pr
 
 
 _SIM_KERNELS = None
@@ -1494,6 +1695,16 @@ def _rects(xy: np.ndarray, yaw: np.ndarray, lw: np.ndarray) -> np.ndarray:
     lx = np.stack([l2, l2, -l2, -l2], 1)
     ly = np.stack([w2, -w2, -w2, w2], 1)
     return np.stack([lx * c[:, None] - ly * s[:, None] + xy[:, :1], lx * s[:, None] + ly * c[:, None] + xy[:, 1:2]], -1)
+
+
+def _rect1(x: float, y: float, yaw: float, length: float, width: float) -> np.ndarray:
+    """:func:`_rects` of one box, (1, 4, 2), in scalar arithmetic (the same formulas, term by term)."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    l2, w2 = length / 2, width / 2
+    out = []
+    for lx, ly in ((l2, w2), (l2, -w2), (-l2, -w2), (-l2, w2)):
+        out.append((lx * c - ly * s + x, lx * s + ly * c + y))
+    return np.array(out, float).reshape(1, 4, 2)
 
 
 def _lerp_pose(p0: np.ndarray, p1: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -162,3 +162,60 @@ def rank_strips_packed(P, box, V, S, M, strips, rank):  # pragma: no cover
                 r = int(strips[q, 4])
                 if r > rank[m]:
                     rank[m] = r
+
+
+@njit(cache=True, error_model="numpy")
+def rank_point(px, py, r, boxes, voff, V, S, M, toff, strips, aoff, apts, abox, arank):  # pragma: no cover
+    """The surface rank of world point (px, py), at least ``r``, over all strip groups and areas (see
+    :func:`surface_rank_all` for the packed layout)."""
+    G = len(boxes)
+    for g in range(G):
+        if not (px >= boxes[g, 0] and py >= boxes[g, 1] and px <= boxes[g, 2] and py <= boxes[g, 3]):
+            continue
+        s, lat = project_packed(V[voff[g]:voff[g + 1]], S[voff[g] - g:voff[g + 1] - g - 1], M[g], px, py)
+        for q in range(toff[g], toff[g + 1]):
+            if s >= strips[q, 0] and s <= strips[q, 1] and lat >= strips[q, 2] and lat <= strips[q, 3]:
+                rq = int(strips[q, 4])
+                if rq > r:
+                    r = rq
+    for q in range(len(abox)):
+        if not (px >= abox[q, 0] and py >= abox[q, 1] and px <= abox[q, 2] and py <= abox[q, 3]):
+            continue
+        if arank[q] <= r:
+            continue
+        k0, k1 = aoff[q], aoff[q + 1]
+        K = k1 - k0
+        c = 0
+        for k in range(K):
+            x0, y0 = apts[k0 + k, 0], apts[k0 + k, 1]
+            x1, y1 = apts[k0 + (k + 1) % K, 0], apts[k0 + (k + 1) % K, 1]
+            if (y0 > py) != (y1 > py):
+                if px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+                    c += 1
+        if c % 2 == 1:
+            r = arank[q]
+    return r
+
+
+@njit(cache=True, error_model="numpy")
+def surface_rank_all(P, boxes, voff, V, S, M, toff, strips, aoff, apts, abox, arank, rank):  # pragma: no cover
+    """RoadMap.surface_at's rank of every point over ALL the map's strip groups and areas in one call (issue 13):
+    group g is polyline rows V[voff[g]:voff[g+1]] (segments S[voff[g]-g:voff[g+1]-g-1], M[g]) with box boxes[g] and
+    strips rows toff[g]:toff[g+1]; area q is polygon apts[aoff[q]:aoff[q+1]] with box abox[q] and rank arank[q].
+    Per group the arithmetic of :func:`rank_strips_packed`; per area that of ``roads._in_polygon`` (even-odd)."""
+    for m in range(len(P)):
+        rank[m] = rank_point(P[m, 0], P[m, 1], rank[m], boxes, voff, V, S, M, toff, strips, aoff, apts, abox, arank)
+
+
+@njit(cache=True, error_model="numpy")
+def ground_update(St, cols, dt, zlut, boxes, voff, V, S, M, toff, strips, aoff, apts, abox, arank):  # pragma: no cover
+    """The simulator's ground step on a builtin map (``World._update_z``) over its state array ``St``: z = the
+    ground height (``zlut[rank]``, RoadMap.ground_height) under each actor's centre, vz = (z - old z) / dt (0 when
+    dt is NaN), pitch = roll = 0.  ``cols``: the state columns x, y, z, vz, pitch, roll."""
+    cx, cy, cz, cvz, cp, cr = cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
+    for m in range(St.shape[0]):
+        z = zlut[rank_point(St[m, cx], St[m, cy], 0, boxes, voff, V, S, M, toff, strips, aoff, apts, abox, arank)]
+        St[m, cvz] = 0.0 if math.isnan(dt) else (z - St[m, cz]) / dt
+        St[m, cz] = z
+        St[m, cp] = 0.0
+        St[m, cr] = 0.0

@@ -416,6 +416,7 @@ class _Frontage:
 
 _RANK = {TERRAIN: 0, SIDEWALKS: 1, ROADS: 2}
 _RANK_CLASS = np.array([TERRAIN, SIDEWALKS, ROADS], np.uint8)
+_RANK_Z = np.array([TERRAIN_HEIGHT, SIDEWALK_HEIGHT, 0.0])  # ground height by rank (RoadMap.ground_height)
 
 
 def _in_polygon(P: np.ndarray, poly: np.ndarray) -> np.ndarray:
@@ -483,26 +484,60 @@ class RoadMap:
         """(M,) uint8 semantic class of the ground at world xy ((2,) or (M, 2)): ROADS (lanes, shoulders,
         junctions), SIDEWALKS (sidewalks and kerbs) or TERRAIN (everywhere else)."""
         P = np.asarray(xy, np.float64).reshape(-1, 2)
+        if len(P) <= _SMALL:  # the simulator's per-tick queries: one compiled call over every strip and area
+            return _RANK_CLASS[self._rank_small(P)]
         rank = np.zeros(len(P), np.int8)
-        if len(P) <= _SMALL:  # the simulator's per-tick ground heights: one compiled loop per polyline
-            Pc = np.ascontiguousarray(P)
-            for poly, box, strips, table in self._strip_groups():
-                _kernels().rank_strips_packed(Pc, box, poly._V, poly._S, poly._M, table, rank)
-        else:
-            for poly, box, strips, _ in self._strip_groups():
-                near = np.flatnonzero(_in_box(P, box[:2], box[2:]))
-                if len(near) == 0:
-                    continue
-                s, lat = poly.project(P[near])
-                for s0, s1, lat0, lat1, r in strips:
-                    inside = (s >= s0) & (s <= s1) & (lat >= lat0) & (lat <= lat1)
-                    idx = near[inside]
-                    rank[idx] = np.maximum(rank[idx], r)
+        for poly, box, strips, _ in self._strip_groups():
+            near = np.flatnonzero(_in_box(P, box[:2], box[2:]))
+            if len(near) == 0:
+                continue
+            s, lat = poly.project(P[near])
+            for s0, s1, lat0, lat1, r in strips:
+                inside = (s >= s0) & (s <= s1) & (lat >= lat0) & (lat <= lat1)
+                idx = near[inside]
+                rank[idx] = np.maximum(rank[idx], r)
         for polygon, sem in self._areas:
             near = np.flatnonzero(_in_box(P, polygon.min(0), polygon.max(0)))
             idx = near[_in_polygon(P[near], polygon)]
             rank[idx] = np.maximum(rank[idx], _RANK[sem])
         return _RANK_CLASS[rank]
+
+    def _rank_small(self, P: np.ndarray) -> np.ndarray:
+        """(M,) int8 surface rank (0 terrain, 1 sidewalk, 2 road) of a few points: the strip groups and the areas of
+        :meth:`surface_at` in ONE compiled call (:func:`polyline_kernels.surface_rank_all`; issue 13: the simulator
+        asks every tick), the arithmetic of the per-group kernel and of ``_in_polygon``."""
+        rank = np.zeros(len(P), np.int8)
+        _kernels().surface_rank_all(np.ascontiguousarray(P, np.float64), *self._ground_pack(), rank)
+        return rank
+
+    def _ground_pack(self) -> tuple:
+        """:meth:`_strip_groups` and the areas packed into flat arrays for :func:`polyline_kernels.surface_rank_all`,
+        built once per strip and area list (a map's ground never changes)."""
+        key = (id(self._strips), len(self._strips), id(self._areas), len(self._areas))
+        got = self.__dict__.get("_ground_pack_cache")
+        if got is not None and got[0] == key:
+            return got[1]
+        groups = self._strip_groups()
+        dummy = Polyline(np.array([[0.0, 0.0], [1.0, 0.0]]))  # keeps the arrays' shapes when there is no strip
+        polys = [g[0] for g in groups] or [dummy]
+        voff = np.zeros(len(polys) + 1, np.int64)
+        voff[1:] = np.cumsum([len(p.points) for p in polys])
+        V = np.ascontiguousarray(np.concatenate([p._V for p in polys]))
+        S = np.ascontiguousarray(np.concatenate([p._S for p in polys]))
+        M = np.ascontiguousarray(np.stack([p._M for p in polys]))
+        boxes = np.array([g[1] for g in groups], np.float64).reshape(-1, 4)
+        toff = np.zeros(len(groups) + 1, np.int64)
+        toff[1:] = np.cumsum([len(g[3]) for g in groups])
+        strips = np.ascontiguousarray(np.concatenate([g[3] for g in groups] or [np.zeros((0, 5))]))
+        areas = [np.asarray(poly, np.float64).reshape(-1, 2) for poly, _ in self._areas]
+        aoff = np.zeros(len(areas) + 1, np.int64)
+        aoff[1:] = np.cumsum([len(a) for a in areas])
+        apts = np.ascontiguousarray(np.concatenate(areas or [np.zeros((0, 2))]))
+        abox = np.array([np.concatenate([a.min(0), a.max(0)]) for a in areas], np.float64).reshape(-1, 4)
+        arank = np.array([_RANK[sem] for _, sem in self._areas], np.int8)
+        pack = (boxes, voff, V, S, M, toff, strips, aoff, apts, abox, arank)
+        self._ground_pack_cache = (key, pack)
+        return pack
 
     def _strip_groups(self) -> list:
         """The strips grouped by their polyline: (poly, box (lo_x, lo_y, hi_x, hi_y), [(s0, s1, lat0, lat1, rank)]
@@ -527,7 +562,10 @@ class RoadMap:
 
     def ground_height(self, xy: np.ndarray) -> np.ndarray:
         """(M,) ground z (m) at world xy: 0 on roads, SIDEWALK_HEIGHT on sidewalks, TERRAIN_HEIGHT elsewhere."""
-        sem = self.surface_at(xy)
+        P = np.asarray(xy, np.float64).reshape(-1, 2)
+        if len(P) <= _SMALL:  # the simulator's per-tick heights: one compiled call, rank -> height
+            return _RANK_Z[self._rank_small(P)]
+        sem = self.surface_at(P)
         return np.where(sem == ROADS, 0.0, np.where(sem == SIDEWALKS, SIDEWALK_HEIGHT, TERRAIN_HEIGHT))
 
     def lane_at(self, xy) -> list[str | None]:

@@ -66,9 +66,12 @@ actors:
         assert np.allclose(np.sort(np.abs(rel @ fwd)), [a.dims[0] / 2] * 4)
         assert np.allclose(np.sort(np.abs(rel @ left)), [a.dims[1] / 2] * 4)
     assert np.isclose(w._static_arrays()["length"][1], w.actors[1].dims[0])
+    old_dims = w.states().dims.copy()  # states() keeps the dims with the static arrays (issue 13, third round)
+    assert np.array_equal(old_dims, np.array([a.dims for a in w.actors]))
     w.actors[1].dims = np.array([9.0, 3.0, 2.0])  # a new dims array (as the carla backend assigns) is seen
     assert np.isclose(w._static_arrays()["length"][1], 9.0)
     assert np.isclose(w._static_arrays()["half_w"][1], 1.5)
+    assert np.array_equal(w.states().dims[1], [9.0, 3.0, 2.0]) and np.array_equal(w.states().dims[0], old_dims[0])
 
 
 def test_sim_bench_bad_repeats_is_a_one_line_error(capsys):
@@ -89,7 +92,8 @@ def test_project_heading_is_project_then_pose_at():
 
 
 def test_cached_ground_heights_follow_moved_actors(tmp_path):
-    """Heights are recomputed only for actors that moved: a moved actor gets the ground under its new place."""
+    """A moved actor gets the ground under its new place (builtin maps: one compiled query for all actors; .xodr
+    maps: only the actors that moved are re-queried)."""
     text = """
 name: t
 map: straight
@@ -301,3 +305,162 @@ def test_compiled_point_in_polygon_agrees_with_numpy():
     kernels.in_polygon(P, poly, mask, got)
     want = _in_polygon(P, poly) & mask
     assert np.array_equal(got, want) and 200 < want.sum() < 1800
+
+
+def _ground_rank_per_group(m, P):
+    """The ground query as it was before issue 13's third round: one compiled call per strip group (the polyline's
+    strips), then every area polygon in numpy (roads._in_polygon)."""
+    from simgen.world import polyline_kernels
+    from simgen.world.roads import _RANK, _in_box, _in_polygon
+
+    rank = np.zeros(len(P), np.int8)
+    for poly, box, _, table in m._strip_groups():
+        polyline_kernels.rank_strips_packed(np.ascontiguousarray(P), box, poly._V, poly._S, poly._M, table, rank)
+    for polygon, sem in m._areas:
+        near = np.flatnonzero(_in_box(P, polygon.min(0), polygon.max(0)))
+        idx = near[_in_polygon(P[near], polygon)]
+        rank[idx] = np.maximum(rank[idx], _RANK[sem])
+    return rank
+
+
+def test_one_call_ground_query_agrees_with_the_per_group_query():
+    """issue 13 (third round): RoadMap.surface_at / ground_height for a few points go through ONE compiled call over
+    all strip groups and areas (polyline_kernels.surface_rank_all).  Against the per-group query it replaced, on
+    the builtin maps plus one with extra strips on polylines of different lengths (so a wrong vertex/segment offset
+    of a group shows), with points drawn near every strip edge and area vertex as well as uniformly."""
+    import dataclasses
+
+    from simgen.classes import ROADS, SIDEWALKS
+    from simgen.world.roads import _RANK_CLASS, _Strip, get_map
+
+    inter = get_map("intersection")
+    wig = _wiggly(57)
+    extra = dataclasses.replace(inter, _strips=list(inter._strips) + [
+        _Strip(wig, 5.0, 60.0, -2.0, 3.0, SIDEWALKS), _Strip(wig, 20.0, 45.0, -1.0, 1.0, ROADS),
+        _Strip(Polyline(np.array([[-30.0, -30.0], [-10.0, -25.0], [0.0, -40.0]])), 0.0, 30.0, -4.0, 0.5, ROADS)])
+    rng = np.random.default_rng(9)
+    for name, m in (("straight", get_map("straight")), ("curve", get_map("curve")), ("intersection", inter),
+                    ("extra", extra)):
+        lo, hi = m.bounds()
+        pts = [rng.uniform(lo, hi, (800, 2))]
+        for st in m._strips:  # near the strips' four edges
+            s = rng.uniform(st.s0 - 2, st.s1 + 2, 200)
+            lat = np.where(rng.random(200) < 0.5, st.lat0, st.lat1) + rng.normal(0, 0.05, 200)
+            x, y, _ = st.poly.pose_at(s, lat)
+            pts.append(np.stack([x, y], 1))
+        for polygon, _ in m._areas:  # near the areas' vertices
+            pts.append(np.repeat(polygon, 4, 0) + rng.normal(0, 0.3, (4 * len(polygon), 2)))
+        P = np.concatenate(pts)
+        want = _ground_rank_per_group(m, P)
+        got = np.concatenate([m._rank_small(P[k:k + 50]) for k in range(0, len(P), 50)])
+        assert np.array_equal(got, want), (name, np.flatnonzero(got != want)[:5])
+        assert len(set(want.tolist())) == 3, name  # all three surfaces are hit
+        sem = np.concatenate([m.surface_at(P[k:k + 50]) for k in range(0, len(P), 50)])
+        assert np.array_equal(sem, _RANK_CLASS[want]), name
+        z = np.concatenate([m.ground_height(P[k:k + 50]) for k in range(0, len(P), 50)])
+        assert np.array_equal(z, m.ground_height(P)), name  # few points (compiled) == many points (numpy)
+        if m._areas:
+            inside = np.zeros(len(P), bool)
+            from simgen.world.roads import _in_polygon
+            for polygon, _ in m._areas:
+                inside |= _in_polygon(P, polygon)
+            assert inside.sum() > 20, name  # the areas are really exercised
+
+
+def test_actor_attributes_are_views_of_the_worlds_state_array(tmp_path):
+    """issue 13 (third round): the moving state of the actors lives in World._S (one row per actor, columns
+    STATE_COLUMNS) and Actor attributes read and write that row.  Writes through either side are seen by the other
+    (and by states()), a copied actor does not write into the original's row, and an actor added to the list is
+    taken into the array at the next step."""
+    import copy
+
+    from simgen.classes import ACTOR_KINDS
+    from simgen.sim.world import STATE_COLUMNS, Actor
+    from simgen.spec.scenario import Behaviour
+
+    text = """
+name: t
+map: straight
+duration_s: 2
+scenery: {density: 0}
+ego: {place: {lane: fwd_2, s_m: 100}, speed_mps: 15, behaviour: {type: lane_follow}}
+actors:
+  - id: lead
+    kind: car
+    place: {relative_to: ego, ahead_m: 30}
+    behaviour: {type: lane_follow}
+"""
+    src = load_scenario_source(write(tmp_path, "t.yaml", text))
+    spec, _ = concretise(src, rng=np.random.default_rng(0))
+    w = World(spec, rng=np.random.default_rng(0), source=str(src.path))
+    w.step()
+    lead = w.actors[1]
+    cx, cs = STATE_COLUMNS.index("x"), STATE_COLUMNS.index("speed")
+    assert w._S.shape == (2, len(STATE_COLUMNS))
+    assert np.array_equal(w._S[:, cx], [a.x for a in w.actors]) and w._S[1, cs] == lead.speed > 0
+    lead.x = 123.5  # attribute -> array -> states()
+    assert w._S[1, cx] == 123.5 and w.states().pose[1, 0] == 123.5
+    w._S[1, cs] = 4.25  # array -> attribute (a Python float)
+    assert lead.speed == 4.25 and type(lead.speed) is float
+    twin = copy.copy(lead)
+    twin.x = -7.0
+    assert lead.x == 123.5 and twin.x == -7.0
+    x0 = w.actors[0].x
+    w.step()  # the ego moved: through the array, seen on the object
+    assert w.actors[0].x > x0 and w._S[0, cx] == w.actors[0].x
+    extra = Actor(3, "extra", ACTOR_KINDS["pedestrian"], np.array([0.5, 0.5, 1.7]), np.zeros(3), 150.0, 20.0, 0.0,
+                  0.0, Behaviour(type="stand"))
+    w.actors.append(extra)
+    w.step()
+    assert w._S.shape[0] == 3 and w._S[2, cx] == 150.0 and w.states().pose[2, 0] == 150.0
+    extra.y = 21.0
+    assert w._S[2, STATE_COLUMNS.index("y")] == 21.0  # the appended actor's row is now a view of the array
+    # states() (one compiled loop over the array) against the attributes, read independently
+    st = w.states()
+    want_pose = [[a.x, a.y, a.z, a.yaw] for a in w.actors]
+    want_vel = [[a.speed * math.cos(a.yaw), a.speed * math.sin(a.yaw), a.vz] for a in w.actors]
+    assert np.array_equal(st.pose, want_pose) and np.array_equal(st.velocity, want_vel)
+    assert np.array_equal(st.accel, [a.accel for a in w.actors]) and np.array_equal(st.door, [a.door for a in w.actors])
+    assert np.array_equal(st.dims, [a.dims for a in w.actors]) and list(st.ids) == [1, 2, 3]
+    assert abs(st.velocity[0, 0]) > 1.0  # the ego drives: the velocity is not trivially zero
+    # the ground step (compiled, builtin maps): onto the road, z and vz follow the ground under the new place
+    z0 = extra.z
+    extra.y = -1.75  # from the terrain onto the road (z 0.15 -> 0)
+    w._update_z(w.dt)
+    z1 = float(w.map.ground_height(np.array([[extra.x, extra.y]]))[0])
+    assert z1 != z0 and extra.z == z1 and extra.vz == (z1 - z0) / w.dt and w.actors[0].vz == 0.0
+    # the World notices a replaced actor (ActorList counts its changes) and a plain list put in place of its list
+    other = copy.copy(extra)
+    other.x = 160.0
+    w.actors[2] = other
+    assert w.states().pose[2, 0] == 160.0 and w._S[2, cx] == 160.0
+    other.x = 161.0
+    assert w._S[2, cx] == 161.0 and extra.x == 150.0
+    w.actors = list(w.actors[:2])
+    assert w.states().pose.shape == (2, 4) and w._S.shape[0] == 2
+
+
+def test_spawn_probe_footprints_are_the_batch_footprints(tmp_path):
+    """issue 13 (third round): the traffic spawner's probe footprints (kept footprints of the placed actors plus the
+    probe's box in scalar arithmetic, _rect1) equal _footprints(actors + [probe]) exactly, so the spawner places
+    the same traffic as the batch form did."""
+    from simgen.classes import ACTOR_KINDS
+    from simgen.sim.world import Actor, _rect1, _rects
+    from simgen.spec.scenario import Behaviour
+
+    rng = np.random.default_rng(5)
+    xy, yaw, lw = rng.uniform(-500, 500, (400, 2)), rng.uniform(-7, 7, 400), rng.uniform(0.2, 20, (400, 2))
+    batch = _rects(xy, yaw, lw)
+    one = np.concatenate([_rect1(*xy[k], yaw[k], *lw[k]) for k in range(400)])
+    assert np.array_equal(one, batch)
+    n, make = _library("dense_traffic")
+    w = make()
+    assert len(w.actors) > 20
+    for k in range(30):
+        x, y, yw = rng.uniform(-100, 100), rng.uniform(-20, 20), rng.uniform(-3, 3)
+        dims = rng.uniform([3, 1.5, 1.2], [12, 2.6, 3])
+        probe = Actor(0, "", ACTOR_KINDS["car"], dims, np.zeros(3), x, y, yw, 0.0, Behaviour())
+        want = w._footprints(list(w.actors) + [probe])
+        assert np.array_equal(w._probe_footprints(x, y, yw, dims), want), k
+        if k == 10:  # an actor appended: the kept footprints grow with it
+            w.actors.append(probe)
