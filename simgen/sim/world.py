@@ -672,6 +672,23 @@ class World:
             return b.speed_mps
         return max(a.speed, 0.1) if a.speed > 0 else 10.0
 
+    def _junction_wait(self, a: Actor, i: int, v: float, busy: dict, gap: float, dv: float) -> tuple[float, float]:
+        """The IDM leader (gap, dv) of actor ``i`` after its unsignalised junctions, first come first served: a
+        vehicle that can no longer stop comfortably reserves the junction until it has left it; the others treat
+        its entry as a standing obstacle.  Shared by the per-actor reference and the array step."""
+        for s_in, s_out, jid in a.junction_entries:
+            d = s_in - a.s - a.dims[0] / 2
+            if not -0.5 < d < 40.0:
+                continue
+            holder = self._reserved.get(jid)
+            others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
+            if not others:
+                if d < v * v / (2 * IDM_B) + 3.0:
+                    self._reserved[jid] = i
+            elif d < gap:
+                gap, dv = d, v
+        return gap, dv
+
     def _idm_accel(self, a: Actor, i: int, pos: np.ndarray, vel: np.ndarray, lights: dict[str, str]) -> float:
         v0 = max(self._target_speed(a), 0.1)
         v = a.speed
@@ -694,18 +711,7 @@ class World:
         if b.obstacles != "none" and a.junction_entries:
             # unsignalised junctions, first come first served: a vehicle that can no longer stop comfortably
             # reserves the junction until it has left it; the others wait at its entry
-            busy = getattr(self, "_occupied", {})
-            for s_in, s_out, jid in a.junction_entries:
-                d = s_in - a.s - a.dims[0] / 2
-                if not -0.5 < d < 40.0:
-                    continue
-                holder = self._reserved.get(jid)
-                others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
-                if not others:
-                    if d < v * v / (2 * IDM_B) + 3.0:
-                        self._reserved[jid] = i
-                elif d < gap:
-                    gap, dv = d, v
+            gap, dv = self._junction_wait(a, i, v, getattr(self, "_occupied", {}), gap, dv)
         if b.obey_lights or b.type == "stop_at_line":
             for stop_s, light in a.stop_points:
                 st = "red" if b.type == "stop_at_line" else lights.get(light)
@@ -1145,19 +1151,7 @@ class World:
         for i in plan["junction"]:  # unsignalised junctions, first come first served: in actor order
             if gdt[2, i] < ttc_s[i]:
                 continue
-            a = A[i]
-            v = a.speed
-            for s_in, s_out, jid in a.junction_entries:
-                d = s_in - a.s - a.dims[0] / 2
-                if not -0.5 < d < 40.0:
-                    continue
-                holder = self._reserved.get(jid)
-                others = (busy.get(jid, set()) - {i}) or (holder is not None and holder != i)
-                if not others:
-                    if d < v * v / (2 * IDM_B) + 3.0:
-                        self._reserved[jid] = i
-                elif d < gdt[0, i]:
-                    gdt[0, i], gdt[1, i] = d, v
+            gdt[0, i], gdt[1, i] = self._junction_wait(A[i], i, A[i].speed, busy, gdt[0, i], gdt[1, i])
         state = st0.copy()
         for i in plan["lc"]:
             self._lane_change_lateral(A[i], dt)
